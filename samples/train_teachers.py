@@ -1,0 +1,165 @@
+"""Re-create the bundled sample teachers, deterministically, on this CPU.
+
+    python samples/train_teachers.py                 # train all, then package
+    python samples/train_teachers.py --only resnet_mnist
+    python samples/train_teachers.py --package-only  # re-write .pt/.pt2 files from the trained weights
+
+Each teacher is trained on the *train* split of its dataset (squeeze's default split, seed 0) and
+its accuracy is measured once, at the end, on the held-out *eval* split (no model selection on it).
+Outputs in samples/teachers/: <name>.pt (squeeze checkpoint: safe to load, rebuilds the nn.Module),
+<name>.pt2 (torch.export program, dynamic batch) and teachers.json (accuracy, MACs, params, recipe).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from squeeze import zoo  # noqa: E402
+from squeeze.data import SplitConfig, load_data  # noqa: E402
+
+OUT = ROOT / "samples" / "teachers"
+WORK = OUT / ".work"  # raw trained weights (ignored by git); packaging reads them
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    factory: str  # zoo function name
+    dataset: str
+    epochs: int
+    batch_size: int = 128
+    lr: float = 0.1
+    weight_decay: float = 5e-4
+    max_shift: int = 2  # random translation augmentation, in pixels
+    seed: int = 0
+
+
+RECIPES = {
+    r.name: r
+    for r in (
+        Recipe("resnet_mnist", "resnet_teacher", "mnist", epochs=12),
+        Recipe("mobilenetv2_mnist", "mobilenetv2_teacher", "mnist", epochs=10),
+        Recipe("resnet_digits", "resnet_teacher", "digits", epochs=40, batch_size=64, max_shift=1),
+    )
+}
+
+
+def random_shift(x: torch.Tensor, max_shift: int, generator: torch.Generator) -> torch.Tensor:
+    """Translate each image by up to max_shift pixels (zero-padded): the standard MNIST augmentation."""
+    if max_shift == 0:
+        return x
+    n, _, h, w = x.shape
+    padded = F.pad(x, (max_shift,) * 4, value=float(x.min()))
+    offsets = torch.randint(0, 2 * max_shift + 1, (n, 2), generator=generator)
+    return torch.stack([padded[i, :, dy : dy + h, dx : dx + w] for i, (dy, dx) in enumerate(offsets.tolist())])
+
+
+@torch.no_grad()
+def accuracy(model: torch.nn.Module, loader) -> float:
+    model.eval()
+    correct = total = 0
+    for x, y in loader:
+        correct += int((model(x).argmax(1) == y).sum())
+        total += len(y)
+    return correct / total
+
+
+def train(recipe: Recipe) -> dict:
+    torch.manual_seed(recipe.seed)
+    data = load_data(recipe.dataset, SplitConfig(seed=0))
+    model = getattr(zoo, recipe.factory)(in_channels=data.sample_shape[0], num_classes=data.num_classes)
+    loader = data.loader("train", batch_size=recipe.batch_size, shuffle=True, seed=recipe.seed)
+    steps = recipe.epochs * len(loader)
+    warmup = len(loader)  # one epoch of linear warm-up, then cosine
+    opt = torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=0.9, nesterov=True, weight_decay=recipe.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: (s + 1) / warmup if s < warmup else 0.5 * (1 + math.cos(math.pi * (s - warmup) / (steps - warmup)))
+    )
+    aug = torch.Generator().manual_seed(recipe.seed + 1)
+    start = time.time()
+    for epoch in range(recipe.epochs):
+        model.train()
+        running = 0.0
+        for x, y in loader:
+            loss = F.cross_entropy(model(random_shift(x, recipe.max_shift, aug)), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            running += loss.item()
+        print(f"[{recipe.name}] epoch {epoch + 1}/{recipe.epochs} loss {running / len(loader):.4f} ({time.time() - start:.0f}s)", flush=True)
+    eval_acc = accuracy(model, data.loader("eval"))
+    print(f"[{recipe.name}] held-out eval accuracy {eval_acc:.4f} on {len(data.eval)} images", flush=True)
+    WORK.mkdir(parents=True, exist_ok=True)
+    torch.save(model.state_dict(), WORK / f"{recipe.name}.state.pt")
+    result = {"eval_accuracy": eval_acc, "train_seconds": round(time.time() - start, 1), "threads": torch.get_num_threads()}
+    (WORK / f"{recipe.name}.result.json").write_text(json.dumps(result))
+    return result
+
+
+def package(recipe: Recipe) -> dict:
+    from squeeze.analysis import count_macs, count_params
+    from squeeze.artifacts import InputSpec
+    from squeeze.modelio import save_checkpoint, save_exported_program
+
+    data = load_data(recipe.dataset, SplitConfig(seed=0))
+    kwargs = {"in_channels": data.sample_shape[0], "num_classes": data.num_classes}
+    model = getattr(zoo, recipe.factory)(**kwargs)
+    model.load_state_dict(torch.load(WORK / f"{recipe.name}.state.pt", weights_only=True))
+    model.eval()
+    result = json.loads((WORK / f"{recipe.name}.result.json").read_text())
+    spec = InputSpec(shape=(1, *data.sample_shape), normalization=data.normalization)
+    eval_acc = accuracy(model, data.loader("eval"))  # re-measured from the saved weights
+    meta = {
+        "dataset": recipe.dataset,
+        "split": asdict(data.split),
+        "eval_accuracy": eval_acc,
+        "eval_samples": len(data.eval),
+        "recipe": asdict(recipe),
+        "train_seconds": result["train_seconds"],
+        "train_threads": result["threads"],
+        "torch": torch.__version__,
+    }
+    save_checkpoint(model, OUT / f"{recipe.name}.pt", arch=f"squeeze.zoo:{recipe.factory}", arch_kwargs=kwargs, input_spec=spec, metadata=meta)
+    save_exported_program(model, OUT / f"{recipe.name}.pt2", spec, metadata=meta)
+    return {
+        **meta,
+        "params": count_params(model),
+        "macs": count_macs(model, spec.example()),
+        "files": [f"{recipe.name}.pt", f"{recipe.name}.pt2"],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", choices=sorted(RECIPES), action="append")
+    parser.add_argument("--package-only", action="store_true")
+    parser.add_argument("--threads", type=int, default=2, help="fixed so re-runs reproduce bit-for-bit on the same machine")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    names = args.only or list(RECIPES)
+    if not args.package_only:
+        for name in names:
+            train(RECIPES[name])
+    index_path = OUT / "teachers.json"
+    index = json.loads(index_path.read_text()) if index_path.exists() else {}
+    for name in names:
+        index[name] = package(RECIPES[name])
+        print(f"[{name}] packaged: eval accuracy {index[name]['eval_accuracy']:.4f}, {index[name]['macs'] / 1e6:.1f} MMACs, {index[name]['params']} params")
+    index_path.write_text(json.dumps(dict(sorted(index.items())), indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

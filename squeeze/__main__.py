@@ -1,0 +1,3 @@
+from squeeze.cli import main
+
+main()

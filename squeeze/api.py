@@ -1,0 +1,274 @@
+"""Python API. The CLI is a thin shell over these functions; each returns JSON-ready data."""
+
+from __future__ import annotations
+
+import datetime as dt
+import platform
+import re
+import sys
+import tempfile
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from squeeze import __version__
+from squeeze.artifacts import ModelArtifact, OnnxArtifact
+from squeeze.data import BUNDLED, DataBundle, SplitConfig, load_data
+from squeeze.errors import TargetUnavailableError, UserInputError
+from squeeze.fsutil import atomic_dir, check_output_path, write_json_atomic
+from squeeze.modelio import load_any, load_model
+from squeeze.targets import get_target, target_names
+from squeeze.targets.base import ProfileSpec
+
+Progress = Callable[[str], None]
+
+
+def _silent(message: str) -> None:
+    pass
+
+
+def versions() -> dict[str, str]:
+    import numpy
+    import onnx
+    import onnxruntime
+    import torch
+
+    return {
+        "squeeze": __version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "onnx": onnx.__version__,
+        "onnxruntime": onnxruntime.__version__,
+        "numpy": numpy.__version__,
+        "platform": platform.platform(),
+    }
+
+
+def parse_duration_ms(text: str | float | None) -> float | None:
+    """'2ms', '500us', '0.5s' or a bare number of milliseconds."""
+    if text is None or isinstance(text, (int, float)):
+        return None if text is None else float(text)
+    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*(ms|us|µs|s)?\s*", text)
+    if not match:
+        raise UserInputError(f"latency budget must look like 2ms, 500us or 0.5s, got {text!r}")
+    value, unit = float(match.group(1)), match.group(2) or "ms"
+    return value * {"ms": 1.0, "us": 1e-3, "µs": 1e-3, "s": 1e3}[unit]
+
+
+def open_data(spec: str | None, model: ModelArtifact | None = None, seed: int = 0) -> DataBundle | None:
+    """The dataset the user named, else the bundled one a sample teacher records it was trained on."""
+    if spec is None and model is not None and model.metadata.get("dataset") in BUNDLED:
+        spec = model.metadata["dataset"]
+        seed = int(model.metadata.get("split", {}).get("seed", seed))
+    return load_data(spec, SplitConfig(seed=seed)) if spec else None
+
+
+# ----------------------------------------------------------------------------------------------
+
+
+def inspect(path: str | Path, *, arch: str | None = None, input_shape: str | None = None, trust_pickle: bool = False) -> dict[str, Any]:
+    """Input spec, parameters, MACs and a per-layer summary of a torch or ONNX model."""
+    from squeeze.analysis import count_macs, count_params, layer_summary, onnx_summary, op_histogram
+
+    art = load_any(path, arch=arch, input_shape=input_shape, trust_pickle=trust_pickle)
+    if isinstance(art, OnnxArtifact):
+        return {"path": str(path), "format": "onnx", "sha256": art.sha256, "input_spec": art.input_spec.to_dict(), **onnx_summary(art.path)}
+    example = art.input_spec.example()
+    layers = layer_summary(art.module, example) if art.format != "torchscript" else []  # no hooks on ScriptModules
+    return {
+        "path": str(path),
+        "format": art.format,
+        "sha256": art.sha256,
+        "input_spec": art.input_spec.to_dict(),
+        "params": count_params(art.module),
+        "macs": count_macs(art.module, example),
+        "layer_types": op_histogram(art.module),
+        "layers": layers,
+        "metadata": art.metadata,
+    }
+
+
+def export(
+    path: str | Path,
+    out: str | Path,
+    *,
+    data: str | None = None,
+    arch: str | None = None,
+    input_shape: str | None = None,
+    trust_pickle: bool = False,
+    opset: int = 18,
+    exporter: str = "dynamo",
+    dynamic_batch: bool = True,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Export a torch model to ONNX with a parity check on real eval samples."""
+    from squeeze.passes.export import ExportConfig, export_onnx
+
+    cfg = ExportConfig(opset=opset, exporter=exporter, dynamic_batch=dynamic_batch)
+    out = check_output_path(Path(out))
+    art = load_model(path, arch=arch, input_shape=input_shape, trust_pickle=trust_pickle)
+    bundle = open_data(data, art, seed)
+    onnx_art = export_onnx(art, out, cfg, bundle)
+    return {"source": art.describe(), **onnx_art.describe(), "bytes": out.stat().st_size,
+            "exporter": onnx_art.provenance[-1]["exporter"], "versions": versions()}
+
+
+def profile(
+    path: str | Path,
+    *,
+    target: str = "cpu",
+    batch_size: int = 1,
+    warmup: int = 20,
+    iterations: int = 200,
+    threads: int | None = None,
+    data: str | None = None,
+    arch: str | None = None,
+    input_shape: str | None = None,
+    trust_pickle: bool = False,
+) -> dict[str, Any]:
+    """Measure latency on a target. A torch model is exported (with parity) to a temporary ONNX first."""
+    from squeeze.passes.export import ExportConfig, export_onnx
+
+    tgt = get_target(target)
+    spec = ProfileSpec(batch_size=batch_size, warmup=warmup, iterations=iterations, threads=threads)
+    availability = tgt.available()
+    if not availability.available:
+        raise TargetUnavailableError(f"target {target} is unavailable here: {availability.reason}")
+    art = load_any(path, arch=arch, input_shape=input_shape, trust_pickle=trust_pickle)
+    exported: dict[str, Any] | None = None
+    with tempfile.TemporaryDirectory(prefix="squeeze-profile-") as tmp:
+        if isinstance(art, ModelArtifact):
+            onnx_art = export_onnx(art, Path(tmp) / "model.onnx", ExportConfig(), open_data(data, art))
+            exported = {"parity": onnx_art.parity, "opset": onnx_art.opset}
+        else:
+            onnx_art = art
+        stats = tgt.profile(onnx_art, spec)
+    return {"model": str(path), "model_sha256": art.sha256, **({"exported": exported} if exported else {}), **stats.to_dict()}
+
+
+def list_targets() -> list[dict[str, Any]]:
+    rows = []
+    for name in target_names():
+        tgt = get_target(name)
+        availability = tgt.available()
+        rows.append({
+            "name": name,
+            "description": tgt.description,
+            "available": availability.available,
+            "reason": availability.reason,
+            "channel_multiple": tgt.channel_multiple,
+            "quant_rules": asdict(tgt.quant_rules),
+            "details": availability.details,
+        })
+    return rows
+
+
+def compress(
+    path: str | Path,
+    *,
+    target: str = "cpu",
+    out: str | Path = "squeeze-out",
+    data: str | None = None,
+    arch: str | None = None,
+    input_shape: str | None = None,
+    trust_pickle: bool = False,
+    latency_budget: str | float | None = None,
+    max_accuracy_drop: float | None = None,
+    profile_spec: ProfileSpec | None = None,
+    seed: int = 0,
+    progress: Progress = _silent,
+    command: list[str] | None = None,
+) -> dict[str, Any]:
+    """Run the pass pipeline (today: export -> profile) and write DIR/model.onnx + DIR/manifest.json.
+
+    Everything is validated before any work; the output directory appears only when complete.
+    """
+    from squeeze import pipeline
+    from squeeze.analysis import count_macs, count_params, onnx_summary
+    from squeeze.evaluate import compare, onnx_predictions, torch_predictions
+    from squeeze.passes.base import Context
+    from squeeze.passes.export import ExportConfig, ExportPass
+    from squeeze.passes.profile import ProfileConfig, ProfilePass
+
+    budget_ms = parse_duration_ms(latency_budget)
+    if max_accuracy_drop is not None and max_accuracy_drop < 0:
+        raise UserInputError("--max-accuracy-drop must be >= 0 (percentage points)")
+    tgt = get_target(target)
+    availability = tgt.available()
+    if not availability.available:
+        raise TargetUnavailableError(f"target {target} is unavailable here: {availability.reason}")
+    out = Path(out)
+    if not out.resolve().parent.is_dir():
+        raise UserInputError(f"output directory's parent does not exist: {out.resolve().parent}")
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "manifest.json").exists())):
+        raise UserInputError(f"{out} exists and is not a squeeze output directory; choose another --out")
+
+    progress("loading model")
+    teacher = load_model(path, arch=arch, input_shape=input_shape, trust_pickle=trust_pickle)
+    bundle = open_data(data, teacher, seed)
+    if max_accuracy_drop is not None and (bundle is None or not bundle.has_labels):
+        raise UserInputError("--max-accuracy-drop needs a labelled dataset (--data)")
+    steps = [
+        pipeline.Step(ExportPass(), ExportConfig()),
+        pipeline.Step(ProfilePass(), ProfileConfig(profile_spec or ProfileSpec())),
+    ]
+    pipeline.validate(steps, ModelArtifact)
+    started = dt.datetime.now(dt.timezone.utc)
+    with atomic_dir(out) as stage:
+        ctx = Context(run_dir=stage, target=tgt, data=bundle, teacher=teacher, progress=progress)
+        onnx_art, records = pipeline.run(steps, ctx, teacher)
+        accuracy = None
+        if bundle is not None:
+            progress("evaluating teacher (torch) and output (ONNX Runtime) on the eval split")
+            loader = bundle.loader("eval", batch_size=256)
+            accuracy = compare(torch_predictions(teacher.module, loader), onnx_predictions(onnx_art.path, loader), "eval")
+        latency = ctx.results["profile"]
+        gate = _gate(latency, accuracy, ctx.results["export"]["parity"], budget_ms, max_accuracy_drop)
+        summary = onnx_summary(onnx_art.path)
+        manifest = {
+            "squeeze_version": __version__,
+            "created_utc": started.isoformat(timespec="seconds"),
+            "finished_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "command": command or sys.argv,
+            "target": {"name": tgt.name, "description": tgt.description, "availability": availability.reason},
+            "teacher": {
+                **teacher.describe(),
+                "params": count_params(teacher.module),
+                "macs": count_macs(teacher.module, teacher.input_spec.example()),
+                "recorded": {k: teacher.metadata[k] for k in ("dataset", "eval_accuracy", "arch") if k in teacher.metadata},
+            },
+            "data": bundle.describe() if bundle else None,
+            "passes": records,
+            "outputs": {
+                "model.onnx": {
+                    "sha256": onnx_art.sha256,
+                    "bytes": onnx_art.path.stat().st_size,
+                    "opset": onnx_art.opset,
+                    "input_spec": onnx_art.input_spec.to_dict(),
+                    "params": summary["params"],
+                    "macs": summary["macs"],
+                    "exporter": ctx.results["export"]["exporter"],
+                }
+            },
+            "parity": ctx.results["export"]["parity"],
+            "accuracy": accuracy,
+            "latency": latency,
+            "gate": gate,
+            "versions": versions(),
+        }
+        write_json_atomic(stage / "manifest.json", manifest)
+    return {"out": str(out), **manifest}
+
+
+def _gate(latency: dict[str, Any], accuracy: dict[str, Any] | None, parity: dict[str, Any],
+          budget_ms: float | None, max_drop: float | None) -> dict[str, Any]:
+    """The verdict a CI job gates on: every requested check must hold."""
+    checks = [{"check": "onnx_parity", "passed": bool(parity["passed"]), "value": parity["max_abs_diff"],
+               "limit": parity["tolerance_max_abs"]}]
+    if budget_ms is not None:
+        checks.append({"check": "latency_p90_ms", "passed": latency["p90_ms"] <= budget_ms, "value": latency["p90_ms"], "limit": budget_ms})
+    if max_drop is not None:
+        drop = 100.0 * (accuracy["teacher_accuracy"] - accuracy["output_accuracy"])
+        checks.append({"check": "accuracy_drop_pct_points", "passed": drop <= max_drop, "value": drop, "limit": max_drop})
+    return {"verdict": "pass" if all(c["passed"] for c in checks) else "fail", "checks": checks}

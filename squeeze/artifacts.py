@@ -1,0 +1,96 @@
+"""Artifacts that flow between passes (ARCHITECTURE.md, "The artifact flow")."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from squeeze.errors import UserInputError
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """What a model takes: one tensor input, with the batch as dimension 0."""
+
+    shape: tuple[int, ...]
+    name: str = "input"
+    dtype: str = "float32"
+    dynamic_batch: bool = True
+    normalization: dict[str, list[float]] | None = None  # how the data was normalised, for deployers
+
+    def example(self, batch: int | None = None) -> torch.Tensor:
+        shape = (batch or self.shape[0], *self.shape[1:])
+        return torch.zeros(shape, dtype=getattr(torch, self.dtype))
+
+    def with_batch(self, batch: int) -> "InputSpec":
+        return InputSpec((batch, *self.shape[1:]), self.name, self.dtype, self.dynamic_batch, self.normalization)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["shape"] = list(self.shape)
+        return out
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "InputSpec":
+        return cls(
+            shape=tuple(int(s) for s in d["shape"]),
+            name=str(d.get("name", "input")),
+            dtype=str(d.get("dtype", "float32")),
+            dynamic_batch=bool(d.get("dynamic_batch", True)),
+            normalization=d.get("normalization"),
+        )
+
+
+def parse_input_shape(text: str) -> tuple[int, ...]:
+    """'1x3x32x32' -> (1, 3, 32, 32); one clear error for anything else."""
+    parts = text.lower().replace(",", "x").split("x")
+    try:
+        shape = tuple(int(p) for p in parts)
+    except ValueError:
+        raise UserInputError(f"--input-shape must look like 1x3x32x32 (positive integers joined by 'x'), got {text!r}") from None
+    if len(shape) < 2 or any(s <= 0 for s in shape):
+        raise UserInputError(f"--input-shape must have a batch dimension and positive sizes, got {text!r}")
+    return shape
+
+
+@dataclass
+class ModelArtifact:
+    """A torch model plus its input spec and where it came from."""
+
+    module: torch.nn.Module
+    input_spec: InputSpec
+    source: str
+    format: str  # "checkpoint", "state_dict", "pt2", "torchscript", "pickle"
+    sha256: str
+    metadata: dict[str, Any] = field(default_factory=dict)  # e.g. dataset and accuracy recorded with a checkpoint
+    provenance: list[dict[str, Any]] = field(default_factory=list)
+    exported_program: Any = None  # torch.export.ExportedProgram when loaded from .pt2
+
+    def describe(self) -> dict[str, Any]:
+        return {"source": self.source, "format": self.format, "sha256": self.sha256, "input_spec": self.input_spec.to_dict()}
+
+
+@dataclass
+class OnnxArtifact:
+    """An ONNX file with its hash, opset and the parity measured against its torch source."""
+
+    path: Path
+    sha256: str
+    opset: int
+    input_spec: InputSpec
+    producer: str = ""
+    parity: dict[str, Any] | None = None
+    provenance: list[dict[str, Any]] = field(default_factory=list)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "path": str(self.path),
+            "sha256": self.sha256,
+            "opset": self.opset,
+            "producer": self.producer,
+            "input_spec": self.input_spec.to_dict(),
+            "parity": self.parity,
+        }

@@ -1,0 +1,280 @@
+"""`squeeze` command line: a thin shell over squeeze.api.
+
+Exit codes: 0 ok; 1 gate failed / budget not met / parity failed; 2 bad input or usage (one line
+on stderr, no traceback unless --debug); 3 internal error (traceback written to a log file).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+import tempfile
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from squeeze.errors import SqueezeError
+
+app = typer.Typer(
+    name="squeeze",
+    help=(
+        "Compress a trained PyTorch model for an edge target and measure it there.\n\n"
+        "Examples:\n\n"
+        "  squeeze compress samples/teachers/resnet_mnist.pt --target cpu --out out/\n\n"
+        "  squeeze inspect samples/teachers/resnet_mnist.pt2\n\n"
+        "  squeeze export samples/teachers/resnet_mnist.pt --out m.onnx --json\n\n"
+        "  squeeze profile m.onnx --target cpu --json\n\n"
+        "  squeeze targets"
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+stdout = Console()
+stderr = Console(stderr=True)
+_state = {"debug": bool(os.environ.get("SQUEEZE_DEBUG"))}
+
+# Options shared by the commands that load a model.
+ArchOpt = typer.Option(None, "--arch", help="module:factory that builds the architecture of a state_dict, e.g. mypkg.models:resnet18")
+ShapeOpt = typer.Option(None, "--input-shape", help="input shape with batch, e.g. 1x3x32x32 (when the file does not record it)")
+TrustOpt = typer.Option(False, "--trust-pickle", help="allow loading full pickles (runs code from the file: only for files you trust)")
+DataOpt = typer.Option(None, "--data", help="'mnist', 'digits', a .npz/.pt file, an image folder, or pkg.mod:fn")
+JsonOpt = typer.Option(False, "--json", help="print one JSON document on stdout instead of tables")
+
+
+def handled(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn squeeze errors into one stderr line + exit code; internal errors into a log pointer."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except typer.Exit:
+            raise
+        except SqueezeError as exc:
+            if _state["debug"]:
+                traceback.print_exc()
+            stderr.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+            raise typer.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:
+            stderr.print("interrupted")
+            raise typer.Exit(130) from None
+        except Exception as exc:
+            if _state["debug"]:
+                traceback.print_exc()
+            fd, log = tempfile.mkstemp(prefix="squeeze-error-", suffix=".log")
+            with os.fdopen(fd, "w") as fh:
+                fh.write(traceback.format_exc())
+            stderr.print(f"[bold red]internal error:[/] {type(exc).__name__}: {escape(str(exc))} (traceback in {log}; re-run with --debug)",
+                         highlight=False, soft_wrap=True)
+            raise typer.Exit(3) from None
+
+    return wrapper
+
+
+def _emit_json(obj: Any) -> None:
+    sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
+
+
+def _progress(as_json: bool) -> Callable[[str], None]:
+    if as_json:
+        return lambda message: None
+    return lambda message: stderr.print(f"[dim]… {message}[/]", highlight=False)
+
+
+def _fmt_count(n: int | None) -> str:
+    if n is None:
+        return "-"
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.2f}{unit}"
+    return str(n)
+
+
+def _latency_table(stats: dict[str, Any], title: str) -> Table:
+    table = Table(title=title)
+    for col in ("p50 ms", "p90 ms", "p99 ms", "mean ms", "std ms", "min ms", "CoV", "batch", "threads", "providers"):
+        table.add_column(col, justify="right")
+    table.add_row(*(f"{stats[k]:.3f}" for k in ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms", "min_ms")),
+                  f"{stats['cov'] * 100:.1f}%", str(stats["batch_size"]), str(stats["threads"]), ",".join(stats["providers"]))
+    return table
+
+
+@app.callback()
+def _root(debug: bool = typer.Option(False, "--debug", help="show tracebacks")) -> None:
+    _state["debug"] = _state["debug"] or debug
+
+
+@app.command()
+@handled
+def inspect(
+    model: Path = typer.Argument(..., help="model file (.pt2, TorchScript, checkpoint/state_dict, .onnx)"),
+    arch: Optional[str] = ArchOpt,
+    input_shape: Optional[str] = ShapeOpt,
+    trust_pickle: bool = TrustOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Input spec, parameters, MACs and a layer summary.
+
+    Example: squeeze inspect samples/teachers/resnet_mnist.pt2
+    """
+    from squeeze import api
+
+    result = api.inspect(model, arch=arch, input_shape=input_shape, trust_pickle=trust_pickle)
+    if as_json:
+        return _emit_json(result)
+    spec = result["input_spec"]
+    stdout.print(f"[bold]{model}[/] ({result['format']}, sha256 {result['sha256'][:12]})")
+    stdout.print(f"input  {spec['name']}: {'x'.join(map(str, spec['shape']))} {spec['dtype']}"
+                 f"{' (dynamic batch)' if spec['dynamic_batch'] else ''}")
+    stdout.print(f"params {_fmt_count(result['params'])}   MACs {_fmt_count(result['macs'])} per sample")
+    if result.get("metadata", {}).get("eval_accuracy") is not None:
+        meta = result["metadata"]
+        stdout.print(f"recorded accuracy {meta['eval_accuracy'] * 100:.2f}% on the eval split of {meta.get('dataset')}")
+    if result.get("layers"):
+        table = Table(title="layers")
+        for col in ("name", "type", "output", "params", "MACs"):
+            table.add_column(col, justify="right" if col in ("params", "MACs") else "left")
+        for row in result["layers"]:
+            table.add_row(row["name"], row["type"], "x".join(map(str, row["output_shape"] or [])), _fmt_count(row["params"]), _fmt_count(row["macs"]))
+        stdout.print(table)
+    ops = result.get("layer_types") or result.get("ops") or {}
+    stdout.print("layer types: " + ", ".join(f"{k}×{v}" for k, v in ops.items()))
+
+
+@app.command()
+@handled
+def export(
+    model: Path = typer.Argument(..., help="torch model file"),
+    out: Path = typer.Option(..., "--out", "-o", help="ONNX file to write (its directory must exist)"),
+    data: Optional[str] = DataOpt,
+    opset: int = typer.Option(18, "--opset", help="ONNX opset (17-23)"),
+    exporter: str = typer.Option("dynamo", "--exporter", help="dynamo (default) or legacy (TorchScript-based)"),
+    static_batch: bool = typer.Option(False, "--static-batch", help="fix the batch dimension instead of making it dynamic"),
+    arch: Optional[str] = ArchOpt,
+    input_shape: Optional[str] = ShapeOpt,
+    trust_pickle: bool = TrustOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Export to ONNX and check parity (torch vs ONNX Runtime) on real eval samples.
+
+    Example: squeeze export samples/teachers/resnet_mnist.pt --out m.onnx --json
+    """
+    from squeeze import api
+
+    result = api.export(model, out, data=data, arch=arch, input_shape=input_shape, trust_pickle=trust_pickle,
+                        opset=opset, exporter=exporter, dynamic_batch=not static_batch)
+    if as_json:
+        return _emit_json(result)
+    parity = result["parity"]
+    stdout.print(f"wrote [bold]{result['path']}[/] (opset {result['opset']}, {result['bytes'] / 1e6:.2f} MB, {result['exporter']} exporter)")
+    stdout.print(f"parity on {parity['inputs']}: max |diff| {parity['max_abs_diff']:.2e}, top-1 agreement {parity['top1_agreement']:.4f} — passed")
+
+
+@app.command()
+@handled
+def profile(
+    model: Path = typer.Argument(..., help=".onnx file, or a torch model (exported with a parity check first)"),
+    target: str = typer.Option("cpu", "--target", "-t", help="see `squeeze targets`"),
+    batch_size: int = typer.Option(1, "--batch-size", "-b"),
+    warmup: int = typer.Option(20, "--warmup", help="untimed runs first"),
+    iterations: int = typer.Option(200, "--iterations", "-n", help="timed runs"),
+    threads: Optional[int] = typer.Option(None, "--threads", help="intra-op threads (default: all usable cores)"),
+    data: Optional[str] = DataOpt,
+    arch: Optional[str] = ArchOpt,
+    input_shape: Optional[str] = ShapeOpt,
+    trust_pickle: bool = TrustOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Measure latency on a target's runtime: p50/p90/p99/mean/std/min, CoV, providers, threads.
+
+    Example: squeeze profile m.onnx --target cpu --json
+    """
+    from squeeze import api
+
+    result = api.profile(model, target=target, batch_size=batch_size, warmup=warmup, iterations=iterations, threads=threads,
+                         data=data, arch=arch, input_shape=input_shape, trust_pickle=trust_pickle)
+    if as_json:
+        return _emit_json(result)
+    stdout.print(_latency_table(result, f"{model} on {target} ({result['runtime']} {result['runtime_version']}, {result['iterations']} runs)"))
+
+
+@app.command()
+@handled
+def targets(as_json: bool = JsonOpt) -> None:
+    """Known targets, and whether each can build and measure on this machine (and if not, why).
+
+    Example: squeeze targets --json
+    """
+    from squeeze import api
+
+    rows = api.list_targets()
+    if as_json:
+        return _emit_json(rows)
+    table = Table(title="targets")
+    for col in ("name", "available", "description", "why / what"):
+        table.add_column(col, overflow="fold")
+    for row in rows:
+        table.add_row(row["name"], "[green]yes[/]" if row["available"] else "[red]no[/]", escape(row["description"]), escape(row["reason"]))
+    stdout.print(table)
+
+
+@app.command()
+@handled
+def compress(
+    model: Path = typer.Argument(..., help="the trained teacher"),
+    target: str = typer.Option("cpu", "--target", "-t", help="see `squeeze targets`"),
+    out: Path = typer.Option(Path("squeeze-out"), "--out", "-o", help="output directory (created; its parent must exist)"),
+    data: Optional[str] = DataOpt,
+    latency_budget: Optional[str] = typer.Option(None, "--latency-budget", help="gate: p90 latency on the target, e.g. 5ms"),
+    max_accuracy_drop: Optional[float] = typer.Option(None, "--max-accuracy-drop", help="gate: accuracy drop allowed, percentage points"),
+    iterations: int = typer.Option(200, "--iterations", "-n", help="timed runs when profiling"),
+    arch: Optional[str] = ArchOpt,
+    input_shape: Optional[str] = ShapeOpt,
+    trust_pickle: bool = TrustOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Run the pass pipeline for a target and write model.onnx + manifest.json with a gate verdict.
+
+    Today's pipeline: export (with parity) -> profile on the target, with teacher and output accuracy
+    on the eval split. Exit 1 when a requested gate (--latency-budget, --max-accuracy-drop) fails.
+
+    Example: squeeze compress samples/teachers/resnet_mnist.pt --target cpu --out out/ --latency-budget 5ms
+    """
+    from squeeze import api
+    from squeeze.targets.base import ProfileSpec
+
+    result = api.compress(model, target=target, out=out, data=data, arch=arch, input_shape=input_shape, trust_pickle=trust_pickle,
+                          latency_budget=latency_budget, max_accuracy_drop=max_accuracy_drop,
+                          profile_spec=ProfileSpec(iterations=iterations), progress=_progress(as_json), command=sys.argv)
+    if as_json:
+        _emit_json(result)
+    else:
+        stdout.print(f"wrote [bold]{out}/model.onnx[/] and [bold]{out}/manifest.json[/]")
+        acc = result["accuracy"]
+        if acc:
+            fmt = lambda v: "-" if v is None else f"{v * 100:.2f}%"  # noqa: E731
+            stdout.print(f"accuracy on {acc['samples']} eval samples: teacher (torch) {fmt(acc['teacher_accuracy'])}, "
+                         f"output (ONNX Runtime) {fmt(acc['output_accuracy'])}, top-1 agreement {acc['top1_agreement'] * 100:.2f}%")
+        stdout.print(_latency_table(result["latency"], f"latency on {target}"))
+        for check in result["gate"]["checks"]:
+            stdout.print(f"gate {check['check']}: {check['value']:.4g} vs limit {check['limit']:.4g} — {'pass' if check['passed'] else 'FAIL'}")
+        stdout.print(f"verdict: [bold]{result['gate']['verdict']}[/]")
+    if result["gate"]["verdict"] != "pass":
+        raise typer.Exit(1)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

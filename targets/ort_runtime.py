@@ -1,0 +1,113 @@
+"""ONNX Runtime session creation and timing, shared by the ORT-based targets (cpu, cuda)."""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from typing import Any
+
+import numpy as np
+
+from squeeze.artifacts import OnnxArtifact
+from squeeze.errors import TargetUnavailableError
+from squeeze.targets.base import LatencyStats, ProfileSpec
+
+
+def usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def create_session(path: str, providers: list[Any], threads: int | None = None):
+    """An ORT session that fails loudly if the first requested provider is not the one in use.
+
+    ORT silently falls back to CPU when e.g. CUDA libraries are missing (deploy.md §0.7), so the
+    providers actually in use are checked after creation, not the available ones before.
+    """
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads or usable_cores()
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3
+    session = ort.InferenceSession(path, options, providers=providers)
+    wanted = providers[0] if isinstance(providers[0], str) else providers[0][0]
+    used = session.get_providers()
+    if not used or used[0] != wanted:
+        raise TargetUnavailableError(f"ONNX Runtime did not use {wanted} (session runs on {used}); check the runtime's libraries")
+    return session, options
+
+
+def host_info() -> dict[str, Any]:
+    cpu = platform.processor() or ""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            cpu = next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    return {"machine": platform.machine(), "cpu": cpu, "usable_cores": usable_cores(), "system": platform.system(),
+            "python": platform.python_version()}
+
+
+def summarize(times_ms: np.ndarray) -> dict[str, float]:
+    mean = float(times_ms.mean())
+    std = float(times_ms.std(ddof=1)) if len(times_ms) > 1 else 0.0
+    return {
+        "p50_ms": float(np.percentile(times_ms, 50)),
+        "p90_ms": float(np.percentile(times_ms, 90)),
+        "p99_ms": float(np.percentile(times_ms, 99)),
+        "mean_ms": mean,
+        "std_ms": std,
+        "min_ms": float(times_ms.min()),
+        "max_ms": float(times_ms.max()),
+        "cov": std / mean if mean > 0 else 0.0,
+    }
+
+
+def profile_session(target: str, art: OnnxArtifact, spec: ProfileSpec, providers: list[Any]) -> LatencyStats:
+    """Warm up, then time `iterations` single runs with a monotonic clock around session.run."""
+    import onnxruntime as ort
+
+    if not art.input_spec.dynamic_batch and spec.batch_size != art.input_spec.shape[0]:
+        raise TargetUnavailableError(
+            f"{art.path} has a static batch of {art.input_spec.shape[0]}; cannot profile batch {spec.batch_size}"
+        )
+    session, options = create_session(str(art.path), providers, spec.threads)
+    shape = [spec.batch_size, *art.input_spec.shape[1:]]
+    rng = np.random.default_rng(spec.seed)
+    feed = {session.get_inputs()[0].name: rng.standard_normal(shape).astype(art.input_spec.dtype)}
+    for _ in range(spec.warmup):
+        session.run(None, feed)
+    times = np.empty(spec.iterations, dtype=np.float64)
+    for i in range(spec.iterations):
+        start = time.perf_counter_ns()
+        session.run(None, feed)
+        times[i] = (time.perf_counter_ns() - start) / 1e6
+    stats = summarize(times)
+    return LatencyStats(
+        target=target,
+        runtime="onnxruntime",
+        runtime_version=ort.__version__,
+        providers=session.get_providers(),
+        batch_size=spec.batch_size,
+        input_shape=shape,
+        warmup=spec.warmup,
+        iterations=spec.iterations,
+        threads=options.intra_op_num_threads,
+        throughput_per_s=spec.batch_size * 1000.0 / stats["mean_ms"],
+        options={
+            "intra_op_num_threads": options.intra_op_num_threads,
+            "inter_op_num_threads": options.inter_op_num_threads,
+            "execution_mode": "sequential",
+            "graph_optimization_level": "ORT_ENABLE_ALL",
+            "timer": "time.perf_counter_ns around InferenceSession.run, input pre-allocated",
+            "percentiles": "numpy linear interpolation",
+        },
+        host=host_info(),
+        **stats,
+    )
