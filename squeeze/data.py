@@ -11,6 +11,7 @@ import gzip
 import hashlib
 import importlib
 import struct
+import zlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -99,14 +100,20 @@ class DataBundle:
 def _read_idx(path: Path, expected_magic: int) -> np.ndarray:
     """Read a (gzipped) IDX file as published for MNIST; validate magic and size."""
     try:
-        raw = gzip.open(path, "rb").read() if path.suffix == ".gz" else path.read_bytes()
-    except (OSError, EOFError) as exc:
+        if path.suffix == ".gz":
+            with gzip.open(path, "rb") as fh:
+                raw = fh.read()
+        else:
+            raw = path.read_bytes()
+    except (OSError, EOFError, zlib.error) as exc:
         raise UserInputError(f"cannot read MNIST file {path}: {exc}") from None
     if len(raw) < 8:
         raise UserInputError(f"MNIST file {path} is truncated")
     magic, count = struct.unpack(">II", raw[:8])
     if magic != expected_magic:
         raise UserInputError(f"{path} is not an IDX file of the expected kind (magic {magic})")
+    if magic == 2051 and len(raw) < 16:
+        raise UserInputError(f"MNIST file {path} is truncated")
     if magic == 2051:
         rows, cols = struct.unpack(">II", raw[8:16])
         data = np.frombuffer(raw, dtype=np.uint8, offset=16)
@@ -119,8 +126,9 @@ def _read_idx(path: Path, expected_magic: int) -> np.ndarray:
     return data.reshape(shape)
 
 
-def load_mnist(root: Path = MNIST_DIR) -> tuple[torch.Tensor, torch.Tensor, str]:
+def load_mnist(root: Path | None = None) -> tuple[torch.Tensor, torch.Tensor, str]:
     """The real MNIST test set (10k images), normalised with the usual constants."""
+    root = root or MNIST_DIR
     images_path, labels_path = (root / name for name in MNIST_FILES)
     images = _read_idx(images_path, 2051)
     labels = _read_idx(labels_path, 2049)

@@ -1,0 +1,50 @@
+"""Target registry: every planned target is listed; those that cannot run here say why and never return numbers."""
+
+from __future__ import annotations
+
+import pytest
+
+from squeeze.errors import TargetUnavailableError, UserInputError
+from squeeze.targets import get_target, target_names
+from squeeze.targets.base import ProfileSpec, Target
+
+PLANNED = ["cpu", "cuda", "tensorrt", "jetson-orin-nano", "jetson-orin-nx", "jetson-agx-orin"]
+
+
+def test_all_planned_targets_registered():
+    assert set(PLANNED) <= set(target_names())
+    for name in PLANNED:
+        assert isinstance(get_target(name), Target)
+
+
+def test_unknown_target_lists_known_ones():
+    with pytest.raises(UserInputError, match="unknown target 'tpu'.*cpu"):
+        get_target("tpu")
+
+
+@pytest.mark.parametrize("name", ["tensorrt", "jetson-orin-nano", "jetson-orin-nx", "jetson-agx-orin"])
+def test_unavailable_targets_explain_and_refuse(name, tiny, tmp_path):
+    from squeeze.modelio import load_model, load_onnx
+    from squeeze.passes.export import ExportConfig, export_onnx
+
+    target = get_target(name)
+    availability = target.available()
+    assert not availability.available and "not implemented" in availability.reason
+    onnx_path = tmp_path / "m.onnx"
+    export_onnx(load_model(tiny.checkpoint), onnx_path, ExportConfig(parity_samples=4))
+    with pytest.raises(TargetUnavailableError, match=f"target {name} is unavailable"):
+        target.profile(load_onnx(onnx_path), ProfileSpec(iterations=2))
+
+
+def test_cuda_availability_checks_the_real_runtime():
+    import onnxruntime as ort
+
+    availability = get_target("cuda").available()
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        assert not availability.available and "onnxruntime-gpu" in availability.reason
+
+
+def test_quant_rules_tensorrt_family_are_signed_symmetric():
+    for name in ("tensorrt", "jetson-orin-nano"):
+        rules = get_target(name).quant_rules
+        assert rules.signed_activations and rules.zero_point_must_be_zero and rules.weight_channel_axis == 0

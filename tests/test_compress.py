@@ -1,0 +1,99 @@
+"""`squeeze compress` today: export -> profile through the pipeline runner, manifest + gate verdict."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from squeeze import api
+from squeeze.errors import UserInputError
+from squeeze.fsutil import sha256_file
+from squeeze.targets.base import ProfileSpec
+
+TEACHER = Path(__file__).resolve().parent.parent / "samples" / "teachers" / "resnet_mnist.pt"
+FAST = ProfileSpec(warmup=2, iterations=20)
+
+
+def test_compress_sample_teacher_writes_model_and_manifest(tmp_path):
+    out = tmp_path / "run"
+    result = api.compress(TEACHER, target="cpu", out=out, profile_spec=FAST, latency_budget="10s", max_accuracy_drop=0.5)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert result["gate"] == manifest["gate"] and manifest["gate"]["verdict"] == "pass"
+    assert {c["check"] for c in manifest["gate"]["checks"]} == {"onnx_parity", "latency_p90_ms", "accuracy_drop_pct_points"}
+    # Teacher accuracy on the real held-out MNIST split, next to the exported model's.
+    acc = manifest["accuracy"]
+    assert acc["samples"] == 2000 and acc["teacher_accuracy"] >= 0.98
+    assert abs(acc["teacher_accuracy"] - acc["output_accuracy"]) <= 0.001 and acc["top1_agreement"] >= 0.999
+    assert acc["teacher_accuracy"] == pytest.approx(manifest["teacher"]["recorded"]["eval_accuracy"])
+    assert manifest["parity"]["passed"] and manifest["latency"]["providers"] == ["CPUExecutionProvider"]
+    assert manifest["outputs"]["model.onnx"]["sha256"] == sha256_file(out / "model.onnx")
+    assert manifest["teacher"]["sha256"] == sha256_file(TEACHER)
+    assert 40e6 <= manifest["teacher"]["macs"] <= 150e6
+    assert [p["name"] for p in manifest["passes"]] == ["export", "profile"]
+    assert manifest["data"]["fingerprint"] and manifest["data"]["split"]["seed"] == 0
+    for key in ("torch", "onnx", "onnxruntime", "python"):
+        assert manifest["versions"][key]
+    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "model.onnx"]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging left behind
+
+
+def test_onnx_macs_match_torch_count(tiny, tmp_path):
+    result = api.compress(tiny.checkpoint, out=tmp_path / "run", profile_spec=FAST)
+    assert result["outputs"]["model.onnx"]["macs"] == result["teacher"]["macs"] == 70720
+
+
+def test_gate_failure_exits_1_but_keeps_artifacts(cli, tiny, tmp_path):
+    out = tmp_path / "run"
+    result = cli("compress", tiny.checkpoint, "--out", out, "--latency-budget", "1us", "-n", "10", "--json")
+    assert result.code == 1, result.stderr
+    manifest = result.json()
+    assert manifest["gate"]["verdict"] == "fail"
+    failed = [c for c in manifest["gate"]["checks"] if not c["passed"]]
+    assert [c["check"] for c in failed] == ["latency_p90_ms"] and failed[0]["limit"] == pytest.approx(0.001)
+    assert (out / "model.onnx").exists() and (out / "manifest.json").exists()
+
+
+def test_rerun_replaces_previous_output(tiny, tmp_path):
+    out = tmp_path / "run"
+    api.compress(tiny.checkpoint, out=out, profile_spec=FAST)
+    first = json.loads((out / "manifest.json").read_text())["created_utc"]
+    api.compress(tiny.checkpoint, out=out, profile_spec=FAST)
+    assert json.loads((out / "manifest.json").read_text())["created_utc"] >= first
+    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "model.onnx"]
+
+
+def test_refuses_foreign_output_directory(tiny, tmp_path):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "thesis.tex").write_text("precious")
+    with pytest.raises(UserInputError, match="not a squeeze output directory"):
+        api.compress(tiny.checkpoint, out=out, profile_spec=FAST)
+    assert (out / "thesis.tex").read_text() == "precious"
+
+
+def test_failed_run_leaves_no_output(tiny, tmp_path):
+    out = tmp_path / "run"
+    with pytest.raises(UserInputError):
+        api.compress(tiny.checkpoint, out=out, data="digits", profile_spec=FAST)  # 8x8 data for a 28x28 model
+    assert not out.exists() and not list(tmp_path.iterdir())
+
+
+def test_accuracy_gate_needs_labels(tiny, tmp_path):
+    import numpy as np
+
+    data = tmp_path / "unlabelled.npz"
+    np.savez(data, x=np.random.default_rng(0).random((20, 1, 28, 28), dtype=np.float32))
+    with pytest.raises(UserInputError, match="labelled dataset"):
+        api.compress(tiny.checkpoint, out=tmp_path / "run", data=str(data), max_accuracy_drop=1.0, profile_spec=FAST)
+
+
+@pytest.mark.parametrize("text, ms", [("2ms", 2.0), ("500us", 0.5), ("0.5s", 500.0), ("3", 3.0)])
+def test_duration_parsing(text, ms):
+    assert api.parse_duration_ms(text) == pytest.approx(ms)
+
+
+def test_bad_duration():
+    with pytest.raises(UserInputError, match="latency budget"):
+        api.parse_duration_ms("fast")
