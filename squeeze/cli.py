@@ -100,11 +100,12 @@ def _fmt_count(n: int | None) -> str:
 
 
 def _latency_table(stats: dict[str, Any], title: str) -> Table:
-    table = Table(title=title)
-    for col in ("p50 ms", "p90 ms", "p99 ms", "mean ms", "std ms", "min ms", "CoV", "batch", "threads", "providers"):
+    caption = (f"batch {stats['batch_size']}, {stats['threads']} threads, {stats['iterations']} runs after {stats['warmup']} warm-up, "
+               f"{stats['runtime']} {stats['runtime_version']} on {', '.join(stats['providers'])}")
+    table = Table(title=title, caption=caption)
+    for col in ("p50 ms", "p90 ms", "p99 ms", "mean ms", "std ms", "min ms", "CoV"):
         table.add_column(col, justify="right")
-    table.add_row(*(f"{stats[k]:.3f}" for k in ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms", "min_ms")),
-                  f"{stats['cov'] * 100:.1f}%", str(stats["batch_size"]), str(stats["threads"]), ",".join(stats["providers"]))
+    table.add_row(*(f"{stats[k]:.3f}" for k in ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms", "min_ms")), f"{stats['cov'] * 100:.1f}%")
     return table
 
 
@@ -204,7 +205,7 @@ def profile(
                          data=data, arch=arch, input_shape=input_shape, trust_pickle=trust_pickle)
     if as_json:
         return _emit_json(result)
-    stdout.print(_latency_table(result, f"{model} on {target} ({result['runtime']} {result['runtime_version']}, {result['iterations']} runs)"))
+    stdout.print(_latency_table(result, f"{model} on {target}"))
 
 
 @app.command()

@@ -10,7 +10,9 @@ from __future__ import annotations
 import gzip
 import hashlib
 import importlib
+import os
 import struct
+import sys
 import zlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -296,6 +298,8 @@ def import_object(spec: str, what: str) -> Any:
     module_name, _, attr = spec.partition(":")
     if not module_name or not attr:
         raise UserInputError(f"{what} must look like 'package.module:name', got {spec!r}")
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())  # as `python -m` does: the console script would not see ./mymodels.py
     try:
         module = importlib.import_module(module_name)
     except Exception as exc:

@@ -73,6 +73,7 @@ def atomic_dir(final: Path) -> Iterator[Path]:
     staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".staging", dir=final.resolve().parent))
     try:
         yield staging
+        os.chmod(staging, 0o777 & ~_umask())  # mkdtemp makes 0700
         if final.exists():
             old = final.with_name(f".{final.name}.old")
             if old.exists():

@@ -31,8 +31,8 @@ def test_inspect_json(cli, tiny):
     assert result.code == 0, result.stderr
     info = result.json()
     assert info["params"] == sum(p.numel() for p in tiny.module.parameters())
-    assert info["macs"] == 70720  # 2 convs + linear of the tiny CNN at 28x28, counted by hand below
-    assert 8 * 14 * 14 * 9 + 16 * 7 * 7 * 8 * 9 + 16 * 10 == 70720
+    # conv 1->8 3x3 s2 (8*14*14*9) + conv 8->16 3x3 s2 (16*7*7*8*9) + linear 16->10
+    assert info["macs"] == 14112 + 56448 + 160
     assert info["input_spec"]["shape"] == [1, 1, 28, 28]
     assert [row["type"] for row in info["layers"]][:3] == ["Conv2d", "BatchNorm2d", "ReLU"]
 
@@ -138,6 +138,29 @@ def test_output_in_missing_directory(cli, tiny, tmp_path):
     assert_one_line_error(cli("export", tiny.checkpoint, "--out", out), "output directory does not exist")
     assert_one_line_error(cli("compress", tiny.checkpoint, "--out", tmp_path / "no" / "run"), "parent does not exist")
     assert not (tmp_path / "no").exists()
+
+
+def test_arch_factory_from_working_directory(tiny, tmp_path):
+    """`--arch mymodels:make` finds ./mymodels.py when run through the installed console script."""
+    import shutil
+    import subprocess
+    import sys
+
+    (tmp_path / "mymodels.py").write_text("from squeeze.zoo import tiny_cnn\n\ndef make():\n    return tiny_cnn()\n")
+    shutil.copy(tiny.state_dict, tmp_path / "weights.pt")
+    script = Path(sys.executable).parent / "squeeze"
+    proc = subprocess.run([str(script), "inspect", "weights.pt", "--arch", "mymodels:make", "--input-shape", "1x1x28x28", "--json"],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["format"] == "state_dict"
+
+
+def test_inspect_onnx(cli, tiny, tmp_path):
+    out = tmp_path / "m.onnx"
+    assert cli("export", tiny.checkpoint, "--out", out).code == 0
+    info = cli("inspect", out, "--json").json()
+    assert info["format"] == "onnx" and info["macs"] == 14112 + 56448 + 160 and info["opset"] == 18
+    assert info["ops"]["Conv"] == 2 and info["inputs"][0]["shape"][1:] == [1, 28, 28]
 
 
 def test_empty_state_dict_is_bad_input(cli, tmp_path):

@@ -37,6 +37,7 @@ def test_compress_sample_teacher_writes_model_and_manifest(tmp_path):
         assert manifest["versions"][key]
     assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "model.onnx"]
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging left behind
+    assert out.stat().st_mode & 0o055 and (out / "model.onnx").stat().st_mode & 0o044  # not private temp-file modes
 
 
 def test_onnx_macs_match_torch_count(tiny, tmp_path):

@@ -19,12 +19,14 @@ def test_wheel_maps_passes_and_targets_under_squeeze(tmp_path):
     assert not [n for n in names if n.startswith(("passes/", "targets/"))]
 
 
-def test_editable_install_imports_from_repo():
-    import importlib.util
-
-    import squeeze.passes
-    import squeeze.targets
-
-    assert Path(squeeze.targets.__file__).parent == ROOT / "targets"
-    assert Path(squeeze.passes.__file__).parent == ROOT / "passes"
-    assert importlib.util.find_spec("targets") is None and importlib.util.find_spec("passes") is None
+def test_installed_package_maps_folders_and_adds_no_top_level_names(tmp_path):
+    # Run outside the repo so the working directory on sys.path cannot hide a wrong mapping.
+    code = (
+        "import importlib.util, squeeze.passes, squeeze.targets; "
+        "print(squeeze.passes.__file__); print(squeeze.targets.__file__); "
+        "print(importlib.util.find_spec('passes'), importlib.util.find_spec('targets'))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, check=True).stdout.splitlines()
+    assert Path(out[0]).parent.name == "passes" and Path(out[0]).name == "__init__.py"
+    assert Path(out[1]).parent.name == "targets"
+    assert out[2] == "None None"
