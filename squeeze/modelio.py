@@ -203,23 +203,33 @@ def _load_pt2(path: Path, *, arch: str | None, shape: tuple[int, ...] | None, tr
 
 
 def _scan_pt2_for_pickles(path: Path) -> None:
-    """Refuse a .pt2 whose members need more than the weights-only unpickler (torch falls back silently)."""
+    """Refuse a .pt2 with any member torch would unpickle beyond the weights-only unpickler.
+
+    torch.export.load tries weights_only=True and then silently falls back to full unpickling
+    (and loads `use_pickle` weights and custom objects with full unpickling outright). Members it
+    unpickles: torch.save blobs (*.pt: sample inputs, legacy state dicts), weights/constants the
+    payload configs mark `use_pickle`, and custom/opaque objects. Raw tensor bytes are not pickles.
+    """
     with zipfile.ZipFile(path) as zf:
-        for name in zf.namelist():
-            if "/data/" not in name or name.endswith(".json"):
-                continue
-            leaf = name.rsplit("/", 1)[-1]
-            if leaf.startswith(("custom_obj", "opaque_obj")):
-                raise UntrustedPickleError(PICKLE_REFUSAL.format(path=path, what=f"a pickled custom object ({name})"))
-            blob = zf.read(name)
-            if blob[:2] == b"PK" or blob[:1] == b"\x80":
-                try:
-                    torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
-                except pickle.UnpicklingError:
-                    raise UntrustedPickleError(PICKLE_REFUSAL.format(path=path, what=f"a pickled object ({name})")) from None
-                except Exception:
-                    # Raw tensor bytes can start with PK or 0x80 too: only a refusal by the safe unpickler counts.
-                    continue
+        names = set(zf.namelist())
+        suspects = [n for n in names if n.endswith(".pt")]
+        for config_name in (n for n in names if n.endswith("_config.json") and "/data/" in n):
+            folder = config_name.rsplit("/", 1)[0]
+            try:
+                entries = json.loads(zf.read(config_name)).get("config", {})
+            except ValueError:
+                raise UserInputError(f"model file is corrupt: {path} (unreadable {config_name})") from None
+            for fqn, entry in entries.items():
+                member = f"{folder}/{entry.get('path_name', '')}"
+                if entry.get("path_name", "").startswith(("custom_obj", "opaque_obj")):
+                    raise UntrustedPickleError(PICKLE_REFUSAL.format(path=path, what=f"a pickled custom object ({fqn})"))
+                if entry.get("use_pickle") and member in names:
+                    suspects.append(member)
+        for member in suspects:
+            try:
+                torch.load(io.BytesIO(zf.read(member)), map_location="cpu", weights_only=True)
+            except Exception:
+                raise UntrustedPickleError(PICKLE_REFUSAL.format(path=path, what=f"a pickled object ({member})")) from None
 
 
 def _load_torchscript(path: Path, *, arch: str | None, shape: tuple[int, ...] | None, trust_pickle: bool) -> ModelArtifact:

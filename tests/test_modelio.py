@@ -98,6 +98,26 @@ def test_pt2_with_pickled_member_refused_without_trust(tiny, tmp_path):
         load_model(evil)
 
 
+def test_pt2_weight_marked_use_pickle_is_checked(tiny, tmp_path):
+    """A weight the archive says to unpickle gets the weights-only check; raw tensor bytes do not."""
+    import json
+
+    payload = io.BytesIO()
+    torch.save(Fraction(1, 3), payload)
+    evil = tmp_path / "evil_weight.pt2"
+    with zipfile.ZipFile(tiny.pt2) as src, zipfile.ZipFile(evil, "w") as dst:
+        config_name = next(n for n in src.namelist() if n.endswith("data/weights/model_weights_config.json"))
+        config = json.loads(src.read(config_name))
+        first = next(iter(config["config"].values()))
+        first["use_pickle"] = True
+        target = config_name.rsplit("/", 1)[0] + "/" + first["path_name"]
+        for item in src.infolist():
+            data = {config_name: json.dumps(config).encode(), target: payload.getvalue()}.get(item.filename)
+            dst.writestr(item, data if data is not None else src.read(item.filename))
+    with pytest.raises(UntrustedPickleError, match="weight"):
+        load_model(evil)
+
+
 def test_checkpoint_naming_foreign_arch_needs_explicit_arch(tiny, tmp_path):
     obj = torch.load(tiny.checkpoint, weights_only=True)
     obj["arch"] = "os:system"
