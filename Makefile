@@ -20,6 +20,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 sample: setup
+	mkdir -p $(dir $(OUT))
 	$(BIN)/squeeze compress samples/teachers/resnet_mnist.pt --target cpu --out $(OUT)
 
 test: setup
