@@ -69,7 +69,7 @@ def _export_to(art: ModelArtifact, path: Path, cfg: ExportConfig, dynamic: bool)
     use_legacy = cfg.exporter == "legacy" or isinstance(module, torch.jit.ScriptModule)  # dynamo cannot trace TorchScript
     with _quiet_exporter(), torch.no_grad():
         if not use_legacy:
-            if art.exported_program is not None:
+            if art.exported_program is not None and dynamic:
                 program = torch.onnx.export(art.exported_program, dynamo=True, opset_version=cfg.opset, **names)
             else:
                 dims = ({0: torch.export.Dim("batch", min=1, max=4096)},) if dynamic else None

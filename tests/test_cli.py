@@ -100,7 +100,8 @@ def test_pickle_without_trust(cli, tiny, tmp_path):
     assert_one_line_error(cli("export", tiny.pickle, "--out", out, "--input-shape", "1x1x28x28"), "--trust-pickle")
     assert not out.exists()
     ok = cli("export", tiny.pickle, "--out", out, "--input-shape", "1x1x28x28", "--trust-pickle", "--json")
-    assert ok.code == 0, ok.stderr and out.exists()
+    assert ok.code == 0, ok.stderr
+    assert out.exists() and ok.json()["parity"]["passed"]
 
 
 def test_wrong_input_shape(cli, tiny, tmp_path):

@@ -54,6 +54,11 @@ def test_static_batch_export(tiny, tmp_path):
     assert onnx_art.parity["passed"] and onnx_art.parity["samples"] == 16
 
 
+def test_static_batch_from_pt2(tiny, tmp_path):
+    onnx_art = export_onnx(load_model(tiny.pt2), tmp_path / "s.onnx", ExportConfig(dynamic_batch=False, parity_samples=8))
+    assert not onnx_art.input_spec.dynamic_batch and onnx_art.parity["passed"]
+
+
 def test_legacy_exporter(tiny, tmp_path):
     onnx_art = export_onnx(load_model(tiny.checkpoint), tmp_path / "legacy.onnx", ExportConfig(exporter="legacy", opset=17, parity_samples=32))
     assert onnx_art.provenance[-1]["exporter"] == "legacy" and onnx_art.opset == 17 and onnx_art.parity["passed"]
