@@ -147,6 +147,42 @@ def profile(
     return {"model": str(path), "model_sha256": art.sha256, **({"exported": exported} if exported else {}), **stats.to_dict()}
 
 
+def distill(
+    teacher_path: str | Path,
+    student: str,
+    *,
+    data: str | None = None,
+    out: str | Path = "distill-out",
+    arch: str | None = None,
+    input_shape: str | None = None,
+    trust_pickle: bool = False,
+    progress: Progress = _silent,
+    **config: Any,
+) -> dict[str, Any]:
+    """Train a student (JSON spec or pkg.mod:factory) from the teacher; writes OUT/student.pt + result.json."""
+    import torch
+
+    from squeeze.passes.distill import DistillConfig
+    from squeeze.passes.distill import distill as run_distill
+    from squeeze.students import build_student, load_student_spec
+
+    cfg = DistillConfig(**config)
+    out = Path(out)
+    if not out.resolve().parent.is_dir():
+        raise UserInputError(f"output directory's parent does not exist: {out.resolve().parent}")
+    student_arch, student_kwargs = load_student_spec(student)
+    teacher = load_model(teacher_path, arch=arch, input_shape=input_shape, trust_pickle=trust_pickle)
+    bundle = open_data(data, teacher, cfg.seed)
+    if bundle is None:
+        raise UserInputError("distillation needs data: pass --data (labels optional)")
+    with torch.no_grad():
+        num_classes = int(teacher.module(teacher.input_spec.example(batch=2)).shape[-1])
+    torch.manual_seed(cfg.seed)  # the student's initial weights
+    module, student_kwargs = build_student(student_arch, student_kwargs, teacher.input_spec.shape[1], num_classes)
+    out.mkdir(exist_ok=True)
+    return run_distill(teacher, module, bundle, cfg, out, student_arch=student_arch, student_kwargs=student_kwargs, progress=progress)
+
+
 def list_targets() -> list[dict[str, Any]]:
     rows = []
     for name in target_names():

@@ -273,6 +273,52 @@ def compress(
         raise typer.Exit(1)
 
 
+@app.command()
+@handled
+def distill(
+    teacher: Path = typer.Argument(..., help="the trained teacher"),
+    student: str = typer.Option(..., "--student", help="student spec JSON ({\"arch\": \"squeeze.zoo:ResNet\", \"kwargs\": {...}}) or pkg.mod:factory"),
+    data: Optional[str] = DataOpt,
+    out: Path = typer.Option(Path("distill-out"), "--out", "-o", help="run directory (created; re-running resumes)"),
+    epochs: int = typer.Option(20, "--epochs"),
+    loss: str = typer.Option("kd", "--loss", help="'+'-joined terms: kd, dist, ce, fitnet, rkd, sp; optional weights: kd=0.9+ce=0.1"),
+    temperature: float = typer.Option(4.0, "--temperature", "-T"),
+    alpha: float = typer.Option(0.9, "--alpha", help="weight of the logit terms; CE on labels gets 1 - alpha"),
+    label_free: bool = typer.Option(False, "--label-free", help="train on teacher outputs alone, never on labels"),
+    optimizer: str = typer.Option("sgd", "--optimizer", help="sgd or adamw"),
+    lr: Optional[float] = typer.Option(None, "--lr", help="peak learning rate (default 0.05 SGD, 2e-3 AdamW)"),
+    batch_size: int = typer.Option(128, "--batch-size", "-b"),
+    augment: str = typer.Option("none", "--augment", help="none or shift (random 2-pixel translation)"),
+    seed: int = typer.Option(0, "--seed"),
+    device: str = typer.Option("cpu", "--device", help="cpu or cuda (mixed precision on CUDA)"),
+    arch: Optional[str] = ArchOpt,
+    input_shape: Optional[str] = ShapeOpt,
+    trust_pickle: bool = TrustOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Train a student from the teacher (KD, DIST, FitNet hints, RKD, SP; label-free with --label-free).
+
+    The best epoch is picked on the calibration split and reported on the eval split, next to the
+    teacher's accuracy and the student's top-1 agreement with it. Killed runs resume on re-run.
+
+    Example: squeeze distill samples/teachers/resnet_mnist.pt --student student.json --data mnist --epochs 5 --loss kd+dist --out distill/
+    """
+    from squeeze import api
+
+    result = api.distill(teacher, student, data=data, out=out, arch=arch, input_shape=input_shape, trust_pickle=trust_pickle,
+                         progress=_progress(as_json), epochs=epochs, loss=loss, temperature=temperature, alpha=alpha,
+                         label_free=label_free, optimizer=optimizer, lr=lr, batch_size=batch_size, augment=augment, seed=seed, device=device)
+    if as_json:
+        return _emit_json({k: v for k, v in result.items() if k != "history"})
+    ev = result["eval"]
+    fmt = lambda v: "-" if v is None else f"{v * 100:.2f}%"  # noqa: E731
+    stdout.print(f"wrote [bold]{result.get('student_file', out)}[/] (best epoch {result['best_epoch']}, {result['selected_on']})")
+    stdout.print(f"eval split ({ev['samples']} samples): student {fmt(ev['student_accuracy'])}, teacher {fmt(ev['teacher_accuracy'])}, "
+                 f"top-1 agreement {fmt(ev['agreement'])}")
+    stdout.print(f"student {_fmt_count(result['student']['params'])} params, {_fmt_count(result['student']['macs'])} MACs; "
+                 f"teacher {_fmt_count(result['teacher']['params'])} params, {_fmt_count(result['teacher']['macs'])} MACs")
+
+
 def main() -> None:
     app()
 

@@ -1,0 +1,412 @@
+"""Distillation pass: train a student from the teacher (KD, DIST, FitNet hints, RKD, SP, CE).
+
+The student is selected on the *calibration* split (held out from training) and reported on the
+*eval* split, so the reported accuracy never saw model selection. Training state is saved after
+every epoch (atomically) and a re-run with the same config resumes from it; each epoch reseeds
+from (seed, epoch), so a resumed run reproduces an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from squeeze import losses
+from squeeze.analysis import count_macs, count_params, evaluating
+from squeeze.artifacts import ModelArtifact
+from squeeze.data import UNLABELLED, DataBundle
+from squeeze.errors import SqueezeError, UserInputError
+from squeeze.features import FeatureTap, classifier_name, stage_names
+from squeeze.fsutil import atomic_path, write_json_atomic
+from squeeze.passes.base import Context
+
+LOGIT_TERMS = ("kd", "dist")
+FEATURE_TERMS = ("fitnet",)
+RELATION_TERMS = ("rkd", "sp")
+ALL_TERMS = ("ce", *LOGIT_TERMS, *FEATURE_TERMS, *RELATION_TERMS)
+DEFAULT_WEIGHTS = {"fitnet": 1.0, "rkd": 1.0, "sp": 3000.0}  # SP's γ from its paper; RKD weights are inside the term
+STATE_FILE = "last.pt"
+STUDENT_FILE = "student.pt"
+
+
+class TrainingDivergedError(SqueezeError):
+    exit_code = 1
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    epochs: int = 20
+    loss: str = "kd"  # '+'-joined terms, each optionally 'name=weight': e.g. "kd+dist", "kd=0.9+ce=0.1+fitnet"
+    temperature: float = 4.0
+    alpha: float = 0.9  # weight of the logit terms; CE on labels gets 1 - alpha unless given
+    label_free: bool = False
+    optimizer: str = "sgd"  # "sgd" (Nesterov) or "adamw"
+    lr: float | None = None  # default 0.05 for SGD, 2e-3 for AdamW
+    weight_decay: float = 5e-4
+    warmup_epochs: float = 1.0
+    batch_size: int = 128
+    augment: str = "none"  # "none" or "shift" (random translation by up to 2 pixels)
+    feature_pairs: tuple[tuple[str, str], ...] = ()  # (student layer, teacher layer); empty = stage outputs, matched from the end
+    seed: int = 0
+    device: str = "cpu"
+    max_rollbacks: int = 1  # NaN/inf loss: roll back to the last good epoch with half the LR this often, then fail
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1:
+            raise UserInputError("--epochs and --batch-size must be >= 1")
+        if not 0.0 <= self.alpha <= 1.0 or self.temperature <= 0:
+            raise UserInputError("--alpha must be in [0, 1] and --temperature > 0")
+        if self.optimizer not in ("sgd", "adamw"):
+            raise UserInputError(f"--optimizer must be sgd or adamw, got {self.optimizer!r}")
+        if self.augment not in ("none", "shift"):
+            raise UserInputError(f"--augment must be none or shift, got {self.augment!r}")
+        if self.lr is not None and self.lr <= 0:
+            raise UserInputError("--lr must be > 0")
+        parse_loss(self.loss)
+
+    @property
+    def base_lr(self) -> float:
+        return self.lr if self.lr is not None else (0.05 if self.optimizer == "sgd" else 2e-3)
+
+    def fingerprint(self) -> str:
+        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def parse_loss(text: str) -> dict[str, float | None]:
+    """'kd+dist' -> {'kd': None, 'dist': None}; 'kd=0.9+ce=0.1' -> explicit weights."""
+    terms: dict[str, float | None] = {}
+    for part in text.replace(",", "+").split("+"):
+        name, _, weight = part.strip().partition("=")
+        if name not in ALL_TERMS:
+            raise UserInputError(f"unknown loss {name!r}; choose from {', '.join(ALL_TERMS)} joined with '+'")
+        try:
+            terms[name] = float(weight) if weight else None
+        except ValueError:
+            raise UserInputError(f"loss weight for {name!r} must be a number, got {weight!r}") from None
+    if not any(n != "ce" for n in terms):
+        raise UserInputError("a distillation loss needs at least one teacher term (kd, dist, fitnet, rkd, sp)")
+    return terms
+
+
+def resolve_weights(cfg: DistillConfig, has_labels: bool) -> dict[str, float]:
+    terms = parse_loss(cfg.loss)
+    use_labels = has_labels and not cfg.label_free
+    if "ce" in terms and not use_labels:
+        raise UserInputError("loss 'ce' needs labels; this run is label-free" if cfg.label_free else "loss 'ce' needs a labelled dataset")
+    weights: dict[str, float] = {}
+    logit_weight = cfg.alpha if use_labels else 1.0
+    for name, weight in terms.items():
+        if weight is not None:
+            weights[name] = weight
+        elif name in LOGIT_TERMS:
+            weights[name] = logit_weight
+        elif name == "ce":
+            weights[name] = 1.0 - cfg.alpha
+        else:
+            weights[name] = DEFAULT_WEIGHTS[name]
+    if use_labels and "ce" not in terms and any(n in LOGIT_TERMS for n in terms):
+        weights["ce"] = 1.0 - cfg.alpha  # Hinton's form: (1 - α)·CE + α·KD
+    return {k: v for k, v in weights.items() if v > 0}
+
+
+def random_shift(x: torch.Tensor, max_shift: int, generator: torch.Generator) -> torch.Tensor:
+    """Translate each image by up to max_shift pixels, padding with the image minimum."""
+    n, _, h, w = x.shape
+    padded = F.pad(x, (max_shift,) * 4, value=float(x.min()))
+    offsets = torch.randint(0, 2 * max_shift + 1, (n, 2), generator=generator)
+    return torch.stack([padded[i, :, dy : dy + h, dx : dx + w] for i, (dy, dx) in enumerate(offsets.tolist())])
+
+
+@torch.no_grad()
+def evaluate(student: nn.Module, teacher: nn.Module, loader, device: str) -> dict[str, Any]:
+    """Student accuracy (where labelled), teacher accuracy and their top-1 agreement on one split."""
+    agree = correct_s = correct_t = labelled = total = 0
+    with evaluating(student), evaluating(teacher):
+        for x, y in loader:
+            x, y = x.to(device), y.to(device)
+            ps, pt = student(x).argmax(1), teacher(x).argmax(1)
+            agree += int((ps == pt).sum())
+            mask = y != UNLABELLED
+            correct_s += int((ps[mask] == y[mask]).sum())
+            correct_t += int((pt[mask] == y[mask]).sum())
+            labelled += int(mask.sum())
+            total += len(y)
+    return {
+        "samples": total,
+        "student_accuracy": correct_s / labelled if labelled else None,
+        "teacher_accuracy": correct_t / labelled if labelled else None,
+        "agreement": agree / total if total else None,
+    }
+
+
+class _Objective(nn.Module):
+    """The weighted sum of loss terms; owns the hint adapters (trained with the student)."""
+
+    def __init__(self, weights: dict[str, float], cfg: DistillConfig, teacher: nn.Module, student: nn.Module, example: torch.Tensor):
+        super().__init__()
+        self.weights = weights
+        self.temperature = cfg.temperature
+        self.teacher_tap = self.student_tap = None
+        needs_features = "fitnet" in weights
+        needs_embedding = any(n in weights for n in RELATION_TERMS)
+        if needs_features or needs_embedding:
+            if not list(teacher.named_modules())[1:] or isinstance(teacher, torch.fx.GraphModule):
+                raise UserInputError("feature and relation losses need the teacher as an nn.Module: use a squeeze checkpoint or state_dict + --arch, not .pt2/TorchScript")
+            pairs = list(cfg.feature_pairs)
+            if needs_features and not pairs:
+                s_stages, t_stages = stage_names(student, example), stage_names(teacher, example)
+                k = min(len(s_stages), len(t_stages))
+                if k == 0:
+                    raise UserInputError("no 4-D stage outputs found for feature hints; name layers with feature_pairs")
+                pairs = list(zip(s_stages[-k:], t_stages[-k:]))
+            self.pairs = pairs
+            s_embed = classifier_name(student) if needs_embedding else None
+            t_embed = classifier_name(teacher) if needs_embedding else None
+            if needs_embedding and (s_embed is None or t_embed is None):
+                raise UserInputError("relation losses (rkd, sp) need a final nn.Linear in teacher and student")
+            self.student_tap = FeatureTap(student, [s for s, _ in pairs], s_embed)
+            self.teacher_tap = FeatureTap(teacher, [t for _, t in pairs], t_embed)
+        self.hints = None
+        if needs_features:
+            with torch.no_grad(), evaluating(student), evaluating(teacher):
+                student(example)
+                teacher(example)
+            channels = [(s.shape[1], t.shape[1]) for s, t in zip(self.student_tap.features(), self.teacher_tap.features())]
+            self.hints = losses.HintAdapters(channels)
+
+    def forward(self, s_logits: torch.Tensor, t_logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        parts: dict[str, torch.Tensor] = {}
+        w = self.weights
+        if "ce" in w:
+            parts["ce"] = F.cross_entropy(s_logits, y)
+        if "kd" in w:
+            parts["kd"] = losses.kd_loss(s_logits, t_logits, self.temperature)
+        if "dist" in w:
+            parts["dist"] = losses.dist_loss(s_logits, t_logits)
+        if "fitnet" in w:
+            parts["fitnet"] = self.hints(self.student_tap.features(), self.teacher_tap.features())
+        if "rkd" in w:
+            parts["rkd"] = losses.rkd_loss(self.student_tap.embedding, self.teacher_tap.embedding)
+        if "sp" in w:
+            parts["sp"] = losses.sp_loss(self.student_tap.embedding, self.teacher_tap.embedding)
+        total = sum(w[k] * v for k, v in parts.items())
+        return total, {k: float(v.detach()) for k, v in parts.items()}
+
+    def close(self) -> None:
+        for tap in (self.student_tap, self.teacher_tap):
+            if tap is not None:
+                tap.close()
+
+
+def _check_inputs(teacher: ModelArtifact, student: nn.Module, data: DataBundle) -> int:
+    if len(data.train) == 0 or len(data.calibration) == 0 or len(data.eval) == 0:
+        raise UserInputError(f"dataset {data.name} has an empty split (train {len(data.train)}, calibration {len(data.calibration)}, eval {len(data.eval)})")
+    if tuple(data.sample_shape) != tuple(teacher.input_spec.shape[1:]):
+        raise UserInputError(f"dataset {data.name} samples have shape {list(data.sample_shape)}, the teacher takes {list(teacher.input_spec.shape[1:])}")
+    example = teacher.input_spec.example(batch=2)
+    with torch.no_grad(), evaluating(student), evaluating(teacher.module):
+        t_out = teacher.module(example)
+        try:
+            s_out = student(example)
+        except Exception as exc:
+            raise UserInputError(f"student fails on the teacher's input {list(example.shape)}: {str(exc).splitlines()[0][:200]}") from None
+    if not isinstance(s_out, torch.Tensor) or s_out.shape != t_out.shape:
+        raise UserInputError(f"student output shape {list(getattr(s_out, 'shape', []))} does not match the teacher's {list(t_out.shape)}")
+    num_classes = t_out.shape[1]
+    tensors = getattr(data.full, "tensors", None)  # in-memory data: check every label before training (others: per batch)
+    if data.has_labels and tensors is not None and len(tensors) > 1:
+        labels = tensors[1]
+        if labels.min() < 0 or labels.max() >= num_classes:
+            raise UserInputError(f"labels must be in [0, {num_classes}) for a {num_classes}-class teacher; found {int(labels.min())}..{int(labels.max())}")
+    return num_classes
+
+
+def _train_epoch(student, teacher, objective, loader, optimizer, scheduler, scaler, cfg: DistillConfig, aug_gen, use_amp: bool,
+                 num_classes: int | None) -> tuple[dict[str, float], bool]:
+    """One pass over the training split. Returns summed per-term losses and whether a loss went non-finite."""
+    sums: dict[str, float] = {}
+    student.train()
+    objective.train()
+    with evaluating(teacher):
+        for x, y in loader:
+            x, y = x.to(cfg.device), y.to(cfg.device)
+            if num_classes is not None and (int(y.min()) < 0 or int(y.max()) >= num_classes):
+                raise UserInputError(f"labels must be in [0, {num_classes}) for a {num_classes}-class teacher; found {int(y.min())}..{int(y.max())}")
+            if cfg.augment == "shift":
+                x = random_shift(x, 2, aug_gen)
+            with torch.autocast("cuda", enabled=use_amp):
+                with torch.no_grad():
+                    t_logits = teacher(x)
+                s_logits = student(x)
+                loss, parts = objective(s_logits.float(), t_logits.float(), y)
+            if not torch.isfinite(loss):
+                return sums, True
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            for k, v in {"loss": float(loss.detach()), **parts}.items():
+                sums[k] = sums.get(k, 0.0) + v * len(x)
+    return sums, False
+
+
+def distill(
+    teacher: ModelArtifact,
+    student: nn.Module,
+    data: DataBundle,
+    cfg: DistillConfig,
+    out_dir: Path,
+    *,
+    student_arch: str = "",
+    student_kwargs: dict[str, Any] | None = None,
+    progress=lambda message: None,
+) -> dict[str, Any]:
+    """Train `student` from `teacher` on `data`; writes out_dir/student.pt and result.json."""
+    out_dir = Path(out_dir)
+    device = cfg.device
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UserInputError("--device cuda requested but torch sees no CUDA device")
+    num_classes = _check_inputs(teacher, student, data)
+    weights = resolve_weights(cfg, data.has_labels)
+    t_model = teacher.module.to(device)
+    for p in t_model.parameters():
+        p.requires_grad_(False)
+    student = student.to(device)
+    example = teacher.input_spec.example(batch=2).to(device)
+    objective = _Objective(weights, cfg, t_model, student, example).to(device)
+    params = [*student.parameters(), *objective.parameters()]
+    lr = cfg.base_lr
+    optimizer = (torch.optim.SGD(params, lr=lr, momentum=0.9, nesterov=True, weight_decay=cfg.weight_decay) if cfg.optimizer == "sgd"
+                 else torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay))
+    steps_per_epoch = math.ceil(len(data.train) / cfg.batch_size)
+    total_steps, warmup = cfg.epochs * steps_per_epoch, max(1, int(cfg.warmup_epochs * steps_per_epoch))
+    lr_scale = {"value": 1.0}  # halved on each divergence rollback
+
+    def schedule(step: int) -> float:
+        base = (step + 1) / warmup if step < warmup else 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total_steps - warmup)))
+        return base * lr_scale["value"]
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    use_amp = device.startswith("cuda")
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    state_path = out_dir / STATE_FILE
+    fingerprint = cfg.fingerprint() + data.fingerprint
+    history: list[dict[str, Any]] = []
+    best: dict[str, Any] = {"score": -1.0, "epoch": 0, "student": copy.deepcopy(student.state_dict())}
+    start_epoch, rollbacks = 0, 0
+
+    if state_path.exists():
+        state = torch.load(state_path, map_location=device, weights_only=True)
+        if state.get("fingerprint") != fingerprint:
+            raise UserInputError(f"{out_dir} holds a distillation run with a different config or data; use another --out or delete {state_path}")
+        student.load_state_dict(state["student"])
+        objective.load_state_dict(state["objective"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        lr_scale["value"] = float(state["lr_scale"])
+        history, best, start_epoch, rollbacks = state["history"], state["best"], int(state["epoch"]), int(state["rollbacks"])
+        progress(f"resuming from epoch {start_epoch} of {cfg.epochs} ({state_path})")
+
+    use_labels = data.has_labels and not cfg.label_free
+    cal_loader = data.loader("calibration", batch_size=512)
+    started = time.perf_counter()
+    epoch = start_epoch
+    while epoch < cfg.epochs:
+        good = {"student": copy.deepcopy(student.state_dict()), "objective": copy.deepcopy(objective.state_dict()),
+                "optimizer": copy.deepcopy(optimizer.state_dict()), "scheduler": copy.deepcopy(scheduler.state_dict())}
+        torch.manual_seed(cfg.seed * 100_003 + epoch)  # per-epoch seeding: resumed runs reproduce uninterrupted ones
+        aug_gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch + 1)
+        loader = data.loader("train", batch_size=cfg.batch_size, shuffle=True, seed=cfg.seed * 100_003 + epoch)
+        sums, diverged = _train_epoch(student, t_model, objective, loader, optimizer, scheduler, scaler, cfg, aug_gen, use_amp,
+                                      num_classes if use_labels else None)
+        if diverged:
+            rollbacks += 1
+            if rollbacks > cfg.max_rollbacks:
+                objective.close()
+                raise TrainingDivergedError(
+                    f"training diverged (non-finite loss) in epoch {epoch + 1} again after {cfg.max_rollbacks} rollback(s) with halved LR; "
+                    f"lower --lr (now {cfg.base_lr * lr_scale['value']:.3g} at peak) or check the data"
+                )
+            student.load_state_dict(good["student"])
+            objective.load_state_dict(good["objective"])
+            optimizer.load_state_dict(good["optimizer"])
+            scheduler.load_state_dict(good["scheduler"])
+            lr_scale["value"] *= 0.5
+            progress(f"epoch {epoch + 1}: non-finite loss; rolled back to the last good state, LR halved (rollback {rollbacks})")
+            continue
+        cal = evaluate(student, t_model, cal_loader, device)
+        score = cal["student_accuracy"] if use_labels and cal["student_accuracy"] is not None else cal["agreement"]
+        n = len(data.train)
+        record = {"epoch": epoch + 1, **{k: v / n for k, v in sums.items()}, "lr": optimizer.param_groups[0]["lr"],
+                  "calibration": cal, "seconds": round(time.perf_counter() - started, 1)}
+        history.append(record)
+        if score > best["score"]:
+            best = {"score": score, "epoch": epoch + 1, "student": copy.deepcopy(student.state_dict())}
+        epoch += 1
+        state = {"fingerprint": fingerprint, "epoch": epoch, "student": student.state_dict(), "objective": objective.state_dict(),
+                 "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "lr_scale": lr_scale["value"],
+                 "history": history, "best": best, "rollbacks": rollbacks}
+        with atomic_path(state_path) as tmp:
+            torch.save(state, tmp)
+        cal_text = (f"cal acc {cal['student_accuracy'] * 100:.2f}%, " if cal["student_accuracy"] is not None else "") + f"agreement {cal['agreement'] * 100:.2f}%"
+        progress(f"epoch {epoch}/{cfg.epochs} loss {record['loss']:.4f} ({', '.join(f'{k} {record[k]:.4f}' for k in weights if k in record)}), {cal_text}")
+    objective.close()
+
+    student.load_state_dict(best["student"])
+    final = evaluate(student, t_model, data.loader("eval", batch_size=512), device)
+    student = student.cpu()
+    result = {
+        "student": {"arch": student_arch, "kwargs": student_kwargs or {}, "params": count_params(student),
+                    "macs": count_macs(student, teacher.input_spec.example())},
+        "teacher": {"source": teacher.source, "sha256": teacher.sha256, "params": count_params(teacher.module.cpu()),
+                    "macs": count_macs(teacher.module, teacher.input_spec.example())},
+        "eval": final,
+        "best_epoch": best["epoch"],
+        "selected_on": "calibration split: " + ("student accuracy" if use_labels else "agreement with the teacher"),
+        "loss_weights": weights,
+        "config": asdict(cfg),
+        "data": data.describe(),
+        "history": history,
+        "rollbacks": rollbacks,
+    }
+    if student_arch:
+        from squeeze.modelio import save_checkpoint
+
+        meta = {"dataset": data.name if data.source.startswith("bundled:") else None, "split": asdict(data.split),
+                "eval_accuracy": final["student_accuracy"], "teacher_agreement": final["agreement"], "distill": asdict(cfg)}
+        save_checkpoint(student, out_dir / STUDENT_FILE, arch=student_arch, arch_kwargs=student_kwargs or {},
+                        input_spec=teacher.input_spec, metadata=meta)
+        result["student_file"] = str(out_dir / STUDENT_FILE)
+    write_json_atomic(out_dir / "result.json", result)
+    return result
+
+
+class DistillPass:
+    name: ClassVar[str] = "distill"
+    Config: ClassVar[type] = DistillConfig
+    input_kind: ClassVar[type] = ModelArtifact
+    output_kind: ClassVar[type] = ModelArtifact
+
+    def run(self, ctx: Context, inp: ModelArtifact, cfg: DistillConfig) -> ModelArtifact:
+        """`inp` is the student (architecture + initial weights); ctx.teacher is the teacher."""
+        if ctx.teacher is None or ctx.data is None:
+            raise UserInputError("distillation needs a teacher and a dataset")
+        cfg = replace(cfg, device=ctx.device)
+        arch = str(inp.metadata.get("arch", ""))
+        result = distill(ctx.teacher, inp.module, ctx.data, cfg, ctx.run_dir, student_arch=arch,
+                         student_kwargs=inp.metadata.get("arch_kwargs"), progress=ctx.progress)
+        ctx.results[self.name] = {k: v for k, v in result.items() if k != "history"}
+        return ModelArtifact(inp.module, ctx.teacher.input_spec, str(ctx.run_dir / STUDENT_FILE), "checkpoint", "",
+                             {"arch": arch, "arch_kwargs": inp.metadata.get("arch_kwargs")},
+                             [*inp.provenance, {"pass": "distill", "config": asdict(cfg)}])
