@@ -93,9 +93,7 @@ def parse_loss(text: str) -> dict[str, float | None]:
             terms[name] = float(weight) if weight else None
         except ValueError:
             raise UserInputError(f"loss weight for {name!r} must be a number, got {weight!r}") from None
-    if not any(n != "ce" for n in terms):
-        raise UserInputError("a distillation loss needs at least one teacher term (kd, dist, fitnet, rkd, sp)")
-    return terms
+    return terms  # 'ce' alone is plain supervised training: the baseline distillation must beat
 
 
 def resolve_weights(cfg: DistillConfig, has_labels: bool) -> dict[str, float]:
@@ -111,7 +109,7 @@ def resolve_weights(cfg: DistillConfig, has_labels: bool) -> dict[str, float]:
         elif name in LOGIT_TERMS:
             weights[name] = logit_weight
         elif name == "ce":
-            weights[name] = 1.0 - cfg.alpha
+            weights[name] = 1.0 - cfg.alpha if len(terms) > 1 else 1.0  # alone: plain supervised training
         else:
             weights[name] = DEFAULT_WEIGHTS[name]
     if use_labels and "ce" not in terms and any(n in LOGIT_TERMS for n in terms):
@@ -156,6 +154,7 @@ class _Objective(nn.Module):
         super().__init__()
         self.weights = weights
         self.temperature = cfg.temperature
+        self.needs_teacher = any(k != "ce" for k in weights)
         self.teacher_tap = self.student_tap = None
         needs_features = "fitnet" in weights
         needs_embedding = any(n in weights for n in RELATION_TERMS)
@@ -184,7 +183,7 @@ class _Objective(nn.Module):
             channels = [(s.shape[1], t.shape[1]) for s, t in zip(self.student_tap.features(), self.teacher_tap.features())]
             self.hints = losses.HintAdapters(channels)
 
-    def forward(self, s_logits: torch.Tensor, t_logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+    def forward(self, s_logits: torch.Tensor, t_logits: torch.Tensor | None, y: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
         parts: dict[str, torch.Tensor] = {}
         w = self.weights
         if "ce" in w:
@@ -246,9 +245,9 @@ def _train_epoch(student, teacher, objective, loader, optimizer, scheduler, scal
                 x = random_shift(x, 2, aug_gen)
             with torch.autocast("cuda", enabled=use_amp):
                 with torch.no_grad():
-                    t_logits = teacher(x)
+                    t_logits = teacher(x) if objective.needs_teacher else None
                 s_logits = student(x)
-                loss, parts = objective(s_logits.float(), t_logits.float(), y)
+                loss, parts = objective(s_logits.float(), None if t_logits is None else t_logits.float(), y)
             if not torch.isfinite(loss):
                 return sums, True
             optimizer.zero_grad(set_to_none=True)
@@ -289,7 +288,10 @@ def distill(
     lr = cfg.base_lr
     optimizer = (torch.optim.SGD(params, lr=lr, momentum=0.9, nesterov=True, weight_decay=cfg.weight_decay) if cfg.optimizer == "sgd"
                  else torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay))
-    steps_per_epoch = math.ceil(len(data.train) / cfg.batch_size)
+    # A ragged last batch of a few samples wrecks batch statistics and batch-relation losses (SP, RKD, DIST's
+    # intra term): drop it, as training loops usually do, unless the whole split fits in one batch.
+    drop_last = len(data.train) > cfg.batch_size
+    steps_per_epoch = len(data.train) // cfg.batch_size if drop_last else 1
     total_steps, warmup = cfg.epochs * steps_per_epoch, max(1, int(cfg.warmup_epochs * steps_per_epoch))
     lr_scale = {"value": 1.0}  # halved on each divergence rollback
 
@@ -327,7 +329,7 @@ def distill(
                 "optimizer": copy.deepcopy(optimizer.state_dict()), "scheduler": copy.deepcopy(scheduler.state_dict())}
         torch.manual_seed(cfg.seed * 100_003 + epoch)  # per-epoch seeding: resumed runs reproduce uninterrupted ones
         aug_gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch + 1)
-        loader = data.loader("train", batch_size=cfg.batch_size, shuffle=True, seed=cfg.seed * 100_003 + epoch)
+        loader = data.loader("train", batch_size=cfg.batch_size, shuffle=True, seed=cfg.seed * 100_003 + epoch, drop_last=drop_last)
         sums, diverged = _train_epoch(student, t_model, objective, loader, optimizer, scheduler, scaler, cfg, aug_gen, use_amp,
                                       num_classes if use_labels else None)
         if diverged:
@@ -347,7 +349,7 @@ def distill(
             continue
         cal = evaluate(student, t_model, cal_loader, device)
         score = cal["student_accuracy"] if use_labels and cal["student_accuracy"] is not None else cal["agreement"]
-        n = len(data.train)
+        n = steps_per_epoch * cfg.batch_size if drop_last else len(data.train)
         record = {"epoch": epoch + 1, **{k: v / n for k, v in sums.items()}, "lr": optimizer.param_groups[0]["lr"],
                   "calibration": cal, "seconds": round(time.perf_counter() - started, 1)}
         history.append(record)

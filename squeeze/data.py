@@ -82,10 +82,10 @@ class DataBundle:
             "normalization": self.normalization,
         }
 
-    def loader(self, split: str, batch_size: int = 256, shuffle: bool = False, seed: int | None = None) -> DataLoader:
+    def loader(self, split: str, batch_size: int = 256, shuffle: bool = False, seed: int | None = None, drop_last: bool = False) -> DataLoader:
         dataset = {"train": self.train, "calibration": self.calibration, "eval": self.eval, "full": self.full}[split]
         generator = torch.Generator().manual_seed(self.split.seed if seed is None else seed) if shuffle else None
-        return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator)
+        return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator, drop_last=drop_last)
 
     def batch(self, split: str = "eval", n: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
         """The first `n` samples of a split as one batch: a fixed, reproducible batch."""

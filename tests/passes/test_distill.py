@@ -1,0 +1,181 @@
+"""Distillation pass on real digits data from the bundled digits teacher, with a tiny student."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from squeeze import api, losses
+from squeeze.errors import UserInputError
+from squeeze.modelio import load_model
+from squeeze.passes.distill import DistillConfig, TrainingDivergedError, distill, parse_loss, resolve_weights
+from squeeze.students import build_student
+
+ROOT = Path(__file__).resolve().parents[2]
+TEACHER = ROOT / "samples" / "teachers" / "resnet_digits.pt"
+STUDENT = {"arch": "squeeze.zoo:tiny_cnn", "kwargs": {"width": 8}}
+
+
+@pytest.fixture(scope="module")
+def student_json(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("spec") / "student.json"
+    path.write_text(json.dumps(STUDENT))
+    return path
+
+
+def run(tmp_path, student_json, **config):
+    return api.distill(TEACHER, str(student_json), data="digits", out=tmp_path / "run", **{"epochs": 2, "batch_size": 64, **config})
+
+
+@pytest.mark.parametrize("term", ["kd", "dist", "fitnet", "rkd", "sp"])
+def test_each_loss_alone_is_optimised(tmp_path, student_json, term):
+    """Trained on one term only (label-free, so no CE), that term goes down."""
+    result = run(tmp_path, student_json, loss=term, label_free=True, epochs=3)
+    assert result["loss_weights"].keys() == {term}
+    first, last = result["history"][0][term], result["history"][-1][term]
+    assert last < 0.9 * first, (term, first, last)
+
+
+def test_all_terms_together(tmp_path, student_json):
+    result = run(tmp_path, student_json, loss="kd+dist+fitnet+rkd+sp", epochs=3)
+    assert set(result["loss_weights"]) == {"kd", "dist", "fitnet", "rkd", "sp", "ce"}
+    assert result["history"][-1]["loss"] < result["history"][0]["loss"]
+    assert result["eval"]["agreement"] > 0.5  # far above chance (0.1) after 3 short epochs
+
+
+def test_kd_student_is_reloadable_and_reports_honestly(tmp_path, student_json):
+    result = run(tmp_path, student_json, loss="kd", epochs=4)
+    ev = result["eval"]
+    assert ev["samples"] == 359 and ev["teacher_accuracy"] == pytest.approx(0.9861, abs=1e-3)
+    assert ev["student_accuracy"] >= 0.75 and result["loss_weights"] == {"kd": 0.9, "ce": pytest.approx(0.1)}
+    assert "calibration" in result["selected_on"]
+    reloaded = load_model(tmp_path / "run" / "student.pt")
+    assert reloaded.metadata["eval_accuracy"] == ev["student_accuracy"] and reloaded.input_spec.shape == (1, 1, 8, 8)
+    saved = json.loads((tmp_path / "run" / "result.json").read_text())
+    assert saved["eval"] == ev and saved["student"]["params"] == result["student"]["params"] < result["teacher"]["params"] / 100
+
+
+def test_ce_alone_is_the_supervised_baseline(tmp_path, student_json):
+    result = run(tmp_path, student_json, loss="ce", epochs=2)
+    assert result["loss_weights"] == {"ce": 1.0} and result["eval"]["student_accuracy"] > 0.3
+    with pytest.raises(UserInputError, match="needs labels"):
+        resolve_weights(DistillConfig(loss="ce", label_free=True), has_labels=True)
+
+
+def test_label_free_never_uses_labels(tmp_path, student_json):
+    result = run(tmp_path, student_json, loss="kd", label_free=True, epochs=3)
+    assert result["loss_weights"] == {"kd": 1.0} and "agreement" in result["selected_on"]
+    assert result["eval"]["student_accuracy"] is not None  # still reported, since the data has labels
+    with pytest.raises(UserInputError, match="label-free"):
+        resolve_weights(DistillConfig(loss="kd+ce", label_free=True), has_labels=True)
+
+
+def test_divergence_rolls_back_once_then_recovers(tmp_path, student_json, monkeypatch):
+    real, calls = losses.kd_loss, {"n": 0}
+
+    def nan_once(*args, **kwargs):
+        calls["n"] += 1
+        out = real(*args, **kwargs)
+        return out * float("nan") if calls["n"] == 30 else out  # mid-epoch 2 of digits at batch 64 (22 steps/epoch)
+
+    monkeypatch.setattr(losses, "kd_loss", nan_once)
+    result = run(tmp_path, student_json, loss="kd", epochs=2)
+    assert result["rollbacks"] == 1 and len(result["history"]) == 2
+    assert all(np.isfinite(h["loss"]) for h in result["history"])
+
+
+def test_persistent_divergence_fails_clearly(tmp_path, student_json, monkeypatch):
+    monkeypatch.setattr(losses, "kd_loss", lambda s, t, temperature=4.0: (s.sum() * float("inf")))
+    with pytest.raises(TrainingDivergedError, match="diverged.*rollback"):
+        run(tmp_path, student_json, loss="kd", epochs=2)
+
+
+def test_resume_after_kill_matches_uninterrupted_run(tmp_path, student_json):
+    """Kill a real `squeeze distill` process after its first epoch; the re-run resumes and ends where a clean run ends."""
+    args = [sys.executable, "-m", "squeeze", "distill", str(TEACHER), "--student", str(student_json), "--data", "digits",
+            "--epochs", "4", "--batch-size", "64", "--json"]
+    killed_dir = tmp_path / "killed"
+    proc = subprocess.Popen([*args, "--out", str(killed_dir)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    state = killed_dir / "last.pt"
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        if state.exists() and torch.load(state, weights_only=True)["epoch"] >= 1:
+            proc.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.2)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    epoch_at_kill = torch.load(state, weights_only=True)["epoch"]
+    assert 1 <= epoch_at_kill < 4 and not (killed_dir / "student.pt").exists()
+    resumed = subprocess.run([*args, "--out", str(killed_dir)], capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    clean = subprocess.run([*args, "--out", str(tmp_path / "clean")], capture_output=True, text=True, timeout=300)
+    assert clean.returncode == 0, clean.stderr
+    a, b = json.loads(resumed.stdout), json.loads(clean.stdout)
+    assert a["eval"] == b["eval"] and a["best_epoch"] == b["best_epoch"]
+    wa = torch.load(killed_dir / "student.pt", weights_only=True)["state_dict"]
+    wb = torch.load(tmp_path / "clean" / "student.pt", weights_only=True)["state_dict"]
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_rerun_with_other_config_is_refused(tmp_path, student_json):
+    run(tmp_path, student_json, loss="kd", epochs=1)
+    with pytest.raises(UserInputError, match="different config"):
+        run(tmp_path, student_json, loss="dist", epochs=1)
+
+
+# --- bad input ----------------------------------------------------------------------------------
+
+
+def test_student_output_must_match_teacher(tmp_path):
+    spec = tmp_path / "five.json"
+    spec.write_text(json.dumps({"arch": "squeeze.zoo:tiny_cnn", "kwargs": {"num_classes": 5}}))
+    with pytest.raises(UserInputError, match="does not match the teacher"):
+        api.distill(TEACHER, str(spec), data="digits", out=tmp_path / "run", epochs=1)
+
+
+def test_labels_out_of_range(tmp_path, student_json):
+    data = tmp_path / "bad_labels.npz"
+    rng = np.random.default_rng(0)
+    np.savez(data, x=rng.random((40, 1, 8, 8), dtype=np.float32), y=np.full(40, 12))
+    with pytest.raises(UserInputError, match=r"labels must be in \[0, 10\)"):
+        api.distill(TEACHER, str(student_json), data=str(data), out=tmp_path / "run", epochs=1)
+
+
+def test_empty_dataset(tmp_path, student_json):
+    data = tmp_path / "empty.npz"
+    np.savez(data, x=np.zeros((0, 1, 8, 8), dtype=np.float32))
+    with pytest.raises(UserInputError, match="empty"):
+        api.distill(TEACHER, str(student_json), data=str(data), out=tmp_path / "run", epochs=1)
+
+
+@pytest.mark.parametrize("loss, message", [("kd+magic", "unknown loss 'magic'"), ("kd=abc", "must be a number")])
+def test_bad_loss_specs(loss, message):
+    with pytest.raises(UserInputError, match=message):
+        DistillConfig(loss=loss)
+
+
+def test_cli_unknown_loss_exit_2(cli, student_json, tmp_path):
+    result = cli("distill", TEACHER, "--student", student_json, "--data", "digits", "--loss", "kd+nope", "--out", tmp_path / "run")
+    assert result.code == 2 and result.stderr.strip().startswith("error: unknown loss 'nope'")
+    assert not (tmp_path / "run").exists()
+
+
+def test_foreign_arch_in_student_json_needs_explicit_flag(tmp_path):
+    spec = tmp_path / "evil.json"
+    spec.write_text(json.dumps({"arch": "os:system", "kwargs": {"command": "true"}}))
+    with pytest.raises(UserInputError, match="confirm you trust"):
+        api.distill(TEACHER, str(spec), data="digits", out=tmp_path / "run", epochs=1)
+
+
+def test_build_student_fills_channels_and_classes():
+    module, kwargs = build_student("squeeze.zoo:tiny_cnn", {}, in_channels=3, num_classes=7)
+    assert kwargs == {"in_channels": 3, "num_classes": 7} and module(torch.zeros(1, 3, 16, 16)).shape == (1, 7)
