@@ -60,6 +60,7 @@ class DistillConfig:
     seed: int = 0
     device: str = "cpu"
     max_rollbacks: int = 1  # NaN/inf loss: roll back to the last good epoch with half the LR this often, then fail
+    nproc: int = 1  # >1: DistributedDataParallel over this many processes (gloo on CPU, NCCL on CUDA); global batch unchanged
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1:
@@ -72,6 +73,8 @@ class DistillConfig:
             raise UserInputError(f"--augment must be none or shift, got {self.augment!r}")
         if self.lr is not None and self.lr <= 0:
             raise UserInputError("--lr must be > 0")
+        if self.nproc < 1 or self.batch_size % self.nproc:
+            raise UserInputError(f"--nproc must be >= 1 and divide --batch-size ({self.batch_size})")
         parse_loss(self.loss)
 
     @property
@@ -207,6 +210,37 @@ class _Objective(nn.Module):
                 tap.close()
 
 
+class _Trainable(nn.Module):
+    """Student + loss (with its adapters) as one module, so DistributedDataParallel syncs all their gradients."""
+
+    def __init__(self, student: nn.Module, objective: _Objective):
+        super().__init__()
+        self.student = student
+        self.objective = objective
+
+    def forward(self, x: torch.Tensor, t_logits: torch.Tensor | None, y: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        return self.objective(self.student(x).float(), t_logits, y)
+
+
+def _world() -> tuple[int, int]:
+    """(rank, world size) when running under torch.distributed, else (0, 1)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _all_reduce(values: list[float], op: str = "sum") -> list[float]:
+    import torch.distributed as dist
+
+    if _world()[1] == 1:
+        return values
+    t = torch.tensor(values, dtype=torch.float64)
+    dist.all_reduce(t, op=dist.ReduceOp.SUM if op == "sum" else dist.ReduceOp.MIN)
+    return t.tolist()
+
+
 def _check_inputs(teacher: ModelArtifact, student: nn.Module, data: DataBundle) -> int:
     if len(data.train) == 0 or len(data.calibration) == 0 or len(data.eval) == 0:
         raise UserInputError(f"dataset {data.name} has an empty split (train {len(data.train)}, calibration {len(data.calibration)}, eval {len(data.eval)})")
@@ -230,12 +264,13 @@ def _check_inputs(teacher: ModelArtifact, student: nn.Module, data: DataBundle) 
     return num_classes
 
 
-def _train_epoch(student, teacher, objective, loader, optimizer, scheduler, scaler, cfg: DistillConfig, aug_gen, use_amp: bool,
+def _train_epoch(trainable, teacher, objective, loader, optimizer, scheduler, scaler, cfg: DistillConfig, aug_gen, use_amp: bool,
                  num_classes: int | None) -> tuple[dict[str, float], bool]:
-    """One pass over the training split. Returns summed per-term losses and whether a loss went non-finite."""
+    """One pass over this process's share of the training split.
+
+    Returns summed per-term losses and whether a loss went non-finite (on any process)."""
     sums: dict[str, float] = {}
-    student.train()
-    objective.train()
+    trainable.train()
     with evaluating(teacher):
         for x, y in loader:
             x, y = x.to(cfg.device), y.to(cfg.device)
@@ -246,9 +281,8 @@ def _train_epoch(student, teacher, objective, loader, optimizer, scheduler, scal
             with torch.autocast("cuda", enabled=use_amp):
                 with torch.no_grad():
                     t_logits = teacher(x) if objective.needs_teacher else None
-                s_logits = student(x)
-                loss, parts = objective(s_logits.float(), None if t_logits is None else t_logits.float(), y)
-            if not torch.isfinite(loss):
+                loss, parts = trainable(x, None if t_logits is None else t_logits.float(), y)
+            if _all_reduce([float(torch.isfinite(loss))], op="min")[0] < 1:
                 return sums, True
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
@@ -284,6 +318,13 @@ def distill(
     student = student.to(device)
     example = teacher.input_spec.example(batch=2).to(device)
     objective = _Objective(weights, cfg, t_model, student, example).to(device)
+    rank, world = _world()
+    trainable: nn.Module = _Trainable(student, objective)
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        trainable = DistributedDataParallel(trainable)  # broadcasts rank 0's initial weights
+    progress = progress if rank == 0 else (lambda message: None)
     params = [*student.parameters(), *objective.parameters()]
     lr = cfg.base_lr
     optimizer = (torch.optim.SGD(params, lr=lr, momentum=0.9, nesterov=True, weight_decay=cfg.weight_decay) if cfg.optimizer == "sgd"
@@ -291,7 +332,19 @@ def distill(
     # A ragged last batch of a few samples wrecks batch statistics and batch-relation losses (SP, RKD, DIST's
     # intra term): drop it, as training loops usually do, unless the whole split fits in one batch.
     drop_last = len(data.train) > cfg.batch_size
-    steps_per_epoch = len(data.train) // cfg.batch_size if drop_last else 1
+    per_rank_batch = cfg.batch_size // world
+
+    def train_loader(epoch: int):
+        seed = cfg.seed * 100_003 + epoch
+        if world == 1:
+            return data.loader("train", batch_size=cfg.batch_size, shuffle=True, seed=seed, drop_last=drop_last)
+        from torch.utils.data import DataLoader
+        from torch.utils.data.distributed import DistributedSampler
+
+        sampler = DistributedSampler(data.train, num_replicas=world, rank=rank, shuffle=True, seed=seed, drop_last=True)
+        return DataLoader(data.train, batch_size=per_rank_batch, sampler=sampler, drop_last=drop_last)
+
+    steps_per_epoch = max(1, len(train_loader(0)))
     total_steps, warmup = cfg.epochs * steps_per_epoch, max(1, int(cfg.warmup_epochs * steps_per_epoch))
     lr_scale = {"value": 1.0}  # halved on each divergence rollback
 
@@ -329,8 +382,8 @@ def distill(
                 "optimizer": copy.deepcopy(optimizer.state_dict()), "scheduler": copy.deepcopy(scheduler.state_dict())}
         torch.manual_seed(cfg.seed * 100_003 + epoch)  # per-epoch seeding: resumed runs reproduce uninterrupted ones
         aug_gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch + 1)
-        loader = data.loader("train", batch_size=cfg.batch_size, shuffle=True, seed=cfg.seed * 100_003 + epoch, drop_last=drop_last)
-        sums, diverged = _train_epoch(student, t_model, objective, loader, optimizer, scheduler, scaler, cfg, aug_gen, use_amp,
+        loader = train_loader(epoch)
+        sums, diverged = _train_epoch(trainable, t_model, objective, loader, optimizer, scheduler, scaler, cfg, aug_gen, use_amp,
                                       num_classes if use_labels else None)
         if diverged:
             rollbacks += 1
@@ -349,8 +402,10 @@ def distill(
             continue
         cal = evaluate(student, t_model, cal_loader, device)
         score = cal["student_accuracy"] if use_labels and cal["student_accuracy"] is not None else cal["agreement"]
+        keys = sorted(sums)
         n = steps_per_epoch * cfg.batch_size if drop_last else len(data.train)
-        record = {"epoch": epoch + 1, **{k: v / n for k, v in sums.items()}, "lr": optimizer.param_groups[0]["lr"],
+        totals = dict(zip(keys, _all_reduce([sums[k] for k in keys])))  # every process's share of the epoch
+        record = {"epoch": epoch + 1, **{k: v / n for k, v in totals.items()}, "lr": optimizer.param_groups[0]["lr"],
                   "calibration": cal, "seconds": round(time.perf_counter() - started, 1)}
         history.append(record)
         if score > best["score"]:
@@ -359,8 +414,9 @@ def distill(
         state = {"fingerprint": fingerprint, "epoch": epoch, "student": student.state_dict(), "objective": objective.state_dict(),
                  "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "lr_scale": lr_scale["value"],
                  "history": history, "best": best, "rollbacks": rollbacks}
-        with atomic_path(state_path) as tmp:
-            torch.save(state, tmp)
+        if rank == 0:
+            with atomic_path(state_path) as tmp:
+                torch.save(state, tmp)
         cal_text = (f"cal acc {cal['student_accuracy'] * 100:.2f}%, " if cal["student_accuracy"] is not None else "") + f"agreement {cal['agreement'] * 100:.2f}%"
         progress(f"epoch {epoch}/{cfg.epochs} loss {record['loss']:.4f} ({', '.join(f'{k} {record[k]:.4f}' for k in weights if k in record)}), {cal_text}")
     objective.close()
@@ -382,6 +438,9 @@ def distill(
         "history": history,
         "rollbacks": rollbacks,
     }
+    result["nproc"] = world
+    if rank != 0:
+        return result
     if student_arch:
         from squeeze.modelio import save_checkpoint
 

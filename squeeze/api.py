@@ -24,7 +24,7 @@ from squeeze.targets.base import ProfileSpec
 Progress = Callable[[str], None]
 
 
-def _silent(message: str) -> None:
+def silent(message: str) -> None:
     pass
 
 
@@ -147,29 +147,14 @@ def profile(
     return {"model": str(path), "model_sha256": art.sha256, **({"exported": exported} if exported else {}), **stats.to_dict()}
 
 
-def distill(
-    teacher_path: str | Path,
-    student: str,
-    *,
-    data: str | None = None,
-    out: str | Path = "distill-out",
-    arch: str | None = None,
-    input_shape: str | None = None,
-    trust_pickle: bool = False,
-    progress: Progress = _silent,
-    **config: Any,
-) -> dict[str, Any]:
-    """Train a student (JSON spec or pkg.mod:factory) from the teacher; writes OUT/student.pt + result.json."""
+def _prepare_distill(teacher_path, student, data, arch, input_shape, trust_pickle, config):
+    """Load teacher, data and a freshly initialised student; validate the config. Same in every process."""
     import torch
 
     from squeeze.passes.distill import DistillConfig
-    from squeeze.passes.distill import distill as run_distill
     from squeeze.students import build_student, load_student_spec
 
     cfg = DistillConfig(**config)
-    out = Path(out)
-    if not out.resolve().parent.is_dir():
-        raise UserInputError(f"output directory's parent does not exist: {out.resolve().parent}")
     student_arch, student_kwargs = load_student_spec(student)
     teacher = load_model(teacher_path, arch=arch, input_shape=input_shape, trust_pickle=trust_pickle)
     bundle = open_data(data, teacher, cfg.seed)
@@ -179,8 +164,85 @@ def distill(
         num_classes = int(teacher.module(teacher.input_spec.example(batch=2)).shape[-1])
     torch.manual_seed(cfg.seed)  # the student's initial weights
     module, student_kwargs = build_student(student_arch, student_kwargs, teacher.input_spec.shape[1], num_classes)
+    return teacher, module, bundle, cfg, student_arch, student_kwargs
+
+
+def _distill_worker(rank: int, world: int, port: int, args: dict[str, Any], show_progress: bool) -> None:
+    """One DistributedDataParallel process (started by torch.multiprocessing.spawn)."""
+    import os
+
+    import torch
+    import torch.distributed as dist
+
+    from squeeze.passes.distill import distill as run_distill
+    from squeeze.targets.ort_runtime import usable_cores
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    config = dict(args["config"])
+    if config.get("device", "cpu").startswith("cuda"):
+        torch.cuda.set_device(rank)
+        config["device"] = f"cuda:{rank}"
+    dist.init_process_group("nccl" if config.get("device", "cpu").startswith("cuda") else "gloo", rank=rank, world_size=world)
+    torch.set_num_threads(max(1, usable_cores() // world))
+    try:
+        prepare_args = {k: v for k, v in args.items() if k != "out"}
+        teacher, module, bundle, cfg, student_arch, student_kwargs = _prepare_distill(**{**prepare_args, "config": config})
+        progress = (lambda m: print(f"… {m}", file=sys.stderr, flush=True)) if show_progress and rank == 0 else silent
+        run_distill(teacher, module, bundle, cfg, Path(args["out"]), student_arch=student_arch, student_kwargs=student_kwargs, progress=progress)
+    finally:
+        dist.destroy_process_group()
+
+
+def distill(
+    teacher_path: str | Path,
+    student: str,
+    *,
+    data: str | None = None,
+    out: str | Path = "distill-out",
+    arch: str | None = None,
+    input_shape: str | None = None,
+    trust_pickle: bool = False,
+    progress: Progress = silent,
+    **config: Any,
+) -> dict[str, Any]:
+    """Train a student (JSON spec or pkg.mod:factory) from the teacher; writes OUT/student.pt + result.json.
+
+    With nproc > 1 the training runs as DistributedDataParallel over that many local processes.
+    """
+    import json
+
+    from squeeze.passes.distill import distill as run_distill
+
+    out = Path(out)
+    if not out.resolve().parent.is_dir():
+        raise UserInputError(f"output directory's parent does not exist: {out.resolve().parent}")
+    teacher, module, bundle, cfg, student_arch, student_kwargs = _prepare_distill(teacher_path, student, data, arch, input_shape,
+                                                                                  trust_pickle, config)
     out.mkdir(exist_ok=True)
-    return run_distill(teacher, module, bundle, cfg, out, student_arch=student_arch, student_kwargs=student_kwargs, progress=progress)
+    if cfg.nproc == 1:
+        return run_distill(teacher, module, bundle, cfg, out, student_arch=student_arch, student_kwargs=student_kwargs, progress=progress)
+
+    import socket
+
+    import torch.multiprocessing as mp
+
+    from squeeze.errors import SqueezeError
+    from squeeze.passes.distill import _check_inputs, resolve_weights
+
+    _check_inputs(teacher, module, bundle)  # bad input fails here, in one process, before any worker starts
+    resolve_weights(cfg, bundle.has_labels)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    args = {"teacher_path": str(teacher_path), "student": student, "data": data, "arch": arch, "input_shape": input_shape,
+            "trust_pickle": trust_pickle, "config": config, "out": str(out)}
+    (out / "result.json").unlink(missing_ok=True)
+    try:
+        mp.spawn(_distill_worker, args=(cfg.nproc, port, args, progress is not silent), nprocs=cfg.nproc, join=True)
+    except mp.ProcessRaisedException as exc:
+        last = [line for line in str(exc).splitlines() if line.strip()][-1]
+        raise SqueezeError(f"distributed distillation failed in a worker: {last}") from None
+    return json.loads((out / "result.json").read_text())
 
 
 def list_targets() -> list[dict[str, Any]]:
@@ -213,7 +275,7 @@ def compress(
     max_accuracy_drop: float | None = None,
     profile_spec: ProfileSpec | None = None,
     seed: int = 0,
-    progress: Progress = _silent,
+    progress: Progress = silent,
     command: list[str] | None = None,
 ) -> dict[str, Any]:
     """Run the pass pipeline (today: export -> profile) and write DIR/model.onnx + DIR/manifest.json.

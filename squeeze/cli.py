@@ -86,7 +86,9 @@ def _emit_json(obj: Any) -> None:
 
 def _progress(as_json: bool) -> Callable[[str], None]:
     if as_json:
-        return lambda message: None
+        from squeeze.api import silent
+
+        return silent
     return lambda message: stderr.print(f"[dim]… {message}[/]", highlight=False)
 
 
@@ -291,6 +293,7 @@ def distill(
     augment: str = typer.Option("none", "--augment", help="none or shift (random 2-pixel translation)"),
     seed: int = typer.Option(0, "--seed"),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda (mixed precision on CUDA)"),
+    nproc: int = typer.Option(1, "--nproc", help="DistributedDataParallel over N local processes (gloo on CPU, NCCL on GPUs)"),
     arch: Optional[str] = ArchOpt,
     input_shape: Optional[str] = ShapeOpt,
     trust_pickle: bool = TrustOpt,
@@ -307,7 +310,7 @@ def distill(
 
     result = api.distill(teacher, student, data=data, out=out, arch=arch, input_shape=input_shape, trust_pickle=trust_pickle,
                          progress=_progress(as_json), epochs=epochs, loss=loss, temperature=temperature, alpha=alpha,
-                         label_free=label_free, optimizer=optimizer, lr=lr, batch_size=batch_size, augment=augment, seed=seed, device=device)
+                         label_free=label_free, optimizer=optimizer, lr=lr, batch_size=batch_size, augment=augment, seed=seed, device=device, nproc=nproc)
     if as_json:
         return _emit_json({k: v for k, v in result.items() if k != "history"})
     ev = result["eval"]

@@ -126,6 +126,22 @@ def test_resume_after_kill_matches_uninterrupted_run(tmp_path, student_json):
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
+def test_ddp_two_processes_match_single_process(tmp_path, student_json):
+    """--nproc 2: DistributedDataParallel over two gloo CPU processes, same global batch."""
+    single = api.distill(TEACHER, str(student_json), data="digits", out=tmp_path / "one", epochs=3, batch_size=64)
+    double = api.distill(TEACHER, str(student_json), data="digits", out=tmp_path / "two", epochs=3, batch_size=64, nproc=2)
+    assert double["nproc"] == 2 and single["nproc"] == 1
+    assert double["eval"]["samples"] == single["eval"]["samples"] == 359
+    assert abs(double["eval"]["student_accuracy"] - single["eval"]["student_accuracy"]) <= 0.05
+    assert double["eval"]["student_accuracy"] >= 0.8 and (tmp_path / "two" / "student.pt").exists()
+    assert len(double["history"]) == 3
+
+
+def test_nproc_must_divide_batch():
+    with pytest.raises(UserInputError, match="--nproc"):
+        DistillConfig(nproc=3, batch_size=64)
+
+
 def test_rerun_with_other_config_is_refused(tmp_path, student_json):
     run(tmp_path, student_json, loss="kd", epochs=1)
     with pytest.raises(UserInputError, match="different config"):
