@@ -318,6 +318,7 @@ def distill(
     student = student.to(device)
     example = teacher.input_spec.example(batch=2).to(device)
     objective = _Objective(weights, cfg, t_model, student, example).to(device)
+    out_dir.mkdir(exist_ok=True)  # only now: bad input above leaves nothing behind
     rank, world = _world()
     trainable: nn.Module = _Trainable(student, objective)
     if world > 1:

@@ -218,7 +218,6 @@ def distill(
         raise UserInputError(f"output directory's parent does not exist: {out.resolve().parent}")
     teacher, module, bundle, cfg, student_arch, student_kwargs = _prepare_distill(teacher_path, student, data, arch, input_shape,
                                                                                   trust_pickle, config)
-    out.mkdir(exist_ok=True)
     if cfg.nproc == 1:
         return run_distill(teacher, module, bundle, cfg, out, student_arch=student_arch, student_kwargs=student_kwargs, progress=progress)
 

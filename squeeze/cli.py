@@ -293,6 +293,7 @@ def distill(
     augment: str = typer.Option("none", "--augment", help="none or shift (random 2-pixel translation)"),
     seed: int = typer.Option(0, "--seed"),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda (mixed precision on CUDA)"),
+    feature_pairs: Optional[str] = typer.Option(None, "--feature-pairs", help="FitNet layer pairs student=teacher, comma-separated (default: stage outputs)"),
     nproc: int = typer.Option(1, "--nproc", help="DistributedDataParallel over N local processes (gloo on CPU, NCCL on GPUs)"),
     arch: Optional[str] = ArchOpt,
     input_shape: Optional[str] = ShapeOpt,
@@ -310,7 +311,8 @@ def distill(
 
     result = api.distill(teacher, student, data=data, out=out, arch=arch, input_shape=input_shape, trust_pickle=trust_pickle,
                          progress=_progress(as_json), epochs=epochs, loss=loss, temperature=temperature, alpha=alpha,
-                         label_free=label_free, optimizer=optimizer, lr=lr, batch_size=batch_size, augment=augment, seed=seed, device=device, nproc=nproc)
+                         label_free=label_free, optimizer=optimizer, lr=lr, batch_size=batch_size, augment=augment, seed=seed, device=device, nproc=nproc,
+                         feature_pairs=_parse_pairs(feature_pairs))
     if as_json:
         return _emit_json({k: v for k, v in result.items() if k != "history"})
     ev = result["eval"]
@@ -320,6 +322,17 @@ def distill(
                  f"top-1 agreement {fmt(ev['agreement'])}")
     stdout.print(f"student {_fmt_count(result['student']['params'])} params, {_fmt_count(result['student']['macs'])} MACs; "
                  f"teacher {_fmt_count(result['teacher']['params'])} params, {_fmt_count(result['teacher']['macs'])} MACs")
+
+
+def _parse_pairs(text: str | None) -> tuple[tuple[str, str], ...]:
+    if not text:
+        return ()
+    pairs = [tuple(part.split("=", 1)) for part in text.split(",")]
+    if any(len(p) != 2 or not p[0] or not p[1] for p in pairs):
+        from squeeze.errors import UserInputError
+
+        raise UserInputError(f"--feature-pairs must look like stages.1=stages.1,stages.2=stages.2, got {text!r}")
+    return tuple(pairs)  # type: ignore[arg-type]
 
 
 def main() -> None:

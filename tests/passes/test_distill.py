@@ -44,6 +44,17 @@ def test_each_loss_alone_is_optimised(tmp_path, student_json, term):
     assert last < 0.9 * first, (term, first, last)
 
 
+def test_named_feature_pairs(tmp_path, student_json, cli):
+    result = cli("distill", TEACHER, "--student", student_json, "--data", "digits", "--loss", "kd+fitnet", "--epochs", "1",
+                 "--feature-pairs", "1=stages.2", "--out", tmp_path / "run", "--json")
+    assert result.code == 0, result.stderr
+    assert result.json()["config"]["feature_pairs"] == [["1", "stages.2"]]
+    bad = cli("distill", TEACHER, "--student", student_json, "--data", "digits", "--loss", "kd+fitnet", "--epochs", "1",
+              "--feature-pairs", "1=no.such.layer", "--out", tmp_path / "bad")
+    assert bad.code == 2 and "no layer named 'no.such.layer'" in bad.stderr
+    assert not (tmp_path / "bad").exists()
+
+
 def test_all_terms_together(tmp_path, student_json):
     result = run(tmp_path, student_json, loss="kd+dist+fitnet+rkd+sp", epochs=3)
     assert set(result["loss_weights"]) == {"kd", "dist", "fitnet", "rkd", "sp", "ce"}
@@ -156,6 +167,7 @@ def test_student_output_must_match_teacher(tmp_path):
     spec.write_text(json.dumps({"arch": "squeeze.zoo:tiny_cnn", "kwargs": {"num_classes": 5}}))
     with pytest.raises(UserInputError, match="does not match the teacher"):
         api.distill(TEACHER, str(spec), data="digits", out=tmp_path / "run", epochs=1)
+    assert not (tmp_path / "run").exists()
 
 
 def test_labels_out_of_range(tmp_path, student_json):
