@@ -466,9 +466,15 @@ class DistillPass:
             raise UserInputError("distillation needs a teacher and a dataset")
         cfg = replace(cfg, device=ctx.device)
         arch = str(inp.metadata.get("arch", ""))
-        result = distill(ctx.teacher, inp.module, ctx.data, cfg, ctx.run_dir, student_arch=arch,
+        run_dir = ctx.run_dir / self.name
+        ctx.progress(f"distilling {arch or 'the student'} from the teacher ({cfg.epochs} epochs, loss {cfg.loss})")
+        result = distill(ctx.teacher, inp.module, ctx.data, cfg, run_dir, student_arch=arch,
                          student_kwargs=inp.metadata.get("arch_kwargs"), progress=ctx.progress)
         ctx.results[self.name] = {k: v for k, v in result.items() if k != "history"}
-        return ModelArtifact(inp.module, ctx.teacher.input_spec, str(ctx.run_dir / STUDENT_FILE), "checkpoint", "",
+        student_file = run_dir / STUDENT_FILE
+        from squeeze.fsutil import sha256_file
+
+        return ModelArtifact(inp.module.eval(), ctx.teacher.input_spec, str(student_file), "checkpoint",
+                             sha256_file(student_file) if student_file.exists() else "",
                              {"arch": arch, "arch_kwargs": inp.metadata.get("arch_kwargs")},
                              [*inp.provenance, {"pass": "distill", "config": asdict(cfg)}])

@@ -273,12 +273,16 @@ def compress(
     latency_budget: str | float | None = None,
     max_accuracy_drop: float | None = None,
     profile_spec: ProfileSpec | None = None,
+    student: str | None = None,
+    distill_options: dict[str, Any] | None = None,
     seed: int = 0,
     progress: Progress = silent,
     command: list[str] | None = None,
 ) -> dict[str, Any]:
-    """Run the pass pipeline (today: export -> profile) and write DIR/model.onnx + DIR/manifest.json.
+    """Run the pass pipeline and write DIR/model.onnx + DIR/manifest.json.
 
+    Today's pipeline: [distill the given student] -> export -> profile. With a student, the teacher
+    is exported and profiled too, so the manifest holds both latencies and their ratio.
     Everything is validated before any work; the output directory appears only when complete.
     """
     from squeeze import pipeline
@@ -306,15 +310,42 @@ def compress(
     bundle = open_data(data, teacher, seed)
     if max_accuracy_drop is not None and (bundle is None or not bundle.has_labels):
         raise UserInputError("--max-accuracy-drop needs a labelled dataset (--data)")
+    spec = profile_spec or ProfileSpec()
     steps = [
         pipeline.Step(ExportPass(), ExportConfig()),
-        pipeline.Step(ProfilePass(), ProfileConfig(profile_spec or ProfileSpec())),
+        pipeline.Step(ProfilePass(), ProfileConfig(spec)),
     ]
+    first = teacher
+    if student is not None:
+        from squeeze.passes.distill import DistillConfig, DistillPass, _check_inputs, resolve_weights
+        from squeeze.students import build_student, load_student_spec
+
+        if bundle is None:
+            raise UserInputError("distilling a student needs data: pass --data")
+        distill_cfg = DistillConfig(**{"seed": seed, **(distill_options or {})})
+        student_arch, student_kwargs = load_student_spec(student)
+        import torch
+
+        torch.manual_seed(distill_cfg.seed)
+        num_classes = int(teacher.module(teacher.input_spec.example(batch=2)).shape[-1])
+        module, student_kwargs = build_student(student_arch, student_kwargs, teacher.input_spec.shape[1], num_classes)
+        _check_inputs(teacher, module, bundle)
+        resolve_weights(distill_cfg, bundle.has_labels)
+        first = ModelArtifact(module, teacher.input_spec, student, "student-spec", "", {"arch": student_arch, "arch_kwargs": student_kwargs})
+        steps.insert(0, pipeline.Step(DistillPass(), distill_cfg))
     pipeline.validate(steps, ModelArtifact)
     started = dt.datetime.now(dt.timezone.utc)
     with atomic_dir(out) as stage:
         ctx = Context(run_dir=stage, target=tgt, data=bundle, teacher=teacher, progress=progress)
-        onnx_art, records = pipeline.run(steps, ctx, teacher)
+        onnx_art, records = pipeline.run(steps, ctx, first)
+        teacher_latency = None
+        if student is not None:
+            from squeeze.passes.export import export_onnx
+
+            progress("exporting and profiling the teacher for comparison")
+            with tempfile.TemporaryDirectory(prefix="squeeze-teacher-") as tmp:
+                teacher_onnx = export_onnx(teacher, Path(tmp) / "teacher.onnx", ExportConfig(), bundle)
+                teacher_latency = tgt.profile(teacher_onnx, spec).to_dict()
         accuracy = None
         if bundle is not None:
             progress("evaluating teacher (torch) and output (ONNX Runtime) on the eval split")
@@ -336,6 +367,7 @@ def compress(
                 "recorded": {k: teacher.metadata[k] for k in ("dataset", "eval_accuracy", "arch") if k in teacher.metadata},
             },
             "data": bundle.describe() if bundle else None,
+            "student": ({k: v for k, v in ctx.results["distill"].items() if k not in ("data", "teacher")} if student is not None else None),
             "passes": records,
             "outputs": {
                 "model.onnx": {
@@ -351,6 +383,8 @@ def compress(
             "parity": ctx.results["export"]["parity"],
             "accuracy": accuracy,
             "latency": latency,
+            "teacher_latency": teacher_latency,
+            "speedup_p50": teacher_latency["p50_ms"] / latency["p50_ms"] if teacher_latency else None,
             "gate": gate,
             "versions": versions(),
         }

@@ -240,6 +240,10 @@ def compress(
     latency_budget: Optional[str] = typer.Option(None, "--latency-budget", help="gate: p90 latency on the target, e.g. 5ms"),
     max_accuracy_drop: Optional[float] = typer.Option(None, "--max-accuracy-drop", help="gate: accuracy drop allowed, percentage points"),
     iterations: int = typer.Option(200, "--iterations", "-n", help="timed runs when profiling"),
+    student: Optional[str] = typer.Option(None, "--student", help="distil this student (JSON spec or pkg.mod:factory) before export"),
+    epochs: int = typer.Option(8, "--epochs", help="distillation epochs (with --student)"),
+    loss: str = typer.Option("kd", "--loss", help="distillation loss (with --student), see `squeeze distill --help`"),
+    label_free: bool = typer.Option(False, "--label-free", help="distil without labels (with --student)"),
     arch: Optional[str] = ArchOpt,
     input_shape: Optional[str] = ShapeOpt,
     trust_pickle: bool = TrustOpt,
@@ -247,8 +251,9 @@ def compress(
 ) -> None:
     """Run the pass pipeline for a target and write model.onnx + manifest.json with a gate verdict.
 
-    Today's pipeline: export (with parity) -> profile on the target, with teacher and output accuracy
-    on the eval split. Exit 1 when a requested gate (--latency-budget, --max-accuracy-drop) fails.
+    Today's pipeline: [distill --student] -> export (with parity) -> profile on the target, with
+    teacher and output accuracy on the eval split (and, with --student, the teacher's latency next
+    to the output's). Exit 1 when a requested gate (--latency-budget, --max-accuracy-drop) fails.
 
     Example: squeeze compress samples/teachers/resnet_mnist.pt --target cpu --out out/ --latency-budget 5ms
     """
@@ -257,7 +262,9 @@ def compress(
 
     result = api.compress(model, target=target, out=out, data=data, arch=arch, input_shape=input_shape, trust_pickle=trust_pickle,
                           latency_budget=latency_budget, max_accuracy_drop=max_accuracy_drop,
-                          profile_spec=ProfileSpec(iterations=iterations), progress=_progress(as_json), command=sys.argv)
+                          profile_spec=ProfileSpec(iterations=iterations), student=student,
+                          distill_options={"epochs": epochs, "loss": loss, "label_free": label_free},
+                          progress=_progress(as_json), command=sys.argv)
     if as_json:
         _emit_json(result)
     else:
@@ -268,6 +275,11 @@ def compress(
             stdout.print(f"accuracy on {acc['samples']} eval samples: teacher (torch) {fmt(acc['teacher_accuracy'])}, "
                          f"output (ONNX Runtime) {fmt(acc['output_accuracy'])}, top-1 agreement {acc['top1_agreement'] * 100:.2f}%")
         stdout.print(_latency_table(result["latency"], f"latency on {target}"))
+        if result.get("teacher_latency"):
+            st, tl = result["student"]["student"], result["teacher_latency"]
+            stdout.print(f"teacher p50 {tl['p50_ms']:.3f} ms → output p50 {result['latency']['p50_ms']:.3f} ms "
+                         f"({result['speedup_p50']:.1f}× faster); MACs {_fmt_count(result['teacher']['macs'])} → {_fmt_count(st['macs'])}, "
+                         f"params {_fmt_count(result['teacher']['params'])} → {_fmt_count(st['params'])}")
         for check in result["gate"]["checks"]:
             stdout.print(f"gate {check['check']}: {check['value']:.4g} vs limit {check['limit']:.4g} — {'pass' if check['passed'] else 'FAIL'}")
         stdout.print(f"verdict: [bold]{result['gate']['verdict']}[/]")

@@ -98,3 +98,22 @@ def test_duration_parsing(text, ms):
 def test_bad_duration():
     with pytest.raises(UserInputError, match="latency budget"):
         api.parse_duration_ms("fast")
+
+
+def test_compress_with_student_distils_and_compares_to_teacher(tmp_path):
+    spec = tmp_path / "student.json"
+    spec.write_text(json.dumps({"arch": "squeeze.zoo:tiny_cnn", "kwargs": {"width": 16}}))
+    digits_teacher = TEACHER.with_name("resnet_digits.pt")
+    out = tmp_path / "run"
+    result = api.compress(digits_teacher, out=out, student=str(spec), distill_options={"epochs": 3}, profile_spec=FAST,
+                          max_accuracy_drop=50.0)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert [p["name"] for p in manifest["passes"]] == ["distill", "export", "profile"]
+    assert manifest["outputs"]["model.onnx"]["macs"] == manifest["student"]["student"]["macs"] < manifest["teacher"]["macs"] / 100
+    assert manifest["accuracy"]["output_accuracy"] == pytest.approx(manifest["student"]["eval"]["student_accuracy"], abs=0.003)
+    assert manifest["teacher_latency"]["providers"] == ["CPUExecutionProvider"]
+    assert manifest["speedup_p50"] == pytest.approx(manifest["teacher_latency"]["p50_ms"] / manifest["latency"]["p50_ms"])
+    assert (out / "distill" / "student.pt").exists() and result["gate"]["verdict"] == "pass"
+    strict = api.compress(digits_teacher, out=tmp_path / "strict", student=str(spec), distill_options={"epochs": 1},
+                          profile_spec=FAST, max_accuracy_drop=0.0)
+    assert strict["gate"]["verdict"] == "fail"  # one epoch of a 5k-parameter student cannot match the teacher
