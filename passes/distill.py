@@ -24,8 +24,9 @@ from torch import nn
 from squeeze import losses
 from squeeze.analysis import count_macs, count_params, evaluating
 from squeeze.artifacts import ModelArtifact
-from squeeze.data import UNLABELLED, DataBundle
+from squeeze.data import DataBundle, random_shift
 from squeeze.errors import SqueezeError, UserInputError
+from squeeze.evaluate import accuracy, torch_predictions
 from squeeze.features import FeatureTap, classifier_name, stage_names
 from squeeze.fsutil import atomic_path, write_json_atomic
 from squeeze.passes.base import Context
@@ -120,33 +121,15 @@ def resolve_weights(cfg: DistillConfig, has_labels: bool) -> dict[str, float]:
     return {k: v for k, v in weights.items() if v > 0}
 
 
-def random_shift(x: torch.Tensor, max_shift: int, generator: torch.Generator) -> torch.Tensor:
-    """Translate each image by up to max_shift pixels, padding with the image minimum."""
-    n, _, h, w = x.shape
-    padded = F.pad(x, (max_shift,) * 4, value=float(x.min()))
-    offsets = torch.randint(0, 2 * max_shift + 1, (n, 2), generator=generator)
-    return torch.stack([padded[i, :, dy : dy + h, dx : dx + w] for i, (dy, dx) in enumerate(offsets.tolist())])
-
-
-@torch.no_grad()
 def evaluate(student: nn.Module, teacher: nn.Module, loader, device: str) -> dict[str, Any]:
     """Student accuracy (where labelled), teacher accuracy and their top-1 agreement on one split."""
-    agree = correct_s = correct_t = labelled = total = 0
-    with evaluating(student), evaluating(teacher):
-        for x, y in loader:
-            x, y = x.to(device), y.to(device)
-            ps, pt = student(x).argmax(1), teacher(x).argmax(1)
-            agree += int((ps == pt).sum())
-            mask = y != UNLABELLED
-            correct_s += int((ps[mask] == y[mask]).sum())
-            correct_t += int((pt[mask] == y[mask]).sum())
-            labelled += int(mask.sum())
-            total += len(y)
+    s_pred, labels = torch_predictions(student, loader, device)
+    t_pred, _ = torch_predictions(teacher, loader, device)
     return {
-        "samples": total,
-        "student_accuracy": correct_s / labelled if labelled else None,
-        "teacher_accuracy": correct_t / labelled if labelled else None,
-        "agreement": agree / total if total else None,
+        "samples": int(len(labels)),
+        "student_accuracy": accuracy(s_pred, labels),
+        "teacher_accuracy": accuracy(t_pred, labels),
+        "agreement": float((s_pred == t_pred).mean()) if len(labels) else None,
     }
 
 

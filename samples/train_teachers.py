@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from squeeze import zoo  # noqa: E402
-from squeeze.data import SplitConfig, load_data  # noqa: E402
+from squeeze.data import SplitConfig, load_data, random_shift  # noqa: E402
 
 OUT = ROOT / "samples" / "teachers"
 WORK = OUT / ".work"  # raw trained weights (ignored by git); packaging reads them
@@ -54,16 +54,6 @@ RECIPES = {
         Recipe("resnet_digits", "resnet_teacher", "digits", epochs=40, batch_size=64, max_shift=1),
     )
 }
-
-
-def random_shift(x: torch.Tensor, max_shift: int, generator: torch.Generator) -> torch.Tensor:
-    """Translate each image by up to max_shift pixels (zero-padded): the standard MNIST augmentation."""
-    if max_shift == 0:
-        return x
-    n, _, h, w = x.shape
-    padded = F.pad(x, (max_shift,) * 4, value=float(x.min()))
-    offsets = torch.randint(0, 2 * max_shift + 1, (n, 2), generator=generator)
-    return torch.stack([padded[i, :, dy : dy + h, dx : dx + w] for i, (dy, dx) in enumerate(offsets.tolist())])
 
 
 @torch.no_grad()

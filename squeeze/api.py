@@ -56,12 +56,19 @@ def parse_duration_ms(text: str | float | None) -> float | None:
     return value * {"ms": 1.0, "us": 1e-3, "µs": 1e-3, "s": 1e3}[unit]
 
 
-def open_data(spec: str | None, model: ModelArtifact | None = None, seed: int = 0) -> DataBundle | None:
-    """The dataset the user named, else the bundled one a sample teacher records it was trained on."""
-    if spec is None and model is not None and model.metadata.get("dataset") in BUNDLED:
-        spec = model.metadata["dataset"]
-        seed = int(model.metadata.get("split", {}).get("seed", seed))
-    return load_data(spec, SplitConfig(seed=seed)) if spec else None
+def open_data(spec: str | None, model: ModelArtifact | None = None, split_seed: int | None = None) -> DataBundle | None:
+    """The dataset the user named, else the bundled one a sample teacher records it was trained on.
+
+    The split seed is the one the teacher recorded for that dataset (so its held-out eval split
+    stays held out), else 0; it never follows a training seed, or the eval split would change
+    with every seed and could hold images the teacher trained on.
+    """
+    recorded = model.metadata if model is not None else {}
+    if spec is None and recorded.get("dataset") in BUNDLED:
+        spec = recorded["dataset"]
+    if split_seed is None:
+        split_seed = int(recorded.get("split", {}).get("seed", 0)) if recorded.get("dataset") == spec else 0
+    return load_data(spec, SplitConfig(seed=split_seed)) if spec else None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -100,7 +107,6 @@ def export(
     opset: int = 18,
     exporter: str = "dynamo",
     dynamic_batch: bool = True,
-    seed: int = 0,
 ) -> dict[str, Any]:
     """Export a torch model to ONNX with a parity check on real eval samples."""
     from squeeze.passes.export import ExportConfig, export_onnx
@@ -108,7 +114,7 @@ def export(
     cfg = ExportConfig(opset=opset, exporter=exporter, dynamic_batch=dynamic_batch)
     out = check_output_path(Path(out))
     art = load_model(path, arch=arch, input_shape=input_shape, trust_pickle=trust_pickle)
-    bundle = open_data(data, art, seed)
+    bundle = open_data(data, art)
     onnx_art = export_onnx(art, out, cfg, bundle)
     return {"source": art.describe(), **onnx_art.describe(), "bytes": out.stat().st_size,
             "exporter": onnx_art.provenance[-1]["exporter"], "versions": versions()}
@@ -147,23 +153,30 @@ def profile(
     return {"model": str(path), "model_sha256": art.sha256, **({"exported": exported} if exported else {}), **stats.to_dict()}
 
 
-def _prepare_distill(teacher_path, student, data, arch, input_shape, trust_pickle, config):
-    """Load teacher, data and a freshly initialised student; validate the config. Same in every process."""
+def _initial_student(spec: str, teacher: ModelArtifact, seed: int) -> tuple[Any, str, dict[str, Any]]:
+    """The student named by `spec`, freshly initialised from `seed`, shaped for the teacher's input and classes."""
     import torch
 
-    from squeeze.passes.distill import DistillConfig
     from squeeze.students import build_student, load_student_spec
 
-    cfg = DistillConfig(**config)
-    student_arch, student_kwargs = load_student_spec(student)
-    teacher = load_model(teacher_path, arch=arch, input_shape=input_shape, trust_pickle=trust_pickle)
-    bundle = open_data(data, teacher, cfg.seed)
-    if bundle is None:
-        raise UserInputError("distillation needs data: pass --data (labels optional)")
+    arch, kwargs = load_student_spec(spec)
     with torch.no_grad():
         num_classes = int(teacher.module(teacher.input_spec.example(batch=2)).shape[-1])
-    torch.manual_seed(cfg.seed)  # the student's initial weights
-    module, student_kwargs = build_student(student_arch, student_kwargs, teacher.input_spec.shape[1], num_classes)
+    torch.manual_seed(seed)
+    module, kwargs = build_student(arch, kwargs, teacher.input_spec.shape[1], num_classes)
+    return module, arch, kwargs
+
+
+def _prepare_distill(teacher_path, student, data, arch, input_shape, trust_pickle, config):
+    """Load teacher, data and a freshly initialised student; validate the config. Same in every process."""
+    from squeeze.passes.distill import DistillConfig
+
+    cfg = DistillConfig(**config)
+    teacher = load_model(teacher_path, arch=arch, input_shape=input_shape, trust_pickle=trust_pickle)
+    bundle = open_data(data, teacher)
+    if bundle is None:
+        raise UserInputError("distillation needs data: pass --data (labels optional)")
+    module, student_arch, student_kwargs = _initial_student(student, teacher, cfg.seed)
     return teacher, module, bundle, cfg, student_arch, student_kwargs
 
 
@@ -307,7 +320,7 @@ def compress(
 
     progress("loading model")
     teacher = load_model(path, arch=arch, input_shape=input_shape, trust_pickle=trust_pickle)
-    bundle = open_data(data, teacher, seed)
+    bundle = open_data(data, teacher)
     if max_accuracy_drop is not None and (bundle is None or not bundle.has_labels):
         raise UserInputError("--max-accuracy-drop needs a labelled dataset (--data)")
     spec = profile_spec or ProfileSpec()
@@ -318,17 +331,11 @@ def compress(
     first = teacher
     if student is not None:
         from squeeze.passes.distill import DistillConfig, DistillPass, _check_inputs, resolve_weights
-        from squeeze.students import build_student, load_student_spec
 
         if bundle is None:
             raise UserInputError("distilling a student needs data: pass --data")
         distill_cfg = DistillConfig(**{"seed": seed, **(distill_options or {})})
-        student_arch, student_kwargs = load_student_spec(student)
-        import torch
-
-        torch.manual_seed(distill_cfg.seed)
-        num_classes = int(teacher.module(teacher.input_spec.example(batch=2)).shape[-1])
-        module, student_kwargs = build_student(student_arch, student_kwargs, teacher.input_spec.shape[1], num_classes)
+        module, student_arch, student_kwargs = _initial_student(student, teacher, distill_cfg.seed)
         _check_inputs(teacher, module, bundle)
         resolve_weights(distill_cfg, bundle.has_labels)
         first = ModelArtifact(module, teacher.input_spec, student, "student-spec", "", {"arch": student_arch, "arch_kwargs": student_kwargs})

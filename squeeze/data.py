@@ -95,6 +95,16 @@ class DataBundle:
         return torch.stack(xs), torch.as_tensor(ys, dtype=torch.long)
 
 
+def random_shift(x: torch.Tensor, max_shift: int, generator: torch.Generator) -> torch.Tensor:
+    """Translate each image of a batch by up to max_shift pixels, padding with the batch minimum."""
+    if max_shift == 0:
+        return x
+    n, _, h, w = x.shape
+    padded = torch.nn.functional.pad(x, (max_shift,) * 4, value=float(x.min()))
+    offsets = torch.randint(0, 2 * max_shift + 1, (n, 2), generator=generator)
+    return torch.stack([padded[i, :, dy : dy + h, dx : dx + w] for i, (dy, dx) in enumerate(offsets.tolist())])
+
+
 # ----------------------------------------------------------------------------------------------
 # Readers
 

@@ -14,11 +14,11 @@ from squeeze.data import UNLABELLED
 
 
 @torch.no_grad()
-def torch_predictions(module: torch.nn.Module, loader: DataLoader) -> tuple[np.ndarray, np.ndarray]:
+def torch_predictions(module: torch.nn.Module, loader: DataLoader, device: str = "cpu") -> tuple[np.ndarray, np.ndarray]:
     preds, labels = [], []
     with evaluating(module):
         for x, y in loader:
-            preds.append(module(x).argmax(-1).numpy())
+            preds.append(module(x.to(device)).argmax(-1).cpu().numpy())
             labels.append(np.asarray(y))
     return np.concatenate(preds), np.concatenate(labels)
 

@@ -81,6 +81,13 @@ def test_ce_alone_is_the_supervised_baseline(tmp_path, student_json):
         resolve_weights(DistillConfig(loss="ce", label_free=True), has_labels=True)
 
 
+def test_training_seed_does_not_move_the_eval_split(tmp_path, student_json):
+    """A different --seed changes initialisation and shuffling, never the split: the teacher's eval images stay held out."""
+    result = run(tmp_path, student_json, loss="kd", epochs=1, seed=3)
+    assert result["data"]["split"]["seed"] == 0 and result["config"]["seed"] == 3
+    assert result["eval"]["teacher_accuracy"] == pytest.approx(0.9861, abs=1e-3)  # the recorded held-out figure
+
+
 def test_label_free_never_uses_labels(tmp_path, student_json):
     result = run(tmp_path, student_json, loss="kd", label_free=True, epochs=3)
     assert result["loss_weights"] == {"kd": 1.0} and "agreement" in result["selected_on"]
