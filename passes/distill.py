@@ -28,7 +28,7 @@ from squeeze.data import DataBundle, random_shift
 from squeeze.errors import SqueezeError, UserInputError
 from squeeze.evaluate import accuracy, torch_predictions
 from squeeze.features import FeatureTap, classifier_name, stage_names
-from squeeze.fsutil import atomic_path, write_json_atomic
+from squeeze.fsutil import atomic_path, sha256_file, write_json_atomic
 from squeeze.passes.base import Context
 
 LOGIT_TERMS = ("kd", "dist")
@@ -224,7 +224,7 @@ def _all_reduce(values: list[float], op: str = "sum") -> list[float]:
     return t.tolist()
 
 
-def _check_inputs(teacher: ModelArtifact, student: nn.Module, data: DataBundle) -> int:
+def check_inputs(teacher: ModelArtifact, student: nn.Module, data: DataBundle) -> int:
     if len(data.train) == 0 or len(data.calibration) == 0 or len(data.eval) == 0:
         raise UserInputError(f"dataset {data.name} has an empty split (train {len(data.train)}, calibration {len(data.calibration)}, eval {len(data.eval)})")
     if tuple(data.sample_shape) != tuple(teacher.input_spec.shape[1:]):
@@ -293,7 +293,7 @@ def distill(
     device = cfg.device
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise UserInputError("--device cuda requested but torch sees no CUDA device")
-    num_classes = _check_inputs(teacher, student, data)
+    num_classes = check_inputs(teacher, student, data)
     weights = resolve_weights(cfg, data.has_labels)
     t_model = teacher.module.to(device)
     for p in t_model.parameters():
@@ -455,8 +455,6 @@ class DistillPass:
                          student_kwargs=inp.metadata.get("arch_kwargs"), progress=ctx.progress)
         ctx.results[self.name] = {k: v for k, v in result.items() if k != "history"}
         student_file = run_dir / STUDENT_FILE
-        from squeeze.fsutil import sha256_file
-
         return ModelArtifact(inp.module.eval(), ctx.teacher.input_spec, str(student_file), "checkpoint",
                              sha256_file(student_file) if student_file.exists() else "",
                              {"arch": arch, "arch_kwargs": inp.metadata.get("arch_kwargs")},

@@ -239,9 +239,9 @@ def distill(
     import torch.multiprocessing as mp
 
     from squeeze.errors import SqueezeError
-    from squeeze.passes.distill import _check_inputs, resolve_weights
+    from squeeze.passes.distill import check_inputs, resolve_weights
 
-    _check_inputs(teacher, module, bundle)  # bad input fails here, in one process, before any worker starts
+    check_inputs(teacher, module, bundle)  # bad input fails here, in one process, before any worker starts
     resolve_weights(cfg, bundle.has_labels)
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -330,13 +330,13 @@ def compress(
     ]
     first = teacher
     if student is not None:
-        from squeeze.passes.distill import DistillConfig, DistillPass, _check_inputs, resolve_weights
+        from squeeze.passes.distill import DistillConfig, DistillPass, check_inputs, resolve_weights
 
         if bundle is None:
             raise UserInputError("distilling a student needs data: pass --data")
         distill_cfg = DistillConfig(**{"seed": seed, **(distill_options or {})})
         module, student_arch, student_kwargs = _initial_student(student, teacher, distill_cfg.seed)
-        _check_inputs(teacher, module, bundle)
+        check_inputs(teacher, module, bundle)
         resolve_weights(distill_cfg, bundle.has_labels)
         first = ModelArtifact(module, teacher.input_spec, student, "student-spec", "", {"arch": student_arch, "arch_kwargs": student_kwargs})
         steps.insert(0, pipeline.Step(DistillPass(), distill_cfg))
