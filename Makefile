@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.setup-stamp
 OUT    ?= out/resnet_mnist
 
-.PHONY: setup sample test test-all teachers bench clean
+.PHONY: setup sample sample-distill test test-all teachers bench clean
 
 setup: $(STAMP)
 
@@ -22,6 +22,11 @@ $(STAMP): pyproject.toml
 sample: setup
 	mkdir -p $(dir $(OUT))
 	$(BIN)/squeeze compress samples/teachers/resnet_mnist.pt --target cpu --out $(OUT)
+
+# compress for real: distil a small ResNet student from the teacher, then export + profile both (~1.5 min)
+sample-distill: setup
+	mkdir -p out
+	$(BIN)/squeeze compress samples/teachers/resnet_mnist.pt --student samples/students/resnet_small.json --epochs 4 --target cpu --out out/resnet_small
 
 test: setup
 	$(BIN)/python -m pytest -q
