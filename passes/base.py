@@ -8,11 +8,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
-from squeeze.artifacts import ModelArtifact, OnnxArtifact
+from squeeze.artifacts import ModelArtifact
 from squeeze.data import DataBundle
 from squeeze.targets.base import Target
-
-Artifact = ModelArtifact | OnnxArtifact
 
 
 @dataclass

@@ -25,9 +25,6 @@ class InputSpec:
         shape = (batch or self.shape[0], *self.shape[1:])
         return torch.zeros(shape, dtype=getattr(torch, self.dtype))
 
-    def with_batch(self, batch: int) -> "InputSpec":
-        return InputSpec((batch, *self.shape[1:]), self.name, self.dtype, self.dynamic_batch, self.normalization)
-
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out["shape"] = list(self.shape)

@@ -27,9 +27,3 @@ class ParityError(SqueezeError):
     """Exported model disagrees with the torch model beyond tolerance. Exit 1: the check failed."""
 
     exit_code = 1
-
-
-class GateFailedError(SqueezeError):
-    """A budget or gate was not met. Exit 1."""
-
-    exit_code = 1
