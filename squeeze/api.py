@@ -410,3 +410,47 @@ def _gate(latency: dict[str, Any], accuracy: dict[str, Any] | None, parity: dict
         drop = 100.0 * (accuracy["teacher_accuracy"] - accuracy["output_accuracy"])
         checks.append({"check": "accuracy_drop_pct_points", "passed": drop <= max_drop, "value": drop, "limit": max_drop})
     return {"verdict": "pass" if all(c["passed"] for c in checks) else "fail", "checks": checks}
+
+
+def gate(
+    manifest: str | Path,
+    *,
+    max_latency_ms: str | float | None = None,
+    percentile: int = 90,
+    max_accuracy_drop: float | None = None,
+    max_size_mb: float | None = None,
+    baseline: str | Path | None = None,
+    max_regression: str | float | None = None,
+    max_accuracy_regression: float | None = None,
+    reference: str | Path | None = None,
+    max_latency_ratio: float | None = None,
+    ratio_ci: float = 0.03,
+    time_cap_s: float = 60.0,
+    allow_predicted: bool = False,
+    junit: str | Path | None = None,
+    progress: Progress = silent,
+) -> dict[str, Any]:
+    """Check a compress manifest against CI budgets; optionally write JUnit XML. See squeeze.gate."""
+    from squeeze import gate as gating
+    from squeeze.fsutil import write_bytes_atomic
+
+    junit_path = check_output_path(Path(junit)) if junit is not None else None
+    cfg = gating.GateConfig(
+        max_latency_ms=parse_duration_ms(max_latency_ms),
+        percentile=percentile,
+        max_accuracy_drop=max_accuracy_drop,
+        max_size_mb=max_size_mb,
+        baseline=Path(baseline) if baseline is not None else None,
+        max_regression=gating.parse_fraction(max_regression),
+        max_accuracy_regression=max_accuracy_regression,
+        reference=Path(reference) if reference is not None else None,
+        max_latency_ratio=max_latency_ratio,
+        ratio_ci=ratio_ci,
+        time_cap_s=time_cap_s,
+        allow_predicted=allow_predicted,
+    )
+    result = gating.evaluate(Path(manifest), cfg, progress=progress)
+    if junit_path is not None:
+        write_bytes_atomic(junit_path, gating.junit_xml(result).encode())
+        result["junit"] = str(junit_path)
+    return result

@@ -289,6 +289,59 @@ def compress(
 
 @app.command()
 @handled
+def gate(
+    manifest: Path = typer.Argument(..., help="manifest.json written by `squeeze compress` (or its directory)"),
+    max_latency_ms: Optional[str] = typer.Option(None, "--max-latency-ms", help="absolute latency budget, e.g. 3 or 3ms (the manifest's measurement)"),
+    percentile: int = typer.Option(90, "--percentile", help="latency percentile the latency checks use: 50, 90 or 99"),
+    max_accuracy_drop: Optional[float] = typer.Option(None, "--max-accuracy-drop", help="percentage points below the teacher"),
+    max_size_mb: Optional[float] = typer.Option(None, "--max-size-mb", help="ONNX file size budget"),
+    baseline: Optional[Path] = typer.Option(None, "--baseline", help="a stored manifest to compare against"),
+    max_regression: Optional[str] = typer.Option(None, "--max-regression", help="latency regression allowed vs --baseline, e.g. 10%"),
+    max_accuracy_regression: Optional[float] = typer.Option(None, "--max-accuracy-regression", help="percentage points below --baseline's accuracy"),
+    reference: Optional[Path] = typer.Option(None, "--reference", help="ONNX re-measured interleaved with the model (noise-robust ratio mode)"),
+    max_latency_ratio: Optional[float] = typer.Option(None, "--max-latency-ratio", help="model / reference latency allowed, e.g. 0.5"),
+    ratio_ci: float = typer.Option(0.03, "--ratio-ci", help="ratio mode: measure until the 95% CI half-width is within this fraction"),
+    time_cap: float = typer.Option(60.0, "--time-cap", help="ratio mode: stop measuring after this many seconds"),
+    allow_predicted: bool = typer.Option(False, "--allow-predicted", help="gate on predicted (not measured) latency"),
+    junit: Optional[Path] = typer.Option(None, "--junit", help="also write JUnit XML here (one testcase per check)"),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Gate a compress result for CI: exit 0 pass, 1 fail, 2 bad input.
+
+    Absolute budgets read the manifest; --baseline compares with a stored manifest (as a ratio to
+    the teacher measured in the same run when both have it, which cancels runner speed);
+    --reference re-measures the model and a reference model interleaved on this machine and gates
+    on their latency ratio, repeating until its confidence interval is tight or --time-cap hits.
+
+    Example: squeeze gate out/manifest.json --max-latency-ms 3 --max-accuracy-drop 1.0 --junit gate.xml
+    """
+    from squeeze import api
+
+    result = api.gate(manifest, max_latency_ms=max_latency_ms, percentile=percentile, max_accuracy_drop=max_accuracy_drop,
+                      max_size_mb=max_size_mb, baseline=baseline, max_regression=max_regression,
+                      max_accuracy_regression=max_accuracy_regression, reference=reference, max_latency_ratio=max_latency_ratio,
+                      ratio_ci=ratio_ci, time_cap_s=time_cap, allow_predicted=allow_predicted, junit=junit,
+                      progress=_progress(as_json))
+    if as_json:
+        _emit_json(result)
+    else:
+        table = Table(title=f"gate: {manifest}")
+        for col in ("check", "value", "limit", "result"):
+            table.add_column(col, justify="left" if col == "check" else "right")
+        for c in result["checks"]:
+            table.add_row(c["check"], f"{c['value']:.4g}", f"{c['limit']:.4g}", "[green]pass[/]" if c["passed"] else "[red]FAIL[/]")
+        stdout.print(table)
+        if "ratio" in result:
+            r = result["ratio"]
+            stdout.print(f"ratio mode: model/reference p{r['percentile']} = {r['ratio']:.3f} (95% CI {r['ci95'][0]:.3f}-{r['ci95'][1]:.3f}, "
+                         f"{r['rounds']} rounds in {r['seconds']:.1f}s{'' if r['tight'] else ', time cap hit before the CI was tight'})")
+        stdout.print(f"verdict: [bold]{result['verdict']}[/]")
+    if result["verdict"] != "pass":
+        raise typer.Exit(1)
+
+
+@app.command()
+@handled
 def distill(
     teacher: Path = typer.Argument(..., help="the trained teacher"),
     student: str = typer.Option(..., "--student", help="student spec JSON ({\"arch\": \"squeeze.zoo:ResNet\", \"kwargs\": {...}}) or pkg.mod:factory"),
