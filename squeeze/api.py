@@ -288,128 +288,31 @@ def compress(
     profile_spec: ProfileSpec | None = None,
     student: str | None = None,
     distill_options: dict[str, Any] | None = None,
+    recipe: str | Path | None = None,
+    overrides: dict[str, dict[str, Any]] | None = None,
     seed: int = 0,
+    resume: bool = True,
+    cache_dir: str | Path | None = None,
     progress: Progress = silent,
     command: list[str] | None = None,
 ) -> dict[str, Any]:
-    """Run the pass pipeline and write DIR/model.onnx + DIR/manifest.json.
+    """Run the recipe's pass pipeline for a target: see squeeze.compress.compress."""
+    from squeeze.compress import compress as run_compress
 
-    Today's pipeline: [distill the given student] -> export -> profile. With a student, the teacher
-    is exported and profiled too, so the manifest holds both latencies and their ratio.
-    Everything is validated before any work; the output directory appears only when complete.
-    """
-    from squeeze import pipeline
-    from squeeze.analysis import count_macs, count_params, onnx_summary
-    from squeeze.evaluate import compare, onnx_predictions, torch_predictions
-    from squeeze.passes.base import Context
-    from squeeze.passes.export import ExportConfig, ExportPass
-    from squeeze.passes.profile import ProfileConfig, ProfilePass
-
-    budget_ms = parse_duration_ms(latency_budget)
-    if max_accuracy_drop is not None and max_accuracy_drop < 0:
-        raise UserInputError("--max-accuracy-drop must be >= 0 (percentage points)")
-    tgt = get_target(target)
-    availability = tgt.available()
-    if not availability.available:
-        raise TargetUnavailableError(f"target {target} is unavailable here: {availability.reason}")
-    out = Path(out)
-    if not out.resolve().parent.is_dir():
-        raise UserInputError(f"output directory's parent does not exist: {out.resolve().parent}")
-    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "manifest.json").exists())):
-        raise UserInputError(f"{out} exists and is not a squeeze output directory; choose another --out")
-
-    progress("loading model")
-    teacher = load_model(path, arch=arch, input_shape=input_shape, trust_pickle=trust_pickle)
-    bundle = open_data(data, teacher)
-    if max_accuracy_drop is not None and (bundle is None or not bundle.has_labels):
-        raise UserInputError("--max-accuracy-drop needs a labelled dataset (--data)")
-    spec = profile_spec or ProfileSpec()
-    steps = [
-        pipeline.Step(ExportPass(), ExportConfig()),
-        pipeline.Step(ProfilePass(), ProfileConfig(spec)),
-    ]
-    first = teacher
-    if student is not None:
-        from squeeze.passes.distill import DistillConfig, DistillPass, check_inputs, resolve_weights
-
-        if bundle is None:
-            raise UserInputError("distilling a student needs data: pass --data")
-        distill_cfg = DistillConfig(**{"seed": seed, **(distill_options or {})})
-        module, student_arch, student_kwargs = _initial_student(student, teacher, distill_cfg.seed)
-        check_inputs(teacher, module, bundle)
-        resolve_weights(distill_cfg, bundle.has_labels)
-        first = ModelArtifact(module, teacher.input_spec, student, "student-spec", "", {"arch": student_arch, "arch_kwargs": student_kwargs})
-        steps.insert(0, pipeline.Step(DistillPass(), distill_cfg))
-    pipeline.validate(steps, ModelArtifact)
-    started = dt.datetime.now(dt.timezone.utc)
-    with atomic_dir(out) as stage:
-        ctx = Context(run_dir=stage, target=tgt, data=bundle, teacher=teacher, progress=progress)
-        onnx_art, records = pipeline.run(steps, ctx, first)
-        teacher_latency = None
-        if student is not None:
-            from squeeze.passes.export import export_onnx
-
-            progress("exporting and profiling the teacher for comparison")
-            with tempfile.TemporaryDirectory(prefix="squeeze-teacher-") as tmp:
-                teacher_onnx = export_onnx(teacher, Path(tmp) / "teacher.onnx", ExportConfig(), bundle)
-                teacher_latency = tgt.profile(teacher_onnx, spec).to_dict()
-        accuracy = None
-        if bundle is not None:
-            progress("evaluating teacher (torch) and output (ONNX Runtime) on the eval split")
-            loader = bundle.loader("eval", batch_size=256)
-            accuracy = compare(torch_predictions(teacher.module, loader), onnx_predictions(onnx_art.path, loader), "eval")
-        latency = ctx.results["profile"]
-        gate = _gate(latency, accuracy, ctx.results["export"]["parity"], budget_ms, max_accuracy_drop)
-        summary = onnx_summary(onnx_art.path)
-        manifest = {
-            "squeeze_version": __version__,
-            "created_utc": started.isoformat(timespec="seconds"),
-            "finished_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-            "command": command or sys.argv,
-            "target": {"name": tgt.name, "description": tgt.description, "availability": availability.reason},
-            "teacher": {
-                **teacher.describe(),
-                "params": count_params(teacher.module),
-                "macs": count_macs(teacher.module, teacher.input_spec.example()),
-                "recorded": {k: teacher.metadata[k] for k in ("dataset", "eval_accuracy", "arch") if k in teacher.metadata},
-            },
-            "data": bundle.describe() if bundle else None,
-            "student": ({k: v for k, v in ctx.results["distill"].items() if k not in ("data", "teacher")} if student is not None else None),
-            "passes": records,
-            "outputs": {
-                "model.onnx": {
-                    "sha256": onnx_art.sha256,
-                    "bytes": onnx_art.path.stat().st_size,
-                    "opset": onnx_art.opset,
-                    "input_spec": onnx_art.input_spec.to_dict(),
-                    "params": summary["params"],
-                    "macs": summary["macs"],
-                    "exporter": ctx.results["export"]["exporter"],
-                }
-            },
-            "parity": ctx.results["export"]["parity"],
-            "accuracy": accuracy,
-            "latency": latency,
-            "teacher_latency": teacher_latency,
-            "speedup_p50": teacher_latency["p50_ms"] / latency["p50_ms"] if teacher_latency else None,
-            "gate": gate,
-            "versions": versions(),
-        }
-        write_json_atomic(stage / "manifest.json", manifest)
-    return {"out": str(out), **manifest}
+    overrides = {k: dict(v) for k, v in (overrides or {}).items()}
+    if distill_options:
+        overrides.setdefault("distill", {}).update(distill_options)
+    return run_compress(path, target=target, out=out, data=data, arch=arch, input_shape=input_shape, trust_pickle=trust_pickle,
+                        latency_budget=latency_budget, max_accuracy_drop=max_accuracy_drop, profile_spec=profile_spec, student=student,
+                        recipe=recipe, overrides=overrides, seed=seed, resume=resume, cache_dir=cache_dir, progress=progress,
+                        command=command)
 
 
-def _gate(latency: dict[str, Any], accuracy: dict[str, Any] | None, parity: dict[str, Any],
-          budget_ms: float | None, max_drop: float | None) -> dict[str, Any]:
-    """The verdict a CI job gates on: every requested check must hold."""
-    checks = [{"check": "onnx_parity", "passed": bool(parity["passed"]), "value": parity["max_abs_diff"],
-               "limit": parity["tolerance_max_abs"]}]
-    if budget_ms is not None:
-        checks.append({"check": "latency_p90_ms", "passed": latency["p90_ms"] <= budget_ms, "value": latency["p90_ms"], "limit": budget_ms})
-    if max_drop is not None:
-        drop = 100.0 * (accuracy["teacher_accuracy"] - accuracy["output_accuracy"])
-        checks.append({"check": "accuracy_drop_pct_points", "passed": drop <= max_drop, "value": drop, "limit": max_drop})
-    return {"verdict": "pass" if all(c["passed"] for c in checks) else "fail", "checks": checks}
+def print_recipe(recipe: str | Path | None = None, *, student: bool = False, overrides: dict[str, dict[str, Any]] | None = None) -> str:
+    """The effective recipe `compress` would run, as YAML (validated, no work done)."""
+    from squeeze.compress import effective_recipe
+
+    return effective_recipe(recipe, student=student, overrides=overrides).to_yaml()
 
 
 def gate(

@@ -239,52 +239,76 @@ def compress(
     data: Optional[str] = DataOpt,
     latency_budget: Optional[str] = typer.Option(None, "--latency-budget", help="gate: p90 latency on the target, e.g. 5ms"),
     max_accuracy_drop: Optional[float] = typer.Option(None, "--max-accuracy-drop", help="gate: accuracy drop allowed, percentage points"),
-    iterations: int = typer.Option(200, "--iterations", "-n", help="timed runs when profiling"),
-    student: Optional[str] = typer.Option(None, "--student", help="distil this student (JSON spec or pkg.mod:factory) before export"),
-    epochs: int = typer.Option(8, "--epochs", help="distillation epochs (with --student)"),
-    loss: str = typer.Option("kd", "--loss", help="distillation loss (with --student), see `squeeze distill --help`"),
-    label_free: bool = typer.Option(False, "--label-free", help="distil without labels (with --student)"),
+    recipe: Optional[Path] = typer.Option(None, "--recipe", help="YAML pass list with each pass's config (see --print-recipe)"),
+    print_recipe: bool = typer.Option(False, "--print-recipe", help="print the effective recipe as YAML and exit (no work)"),
+    iterations: Optional[int] = typer.Option(None, "--iterations", "-n", help="timed runs when profiling (default 200)"),
+    student: Optional[str] = typer.Option(None, "--student", help="distil this student (JSON spec or pkg.mod:factory) instead of searching one"),
+    epochs: Optional[int] = typer.Option(None, "--epochs", help="distillation epochs (overrides the recipe)"),
+    loss: Optional[str] = typer.Option(None, "--loss", help="distillation loss (overrides the recipe), see `squeeze distill --help`"),
+    label_free: Optional[bool] = typer.Option(None, "--label-free/--with-labels", help="distil without labels (overrides the recipe)"),
+    resume: bool = typer.Option(True, "--resume/--no-resume", help="reuse finished passes and resume unfinished ones from the pass cache"),
+    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="pass cache (default $SQUEEZE_CACHE_DIR or ~/.cache/squeeze/runs)"),
     arch: Optional[str] = ArchOpt,
     input_shape: Optional[str] = ShapeOpt,
     trust_pickle: bool = TrustOpt,
     as_json: bool = JsonOpt,
 ) -> None:
-    """Run the pass pipeline for a target and write model.onnx + manifest.json with a gate verdict.
+    """Run the recipe's pass pipeline for a target; write model.onnx, manifest.json and report.html/.md.
 
-    Today's pipeline: [distill --student] -> export (with parity) -> profile on the target, with
-    teacher and output accuracy on the eval split (and, with --student, the teacher's latency next
-    to the output's). Exit 1 when a requested gate (--latency-budget, --max-accuracy-drop) fails.
+    Every stage is measured (accuracy and teacher agreement on the eval split, params, MACs, size,
+    latency on the target). Finished passes are cached by content: re-running skips them, and a
+    killed run resumes at the pass it was in (training passes from their last epoch). Exit 1 when a
+    requested gate (--latency-budget, --max-accuracy-drop) fails; `squeeze gate` re-checks later.
 
     Example: squeeze compress samples/teachers/resnet_mnist.pt --target cpu --out out/ --latency-budget 5ms
     """
     from squeeze import api
     from squeeze.targets.base import ProfileSpec
 
-    result = api.compress(model, target=target, out=out, data=data, arch=arch, input_shape=input_shape, trust_pickle=trust_pickle,
-                          latency_budget=latency_budget, max_accuracy_drop=max_accuracy_drop,
-                          profile_spec=ProfileSpec(iterations=iterations), student=student,
-                          distill_options={"epochs": epochs, "loss": loss, "label_free": label_free},
-                          progress=_progress(as_json), command=sys.argv)
+    distill = {k: v for k, v in {"epochs": epochs, "loss": loss, "label_free": label_free}.items() if v is not None}
+    overrides = {"distill": distill} if distill else {}
+    if print_recipe:
+        sys.stdout.write(api.print_recipe(recipe, student=student is not None, overrides=overrides))
+        return
+    import contextlib
+
+    from squeeze.compress import effective_recipe
+    from squeeze.progress import PipelineProgress
+
+    progress: Any = _progress(True) if as_json else PipelineProgress(stderr, effective_recipe(recipe, student=student is not None).names())
+    with contextlib.nullcontext() if as_json else progress:
+        result = api.compress(model, target=target, out=out, data=data, arch=arch, input_shape=input_shape, trust_pickle=trust_pickle,
+                              latency_budget=latency_budget, max_accuracy_drop=max_accuracy_drop,
+                              profile_spec=ProfileSpec(iterations=iterations) if iterations is not None else None, student=student,
+                              recipe=recipe, overrides=overrides, resume=resume, cache_dir=cache_dir, progress=progress, command=sys.argv)
     if as_json:
-        _emit_json(result)
-    else:
-        stdout.print(f"wrote [bold]{out}/model.onnx[/] and [bold]{out}/manifest.json[/]")
-        acc = result["accuracy"]
-        if acc:
-            fmt = lambda v: "-" if v is None else f"{v * 100:.2f}%"  # noqa: E731
-            stdout.print(f"accuracy on {acc['samples']} eval samples: teacher (torch) {fmt(acc['teacher_accuracy'])}, "
-                         f"output (ONNX Runtime) {fmt(acc['output_accuracy'])}, top-1 agreement {acc['top1_agreement'] * 100:.2f}%")
-        stdout.print(_latency_table(result["latency"], f"latency on {target}"))
-        if result.get("teacher_latency"):
-            st, tl = result["student"]["student"], result["teacher_latency"]
-            stdout.print(f"teacher p50 {tl['p50_ms']:.3f} ms → output p50 {result['latency']['p50_ms']:.3f} ms "
-                         f"({result['speedup_p50']:.1f}× faster); MACs {_fmt_count(result['teacher']['macs'])} → {_fmt_count(st['macs'])}, "
-                         f"params {_fmt_count(result['teacher']['params'])} → {_fmt_count(st['params'])}")
-        for check in result["gate"]["checks"]:
-            stdout.print(f"gate {check['check']}: {check['value']:.4g} vs limit {check['limit']:.4g} — {'pass' if check['passed'] else 'FAIL'}")
-        stdout.print(f"verdict: [bold]{result['gate']['verdict']}[/]")
+        return _emit_result(result)
+    stdout.print(f"wrote [bold]{out}/model.onnx[/], manifest.json and report.html")
+    stdout.print(_stage_table(result))
+    for check in result["gate"]["checks"]:
+        stdout.print(f"gate {check['check']}: {check['value']:.4g} vs limit {check['limit']:.4g} — {'pass' if check['passed'] else 'FAIL'}")
+    stdout.print(f"verdict: [bold]{result['gate']['verdict']}[/]")
     if result["gate"]["verdict"] != "pass":
         raise typer.Exit(1)
+
+
+def _emit_result(result: dict[str, Any]) -> None:
+    _emit_json(result)
+    if result["gate"]["verdict"] != "pass":
+        raise typer.Exit(1)
+
+
+def _stage_table(result: dict[str, Any]) -> Table:
+    from squeeze.report import STAGE_HEADER, stage_rows
+
+    tl, lat = result["teacher_latency"], result["latency"]
+    table = Table(title=f"stages on {result['target']['name']}",
+                  caption=f"teacher p50 {tl['p50_ms']:.3f} ms → output p50 {lat['p50_ms']:.3f} ms ({result['speedup_p50']:.1f}× faster)")
+    for i, col in enumerate(STAGE_HEADER):
+        table.add_column(col, justify="left" if i == 0 else "right")
+    for row in stage_rows(result):
+        table.add_row(*row)
+    return table
 
 
 @app.command()

@@ -70,9 +70,12 @@ def atomic_dir(final: Path) -> Iterator[Path]:
     leaves the previous result (or nothing) in place, never a half-written directory.
     """
     final = Path(final)
+    _remove_orphaned_staging(final)
     staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".staging", dir=final.resolve().parent))
+    (staging / OWNER_FILE).write_text(str(os.getpid()))
     try:
         yield staging
+        (staging / OWNER_FILE).unlink()
         os.chmod(staging, 0o777 & ~_umask())  # mkdtemp makes 0700
         if final.exists():
             old = final.with_name(f".{final.name}.old")
@@ -86,6 +89,30 @@ def atomic_dir(final: Path) -> Iterator[Path]:
     finally:
         if staging.exists():
             shutil.rmtree(staging)
+
+
+OWNER_FILE = ".squeeze-owner-pid"
+
+
+def _remove_orphaned_staging(final: Path) -> None:
+    """Staging directories of runs that were killed (kill -9 skips cleanup): their owner process is gone."""
+    for staging in final.resolve().parent.glob(f".{final.name}.*.staging"):
+        try:
+            pid = int((staging / OWNER_FILE).read_text())
+        except (OSError, ValueError):
+            continue  # not ours to judge
+        if not _alive(pid):
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def sha256_file(path: Path) -> str:

@@ -27,7 +27,7 @@ import torch
 from squeeze.artifacts import InputSpec, ModelArtifact, OnnxArtifact, parse_input_shape
 from squeeze.data import import_object
 from squeeze.errors import UntrustedPickleError, UserInputError
-from squeeze.fsutil import atomic_path, sha256_file
+from squeeze.fsutil import atomic_path, sha256_file, write_bytes_atomic
 
 CHECKPOINT_FORMAT = "squeeze-checkpoint"
 SPEC_EXTRA_FILE = "squeeze_input_spec.json"
@@ -364,8 +364,12 @@ def save_checkpoint(
         "input_spec": input_spec.to_dict(),
         "metadata": json.loads(json.dumps(metadata or {})),  # plain JSON types only
     }
-    with atomic_path(Path(path)) as tmp:
-        torch.save(payload, tmp)
+    # Saved through a buffer: torch.save names the archive's root folder after the file, and the
+    # atomic write's random temp name would make identical checkpoints differ byte for byte (their
+    # sha256 keys the pass cache).
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    write_bytes_atomic(Path(path), buffer.getvalue())
 
 
 def export_program(module: torch.nn.Module, spec: InputSpec) -> torch.export.ExportedProgram:

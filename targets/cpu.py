@@ -6,7 +6,7 @@ from pathlib import Path
 
 from squeeze.artifacts import OnnxArtifact
 from squeeze.targets.base import Availability, LatencyStats, ProfileSpec, QuantRules
-from squeeze.targets.ort_runtime import create_session, profile_session, usable_cores
+from squeeze.targets.ort_runtime import create_session, layer_profile, profile_session, usable_cores
 
 PROVIDER = "CPUExecutionProvider"
 
@@ -35,3 +35,7 @@ class CpuTarget:
 
     def profile(self, art: OnnxArtifact, spec: ProfileSpec) -> LatencyStats:
         return profile_session(self.name, art, spec, [PROVIDER])
+
+    def layer_profile(self, art: OnnxArtifact, spec: ProfileSpec) -> list[dict]:
+        """Per-node mean time from ONNX Runtime's profiler (for the report's per-layer table)."""
+        return layer_profile(self.name, art, spec, [PROVIDER])

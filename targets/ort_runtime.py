@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 import platform
 import time
 from typing import Any
@@ -111,3 +112,43 @@ def profile_session(target: str, art: OnnxArtifact, spec: ProfileSpec, providers
         host=host_info(),
         **stats,
     )
+
+
+def layer_profile(target: str, art: OnnxArtifact, spec: ProfileSpec, providers: list[Any], runs: int = 50) -> list[dict[str, Any]]:
+    """Mean time per graph node from ONNX Runtime's own profiler, slowest first.
+
+    The profiler's per-run overhead inflates the total a little, so these are shares of the model's
+    time, not a replacement for profile_session's end-to-end figures.
+    """
+    import json
+    import tempfile
+
+    import onnxruntime as ort
+
+    session_options = ort.SessionOptions()
+    session_options.intra_op_num_threads = spec.threads or usable_cores()
+    session_options.inter_op_num_threads = 1
+    session_options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    session_options.log_severity_level = 3
+    with tempfile.TemporaryDirectory(prefix="squeeze-ortprof-") as tmp:
+        session_options.enable_profiling = True
+        session_options.profile_file_prefix = str(Path(tmp) / "profile")
+        session = ort.InferenceSession(str(art.path), session_options, providers=providers)
+        shape = [spec.batch_size, *art.input_spec.shape[1:]]
+        feed = {session.get_inputs()[0].name: np.random.default_rng(spec.seed).standard_normal(shape).astype(art.input_spec.dtype)}
+        warmup = max(1, min(spec.warmup, 10))
+        for _ in range(warmup + runs):
+            session.run(None, feed)
+        trace = json.loads(Path(session.end_profiling()).read_text())
+    durations: dict[str, list[float]] = {}
+    op_types: dict[str, str] = {}
+    for event in trace:
+        if event.get("cat") != "Node" or not str(event.get("name", "")).endswith("_kernel_time"):
+            continue
+        name = event["name"][: -len("_kernel_time")]
+        durations.setdefault(name, []).append(float(event["dur"]))
+        op_types[name] = event.get("args", {}).get("op_name", "?")
+    means = {name: float(np.mean(times[warmup:] or times)) for name, times in durations.items()}
+    total = sum(means.values()) or 1.0
+    rows = [{"name": name, "op_type": op_types[name], "mean_us": us, "share": us / total} for name, us in means.items()]
+    return sorted(rows, key=lambda r: -r["mean_us"])

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
+import tempfile
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +16,10 @@ import torch
 from squeeze import zoo
 from squeeze.artifacts import InputSpec
 from squeeze.modelio import save_checkpoint, save_exported_program, save_torchscript
+
+# compress caches pass outputs by content; tests (and the CLI subprocesses they start) share one
+# throw-away cache instead of the user's ~/.cache.
+os.environ.setdefault("SQUEEZE_CACHE_DIR", tempfile.mkdtemp(prefix="squeeze-test-cache-"))
 
 ROOT = Path(__file__).resolve().parent.parent
 TEACHERS = ROOT / "samples" / "teachers"

@@ -35,7 +35,12 @@ def test_compress_sample_teacher_writes_model_and_manifest(tmp_path):
     assert manifest["data"]["fingerprint"] and manifest["data"]["split"]["seed"] == 0
     for key in ("torch", "onnx", "onnxruntime", "python"):
         assert manifest["versions"][key]
-    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "model.onnx"]
+    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "model.onnx", "report.html", "report.md", "teacher.onnx"]
+    assert [s["stage"] for s in manifest["stages"]] == ["teacher", "final"]
+    for stage in manifest["stages"]:
+        assert stage["accuracy"] >= 0.98 and stage["teacher_agreement"] >= 0.999 and stage["latency"]["p90_ms"] > 0
+    assert manifest["artifacts"]["teacher.onnx"]["sha256"] == sha256_file(out / "teacher.onnx")
+    assert {r["op_type"] for r in manifest["layer_latency"]["final"]} >= {"Conv", "Gemm"}
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging left behind
     assert out.stat().st_mode & 0o055 and (out / "model.onnx").stat().st_mode & 0o044  # not private temp-file modes
 
@@ -62,7 +67,7 @@ def test_rerun_replaces_previous_output(tiny, tmp_path):
     first = json.loads((out / "manifest.json").read_text())["created_utc"]
     api.compress(tiny.checkpoint, out=out, profile_spec=FAST)
     assert json.loads((out / "manifest.json").read_text())["created_utc"] >= first
-    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "model.onnx"]
+    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "model.onnx", "report.html", "report.md", "teacher.onnx"]
 
 
 def test_refuses_foreign_output_directory(tiny, tmp_path):
@@ -109,6 +114,8 @@ def test_compress_with_student_distils_and_compares_to_teacher(tmp_path):
                           max_accuracy_drop=50.0)
     manifest = json.loads((out / "manifest.json").read_text())
     assert [p["name"] for p in manifest["passes"]] == ["distill", "export", "profile"]
+    assert [s["stage"] for s in manifest["stages"]] == ["teacher", "distill", "final"]
+    assert manifest["stages"][1]["accuracy"] == pytest.approx(manifest["student"]["eval"]["student_accuracy"])
     assert manifest["outputs"]["model.onnx"]["macs"] == manifest["student"]["student"]["macs"] < manifest["teacher"]["macs"] / 100
     assert manifest["accuracy"]["output_accuracy"] == pytest.approx(manifest["student"]["eval"]["student_accuracy"], abs=0.003)
     assert manifest["teacher_latency"]["providers"] == ["CPUExecutionProvider"]

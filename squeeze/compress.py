@@ -1,0 +1,371 @@
+"""`squeeze compress`: the whole pass pipeline for one target, driven by a recipe.
+
+teacher ──[search]──▶ student ──[distill]──▶ ──[prune]──▶ ──[quantize]──▶ ──export──▶ ONNX ──build──▶ ──profile──▶
+
+Every stage that produces a model is measured the same way (accuracy and teacher agreement on the
+eval split, params, MACs, size, latency on the target), so the manifest reads as a table of how
+each pass moved the model. Pass outputs are cached by content (squeeze.pipeline), so a re-run
+skips finished passes and a killed run resumes where it stopped. The output directory is staged
+and swapped in only when complete.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from squeeze import __version__
+from squeeze.artifacts import ModelArtifact, OnnxArtifact
+from squeeze.errors import TargetUnavailableError, UserInputError
+from squeeze.recipe import Recipe, RecipeStep, build_config, load_recipe, pass_class, validate_order
+from squeeze.targets.base import ProfileSpec
+
+Progress = Callable[[str], None]
+MODEL_STAGES = ("search", "distill", "prune", "quantize")  # passes whose output is a new model, measured as a stage
+
+
+def default_recipe(*, student: bool) -> Recipe:
+    """What plain `squeeze compress` runs: [distill --student] -> export -> profile."""
+    from squeeze.passes.distill import DistillConfig
+
+    steps = [RecipeStep("distill", DistillConfig(epochs=8))] if student else []
+    steps += [RecipeStep(n, pass_class(n).Config()) for n in ("export", "profile")]
+    return Recipe(steps, "defaults")
+
+
+def apply_overrides(recipe: Recipe, overrides: dict[str, dict[str, Any]]) -> Recipe:
+    """Command-line values on top of the recipe's, through the same typed validation as the file."""
+    from squeeze.recipe import config_to_dict
+
+    unknown = sorted(name for name, values in overrides.items() if values and recipe.step(name) is None)
+    if unknown:
+        raise UserInputError(f"options for {unknown[0]!r} were given, but the recipe has no {unknown[0]!r} pass")
+    steps = []
+    for step in recipe.passes:
+        values = overrides.get(step.name) or {}
+        if values:
+            merged = {**config_to_dict(step.config), **values}
+            step = RecipeStep(step.name, build_config(type(step.config), merged, f"{step.name} options"))
+        steps.append(step)
+    out = Recipe(steps, recipe.source)
+    validate_order(out)
+    return out
+
+
+def effective_recipe(recipe: str | Path | Recipe | None, *, student: bool, overrides: dict[str, dict[str, Any]] | None = None) -> Recipe:
+    if isinstance(recipe, Recipe):
+        base = recipe
+    elif recipe is not None:
+        base = load_recipe(recipe)
+    else:
+        base = default_recipe(student=student)
+    return apply_overrides(base, overrides or {})
+
+
+def _check_out(out: Path) -> None:
+    if not out.resolve().parent.is_dir():
+        raise UserInputError(f"output directory's parent does not exist: {out.resolve().parent}")
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "manifest.json").exists())):
+        raise UserInputError(f"{out} exists and is not a squeeze output directory; choose another --out")
+
+
+class StageMeter:
+    """Measures a model the same way at every stage: accuracy, agreement, size, MACs, latency."""
+
+    def __init__(self, target: Any, spec: ProfileSpec, bundle: Any, teacher: ModelArtifact, progress: Progress):
+        from squeeze.evaluate import torch_predictions
+
+        self.target, self.spec, self.bundle, self.progress = target, spec, bundle, progress
+        self.can_measure = target.available().available
+        self.loader = bundle.loader("eval", batch_size=256) if bundle is not None else None
+        self.teacher_preds = torch_predictions(teacher.module, self.loader)[0] if self.loader is not None else None
+
+    def latency(self, onnx: OnnxArtifact) -> dict[str, Any]:
+        if self.can_measure:
+            return self.target.profile(onnx, self.spec).to_dict()
+        predict = getattr(self.target, "predict", None)
+        if predict is None:
+            raise TargetUnavailableError(f"target {self.target.name} can neither measure here nor predict latency")
+        stats = predict(onnx, self.spec).to_dict()
+        stats["measured"] = False
+        return stats
+
+    def _scores(self, preds: Any, labels: Any) -> dict[str, Any]:
+        from squeeze.evaluate import accuracy
+
+        return {"accuracy": accuracy(preds, labels),
+                "teacher_agreement": float((preds == self.teacher_preds).mean()) if self.teacher_preds is not None else None,
+                "eval_samples": int(len(labels))}
+
+    def model(self, name: str, art: ModelArtifact, workdir: Path, keep_onnx: Path | None = None) -> dict[str, Any]:
+        """A torch-model stage: eval in torch, latency of its ONNX export on the target."""
+        from squeeze.analysis import count_macs, count_params
+        from squeeze.evaluate import torch_predictions
+        from squeeze.passes.export import ExportConfig, export_onnx
+
+        self.progress(f"measuring stage '{name}': accuracy, size and latency on {self.target.name}")
+        row: dict[str, Any] = {"stage": name, "params": count_params(art.module), "macs": count_macs(art.module, art.input_spec.example())}
+        if self.loader is not None:
+            row.update(self._scores(*torch_predictions(art.module, self.loader)))
+        onnx_path = keep_onnx or workdir / f"stage-{name}.onnx"
+        onnx = export_onnx(art, onnx_path, ExportConfig(), self.bundle)
+        row.update({"onnx_bytes": onnx_path.stat().st_size, "parity": onnx.parity, "latency": self.latency(onnx)})
+        if Path(art.source).is_file():
+            row["checkpoint_bytes"] = Path(art.source).stat().st_size
+        if keep_onnx is None:
+            onnx_path.unlink()
+        return row
+
+    def onnx(self, name: str, art: OnnxArtifact, latency: dict[str, Any] | None = None) -> dict[str, Any]:
+        from squeeze.analysis import onnx_summary
+        from squeeze.evaluate import onnx_predictions
+
+        summary = onnx_summary(art.path)
+        row: dict[str, Any] = {"stage": name, "params": summary["params"], "macs": summary["macs"], "onnx_bytes": art.path.stat().st_size,
+                               "parity": art.parity}
+        if self.loader is not None:
+            row.update(self._scores(*onnx_predictions(art.path, self.loader)))
+        row["latency"] = latency if latency is not None else self.latency(art)
+        return row
+
+
+def compress(
+    path: str | Path,
+    *,
+    target: str = "cpu",
+    out: str | Path = "squeeze-out",
+    data: str | None = None,
+    arch: str | None = None,
+    input_shape: str | None = None,
+    trust_pickle: bool = False,
+    latency_budget: str | float | None = None,
+    max_accuracy_drop: float | None = None,
+    profile_spec: ProfileSpec | None = None,
+    student: str | None = None,
+    recipe: str | Path | Recipe | None = None,
+    overrides: dict[str, dict[str, Any]] | None = None,
+    seed: int = 0,
+    resume: bool = True,
+    cache_dir: str | Path | None = None,
+    progress: Progress = lambda m: None,
+    command: list[str] | None = None,
+) -> dict[str, Any]:
+    """Run the recipe's passes for a target; write model.onnx, teacher.onnx, manifest.json, report.{html,md}.
+
+    Everything is validated before any work (recipe, target, data, output path); the output
+    directory appears only when complete.
+    """
+    from squeeze import pipeline
+    from squeeze.api import _initial_student, open_data, parse_duration_ms, versions
+    from squeeze.evaluate import compare, onnx_predictions, torch_predictions
+    from squeeze.fsutil import atomic_dir, sha256_file, write_json_atomic
+    from squeeze.modelio import load_model
+    from squeeze.passes.base import Context
+    from squeeze.passes.export import ExportConfig, export_onnx
+    from squeeze.targets import get_target
+
+    budget_ms = parse_duration_ms(latency_budget)
+    if max_accuracy_drop is not None and max_accuracy_drop < 0:
+        raise UserInputError("--max-accuracy-drop must be >= 0 (percentage points)")
+    overrides = {k: dict(v) for k, v in (overrides or {}).items()}
+    plan = effective_recipe(recipe, student=student is not None)
+    if profile_spec is not None and plan.step("profile") is not None:
+        overrides.setdefault("profile", {})["spec"] = dataclasses.asdict(profile_spec)
+    plan = apply_overrides(plan, overrides)
+    tgt = get_target(target)
+    availability = tgt.available()
+    if not availability.available and not hasattr(tgt, "predict"):
+        raise TargetUnavailableError(f"target {target} is unavailable here: {availability.reason}")
+    out = Path(out)
+    _check_out(out)
+    names = plan.names()
+    if "distill" in names and "search" not in names and student is None:
+        raise UserInputError("the recipe distils a student but none is given: add a 'search' pass before 'distill' or pass --student")
+    if student is not None and "search" in names:
+        raise UserInputError("--student and a 'search' pass both choose the student; drop one")
+
+    progress("loading model and data")
+    teacher = load_model(path, arch=arch, input_shape=input_shape, trust_pickle=trust_pickle)
+    bundle = open_data(data, teacher)
+    needs_data = [n for n in names if n in ("search", "distill", "prune", "quantize")]
+    if needs_data and bundle is None:
+        raise UserInputError(f"pass {needs_data[0]!r} needs data: pass --data")
+    if max_accuracy_drop is not None and (bundle is None or not bundle.has_labels):
+        raise UserInputError("--max-accuracy-drop needs a labelled dataset (--data)")
+    profile_step = plan.step("profile")
+    spec = profile_step.config.spec if profile_step is not None else (profile_spec or ProfileSpec())
+    steps = [pipeline.Step(pass_class(s.name)(), s.config) for s in plan.passes]
+
+    first: ModelArtifact = teacher
+    if student is not None:
+        from squeeze.passes.distill import DistillConfig, check_inputs, resolve_weights
+
+        distill_step = plan.step("distill")
+        distill_seed = distill_step.config.seed if distill_step is not None else seed
+        module, student_arch, student_kwargs = _initial_student(student, teacher, distill_seed)
+        if distill_step is not None and bundle is not None:
+            check_inputs(teacher, module, bundle)
+            resolve_weights(distill_step.config if isinstance(distill_step.config, DistillConfig) else DistillConfig(), bundle.has_labels)
+        first = ModelArtifact(module, teacher.input_spec, student, "student-spec", "", {"arch": student_arch, "arch_kwargs": student_kwargs})
+    pipeline.validate(steps, ModelArtifact)
+    cache = pipeline.PassCache(Path(cache_dir) if cache_dir else pipeline.default_cache_dir(), resume=resume)
+
+    started = dt.datetime.now(dt.timezone.utc)
+    t0 = time.perf_counter()
+    with atomic_dir(out) as stage:
+        meter = StageMeter(tgt, spec, bundle, teacher, progress)
+        progress(f"exporting and measuring the teacher on {tgt.name}")
+        stages = [meter.model("teacher", teacher, stage, keep_onnx=stage / "teacher.onnx")]
+        teacher_row = stages[0]
+        ctx = Context(run_dir=stage, target=tgt, data=bundle, teacher=teacher, progress=progress)
+        ctx.results["budget"] = {"latency_ms": budget_ms, "teacher_latency": teacher_row["latency"]}
+        final, records = pipeline.run(steps, ctx, first, cache)
+        for record in records:
+            name = record["name"]
+            if name in MODEL_STAGES and isinstance(ctx.results.get(name), dict):
+                stage_row = _stage_from_cache_or_measure(name, record, meter, stage, cache)
+                stage_row.update(config=record["config"], seconds=record["seconds"], cached=record.get("cached", False))
+                stages.append(stage_row)
+        if not isinstance(final, OnnxArtifact):  # a recipe without export: the driver exports (with parity)
+            progress("exporting the final model")
+            final = export_onnx(final, stage / "model.onnx", ExportConfig(), bundle)
+        onnx_path = stage / "model.onnx"
+        if final.path.resolve() != onnx_path.resolve():
+            onnx_path.write_bytes(final.path.read_bytes())
+        final_art = dataclasses.replace(final, path=onnx_path)
+        built = tgt.build(final_art, stage / "model.engine") if availability.available else final_art
+        latency = ctx.results.get("profile") or meter.latency(final_art)
+        final_row = meter.onnx("final", final_art, latency)
+        final_row["seconds"] = sum(r["seconds"] for r in records if r["name"] in ("export", "profile"))
+        stages.append(final_row)
+        layer_latency = None
+        if availability.available and hasattr(tgt, "layer_profile"):
+            from squeeze.modelio import load_onnx
+
+            progress("per-layer latency of the output and the teacher")
+            layer_latency = {"final": tgt.layer_profile(final_art, spec), "teacher": tgt.layer_profile(load_onnx(stage / "teacher.onnx"), spec)}
+
+        accuracy = None
+        if bundle is not None:
+            progress("evaluating teacher (torch) and output (ONNX Runtime) on the eval split")
+            loader = bundle.loader("eval", batch_size=256)
+            accuracy = compare(torch_predictions(teacher.module, loader), onnx_predictions(onnx_path, loader), "eval")
+        parity = final.parity or {}
+        gate = _gate(latency, accuracy, parity, budget_ms, max_accuracy_drop)
+        teacher_latency = teacher_row["latency"]
+        artifacts = {p.name: {"sha256": sha256_file(p), "bytes": p.stat().st_size}
+                     for p in (onnx_path, stage / "teacher.onnx", *([Path(built.path)] if Path(built.path) != onnx_path else []))}
+        summary_row = final_row
+        _copy_student_checkpoints(records, stage)
+        manifest = {
+            "squeeze_version": __version__,
+            "created_utc": started.isoformat(timespec="seconds"),
+            "finished_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "seconds": round(time.perf_counter() - t0, 1),
+            "command": command or sys.argv,
+            "recipe": plan.to_dict(),
+            "recipe_source": plan.source,
+            "target": {"name": tgt.name, "description": tgt.description, "availability": availability.reason,
+                       "can_measure": availability.available},
+            "teacher": {
+                **teacher.describe(),
+                "params": teacher_row["params"],
+                "macs": teacher_row["macs"],
+                "recorded": {k: teacher.metadata[k] for k in ("dataset", "eval_accuracy", "arch") if k in teacher.metadata},
+            },
+            "data": bundle.describe() if bundle else None,
+            "student": ({k: v for k, v in ctx.results["distill"].items() if k not in ("data", "teacher")} if "distill" in ctx.results else None),
+            "search": ctx.results.get("search"),
+            "passes": records,
+            "stages": stages,
+            "outputs": {
+                "model.onnx": {
+                    "sha256": artifacts["model.onnx"]["sha256"],
+                    "bytes": artifacts["model.onnx"]["bytes"],
+                    "opset": final.opset,
+                    "input_spec": final.input_spec.to_dict(),
+                    "params": summary_row["params"],
+                    "macs": summary_row["macs"],
+                    "exporter": (ctx.results.get("export") or {}).get("exporter"),
+                },
+                **({"engine": {"path": Path(built.path).name, **artifacts[Path(built.path).name]}} if Path(built.path) != onnx_path else {}),
+            },
+            "artifacts": artifacts,
+            "parity": parity,
+            "accuracy": accuracy,
+            "latency": latency,
+            "teacher_latency": teacher_latency,
+            "layer_latency": layer_latency,
+            "speedup_p50": teacher_latency["p50_ms"] / latency["p50_ms"],
+            "budget": {"latency_ms": budget_ms, "max_accuracy_drop": max_accuracy_drop},
+            "gate": gate,
+            "cache": {"dir": str(cache.root), "resume": resume},
+            "versions": versions(),
+        }
+        write_json_atomic(stage / "manifest.json", manifest)
+        from squeeze.report import write_reports
+
+        progress("writing report.html and report.md")
+        write_reports(manifest, stage)
+    return {"out": str(out), **manifest}
+
+
+def _stage_from_cache_or_measure(name: str, record: dict[str, Any], meter: StageMeter, stage: Path, cache: Any) -> dict[str, Any]:
+    """Stage figures are stored beside the pass's cache entry, so a resumed run does not re-measure them."""
+    import json
+
+    from squeeze.fsutil import write_json_atomic
+    from squeeze.pipeline import load_artifact
+
+    entry = Path(record["cache_entry"])
+    stored = entry / "stage.json"
+    if stored.exists():
+        return json.loads(stored.read_text())
+    saved = json.loads((entry / "done.json").read_text())
+    art = load_artifact(entry, saved["artifact"])
+    if isinstance(art, OnnxArtifact):
+        row = meter.onnx(name, art)
+    else:
+        row = meter.model(name, art, stage)
+    row = json.loads(json.dumps(row, default=str))
+    write_json_atomic(stored, row)
+    return row
+
+
+def _copy_student_checkpoints(records: list[dict[str, Any]], stage: Path) -> None:
+    """Each model-producing pass's checkpoint goes into the output as <pass>/<file>, for reuse and inspection."""
+    import json
+    import shutil
+
+    for record in records:
+        if record["name"] not in MODEL_STAGES or "cache_entry" not in record:
+            continue
+        entry = Path(record["cache_entry"])
+        saved = json.loads((entry / "done.json").read_text())["artifact"]
+        src = (entry / saved["path"]).resolve()
+        if saved["kind"] == "model" and src.is_file():
+            dest = stage / record["name"] / src.name
+            dest.parent.mkdir(exist_ok=True)
+            shutil.copy2(src, dest)
+
+
+def _gate(latency: dict[str, Any], accuracy: dict[str, Any] | None, parity: dict[str, Any],
+          budget_ms: float | None, max_drop: float | None) -> dict[str, Any]:
+    """The verdict a CI job gates on: every requested check must hold."""
+    checks = []
+    if "passed" in parity:
+        checks.append({"check": "onnx_parity", "passed": bool(parity["passed"]), "value": parity["max_abs_diff"],
+                       "limit": parity["tolerance_max_abs"]})
+    if budget_ms is not None:
+        checks.append({"check": "latency_p90_ms", "passed": latency["p90_ms"] <= budget_ms, "value": latency["p90_ms"], "limit": budget_ms,
+                       "measured": latency.get("measured", True)})
+    if max_drop is not None:
+        drop = 100.0 * (accuracy["teacher_accuracy"] - accuracy["output_accuracy"])
+        checks.append({"check": "accuracy_drop_pct_points", "passed": drop <= max_drop, "value": drop, "limit": max_drop})
+    return {"verdict": "pass" if all(c["passed"] for c in checks) else "fail", "checks": checks}
