@@ -14,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -84,7 +83,9 @@ class StageMeter:
         self.target, self.spec, self.bundle, self.progress = target, spec, bundle, progress
         self.can_measure = target.available().available
         self.loader = bundle.loader("eval", batch_size=256) if bundle is not None else None
-        self.teacher_preds = torch_predictions(teacher.module, self.loader)[0] if self.loader is not None else None
+        self.teacher = teacher
+        self.teacher_preds, self.labels = torch_predictions(teacher.module, self.loader) if self.loader is not None else (None, None)
+        self.predictions: dict[str, Any] = {}  # stage -> eval-split predictions, for the final comparison
 
     def latency(self, onnx: OnnxArtifact) -> dict[str, Any]:
         if self.can_measure:
@@ -96,9 +97,10 @@ class StageMeter:
         stats["measured"] = False
         return stats
 
-    def _scores(self, preds: Any, labels: Any) -> dict[str, Any]:
+    def _scores(self, stage: str, preds: Any, labels: Any) -> dict[str, Any]:
         from squeeze.evaluate import accuracy
 
+        self.predictions[stage] = preds
         return {"accuracy": accuracy(preds, labels),
                 "teacher_agreement": float((preds == self.teacher_preds).mean()) if self.teacher_preds is not None else None,
                 "eval_samples": int(len(labels))}
@@ -112,7 +114,8 @@ class StageMeter:
         self.progress(f"measuring stage '{name}': accuracy, size and latency on {self.target.name}")
         row: dict[str, Any] = {"stage": name, "params": count_params(art.module), "macs": count_macs(art.module, art.input_spec.example())}
         if self.loader is not None:
-            row.update(self._scores(*torch_predictions(art.module, self.loader)))
+            preds = (self.teacher_preds, self.labels) if art is self.teacher else torch_predictions(art.module, self.loader)
+            row.update(self._scores(name, *preds))
         onnx_path = keep_onnx or workdir / f"stage-{name}.onnx"
         onnx = export_onnx(art, onnx_path, ExportConfig(), self.bundle)
         row.update({"onnx_bytes": onnx_path.stat().st_size, "parity": onnx.parity, "latency": self.latency(onnx)})
@@ -130,7 +133,7 @@ class StageMeter:
         row: dict[str, Any] = {"stage": name, "params": summary["params"], "macs": summary["macs"], "onnx_bytes": art.path.stat().st_size,
                                "parity": art.parity}
         if self.loader is not None:
-            row.update(self._scores(*onnx_predictions(art.path, self.loader)))
+            row.update(self._scores(name, *onnx_predictions(art.path, self.loader)))
         row["latency"] = latency if latency is not None else self.latency(art)
         return row
 
@@ -163,7 +166,7 @@ def compress(
     """
     from squeeze import pipeline
     from squeeze.api import _initial_student, open_data, parse_duration_ms, versions
-    from squeeze.evaluate import compare, onnx_predictions, torch_predictions
+    from squeeze.evaluate import compare
     from squeeze.fsutil import atomic_dir, sha256_file, write_json_atomic
     from squeeze.modelio import load_model
     from squeeze.passes.base import Context
@@ -251,11 +254,9 @@ def compress(
             progress("per-layer latency of the output and the teacher")
             layer_latency = {"final": tgt.layer_profile(final_art, spec), "teacher": tgt.layer_profile(load_onnx(stage / "teacher.onnx"), spec)}
 
-        accuracy = None
-        if bundle is not None:
-            progress("evaluating teacher (torch) and output (ONNX Runtime) on the eval split")
-            loader = bundle.loader("eval", batch_size=256)
-            accuracy = compare(torch_predictions(teacher.module, loader), onnx_predictions(onnx_path, loader), "eval")
+        # teacher in torch vs the deployed ONNX in ONNX Runtime, both on the whole eval split (measured above)
+        accuracy = (compare((meter.teacher_preds, meter.labels), (meter.predictions["final"], meter.labels), "eval")
+                    if bundle is not None else None)
         parity = final.parity or {}
         gate = _gate(latency, accuracy, parity, budget_ms, max_accuracy_drop)
         teacher_latency = teacher_row["latency"]

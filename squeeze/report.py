@@ -106,7 +106,8 @@ def pareto_svg(manifest: dict[str, Any]) -> str:
         ax2.legend(fontsize=8)
     fig.tight_layout()
     buf = io.StringIO()
-    fig.savefig(buf, format="svg")
+    with matplotlib.rc_context({"svg.hashsalt": "squeeze"}):  # stable element ids: same manifest, same page
+        fig.savefig(buf, format="svg", metadata={"Date": None})
     plt.close(fig)
     svg = buf.getvalue()
     return svg[svg.index("<svg"):]  # drop the XML prolog: the SVG is inlined into HTML
