@@ -396,6 +396,7 @@ def quantize(model: ModelArtifact, teacher: ModelArtifact, data: DataBundle | No
     float_eval = evaluate(model.module.eval(), eval_teacher, eval_loader)
     progress(f"PTQ: calibrating {backend.name} quantizers on {n_calib} samples")
     qmodel = backend.quantize(folded, rules, example, calibration)
+    backend.refresh_weight_scales(qmodel)
     ptq_eval = evaluate(qmodel, eval_teacher, eval_loader)
     ptq_scales = backend.scales(qmodel)
 

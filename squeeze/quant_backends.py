@@ -237,11 +237,9 @@ class ModelOptBackend(QuantBackend):
         return None
 
     def config(self) -> dict[str, Any]:
-        mtq = _import_modelopt()
-        cfg = copy.deepcopy(mtq.INT8_DEFAULT_CFG)
-        # Narrow range (|q| <= 127) for weights, as TensorRT expects; activations keep [-128, 127].
-        cfg["quant_cfg"]["*weight_quantizer"] = {**cfg["quant_cfg"]["*weight_quantizer"], "narrow_range": True}
-        return cfg
+        # ModelOpt's own INT8 config; its ONNX export refuses narrow_range, so the |q| <= 127 that
+        # TensorRT wants comes from refresh_weight_scales (amax = max |w| per channel).
+        return copy.deepcopy(_import_modelopt().INT8_DEFAULT_CFG)
 
     def quantize(self, model, rules, example, calibration):
         mtq = _import_modelopt()
@@ -256,8 +254,17 @@ class ModelOptBackend(QuantBackend):
             warnings.simplefilter("ignore")
             mtq.calibrate(qmodel, algorithm="max", forward_loop=lambda m: _run(m, calibration))
 
+    @torch.no_grad()
     def refresh_weight_scales(self, qmodel):
-        return None  # ModelOpt keeps weight amax frozen after calibration; weights beyond it are clamped
+        """amax = max |w| per output channel of the current weights, so no weight sits past ±127."""
+        for m in qmodel.modules():
+            wq = getattr(m, "weight_quantizer", None)
+            amax = getattr(wq, "amax", None) if wq is not None else None
+            if amax is None or not getattr(wq, "is_enabled", True):
+                continue
+            w = m.weight.detach()
+            new = w.abs().amax(dim=tuple(range(1, w.ndim)), keepdim=True) if amax.numel() > 1 else w.abs().amax()
+            wq.amax = new.reshape(amax.shape).to(amax.dtype)
 
     def layers(self, qmodel):
         out: dict[str, list[nn.Module]] = {}
