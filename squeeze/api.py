@@ -15,7 +15,7 @@ from squeeze import __version__
 from squeeze.artifacts import ModelArtifact, OnnxArtifact
 from squeeze.data import BUNDLED, DataBundle, SplitConfig, load_data
 from squeeze.errors import TargetUnavailableError, UserInputError
-from squeeze.fsutil import check_output_path
+from squeeze.fsutil import atomic_dir, check_output_path
 from squeeze.modelio import load_any, load_model
 from squeeze.targets import get_target, target_names
 from squeeze.targets.base import ProfileSpec
@@ -356,3 +356,43 @@ def gate(
         write_bytes_atomic(junit_path, gating.junit_xml(result).encode())
         result["junit"] = str(junit_path)
     return result
+
+
+def quantize(
+    path: str | Path,
+    *,
+    teacher: str | Path | None = None,
+    data: str | None = None,
+    target: str = "cpu",
+    out: str | Path = "quant",
+    arch: str | None = None,
+    input_shape: str | None = None,
+    trust_pickle: bool = False,
+    progress: Progress = silent,
+    measure: Callable[[list[Path]], list[float]] | None = None,
+    **config: Any,
+) -> dict[str, Any]:
+    """INT8 quantization-aware distillation for a target: OUT/model.onnx (QDQ), OUT/float.onnx, OUT/result.json.
+
+    The teacher defaults to the float model itself. Everything is validated before any work; OUT
+    appears only when complete. A killed run resumes from OUT's sibling work directory.
+    """
+    from squeeze.passes.quantize import QuantizeConfig, check_inputs, quantize as run_quantize, resolve_backend
+
+    cfg = QuantizeConfig(**config)
+    tgt = get_target(target)
+    resolve_backend(cfg, tgt.quant_rules, tgt.name)
+    out = Path(out)
+    if not out.resolve().parent.is_dir():
+        raise UserInputError(f"output directory's parent does not exist: {out.resolve().parent}")
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "result.json").exists())):
+        raise UserInputError(f"{out} exists and is not a squeeze quantize output directory; choose another --out")
+    model = load_model(path, arch=arch, input_shape=input_shape, trust_pickle=trust_pickle)
+    teacher_art = load_model(teacher, arch=arch, input_shape=input_shape, trust_pickle=trust_pickle) if teacher else model
+    bundle = open_data(data, model)
+    check_inputs(model, teacher_art, bundle)
+    work_dir = out.resolve().parent / f".{out.name}.work"
+    with atomic_dir(out) as stage:
+        result = run_quantize(model, teacher_art, bundle, tgt, cfg, stage, work_dir, measure=measure, progress=progress)
+    result.pop("fake_quant_model", None)
+    return {"out": str(out), **result, "versions": versions()}

@@ -413,6 +413,67 @@ def distill(
                  f"teacher {_fmt_count(result['teacher']['params'])} params, {_fmt_count(result['teacher']['macs'])} MACs")
 
 
+@app.command()
+@handled
+def quantize(
+    model: Path = typer.Argument(..., help="the float model to quantize"),
+    teacher: Optional[Path] = typer.Option(None, "--teacher", help="teacher for the distillation losses (default: the float model itself)"),
+    data: Optional[str] = DataOpt,
+    target: str = typer.Option("cpu", "--target", "-t", help="cpu, tensorrt, jetson-orin-nano, ... (its QuantRules pick the backend)"),
+    out: Path = typer.Option(Path("quant"), "--out", "-o", help="output directory (created atomically; its parent must exist)"),
+    epochs: int = typer.Option(3, "--epochs", help="QAT epochs after PTQ (0 = PTQ only)"),
+    calib_samples: int = typer.Option(512, "--calib-samples", help="calibration samples for the PTQ scales"),
+    bits: int = typer.Option(8, "--bits", help="8 (4 is refused: see the README)"),
+    lr: float = typer.Option(5e-4, "--lr", help="QAT learning rate (SGD, cosine)"),
+    train_samples: int = typer.Option(0, "--train-samples", help="QAT on a seeded subset of the train split (0 = all)"),
+    loss: str = typer.Option("kd", "--loss", help="distillation loss terms, as in `squeeze distill` (kd, dist, ce, fitnet, ...)"),
+    scale_update_epochs: int = typer.Option(0, "--scale-update-epochs", help="re-estimate activation scales after each of the first N epochs, then freeze"),
+    backend: str = typer.Option("auto", "--backend", help="auto (from the target's rules), modelopt or torch-fx"),
+    allow_slower: bool = typer.Option(False, "--allow-slower", help="ship the INT8 model even if it is slower than float on the target"),
+    threads: Optional[int] = typer.Option(None, "--threads", help="intra-op threads for the latency comparison"),
+    seed: int = typer.Option(0, "--seed"),
+    arch: Optional[str] = ArchOpt,
+    input_shape: Optional[str] = ShapeOpt,
+    trust_pickle: bool = TrustOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """INT8 quantization-aware distillation: PTQ, QAT against the teacher, QDQ ONNX checked against the target's rules.
+
+    Writes OUT/model.onnx (INT8 QDQ), OUT/float.onnx and OUT/result.json (accuracy float vs PTQ vs QAD
+    on the eval split, parity ORT vs fake-quant torch, latency float vs INT8, speed-guard decisions).
+    Exit 1 when parity fails or INT8 is slower than float without --allow-slower.
+
+    Example: squeeze quantize samples/teachers/resnet_mnist.pt --data mnist --target cpu --epochs 2 --out quant/ --json
+    """
+    from squeeze import api
+
+    result = api.quantize(model, teacher=teacher, data=data, target=target, out=out, arch=arch, input_shape=input_shape,
+                          trust_pickle=trust_pickle, progress=_progress(as_json), epochs=epochs, calib_samples=calib_samples, bits=bits,
+                          lr=lr, train_samples=train_samples, loss=loss, scale_update_epochs=scale_update_epochs, backend=backend,
+                          allow_slower=allow_slower, threads=threads, seed=seed)
+    if as_json:
+        return _emit_json({k: v for k, v in result.items() if k not in ("history", "ptq_activation_scales")})
+    acc = result["accuracy"]
+    fmt = lambda ev: "-" if ev["accuracy"] is None else f"{ev['accuracy'] * 100:.2f}%"  # noqa: E731
+    table = Table(title=f"{model} → INT8 for {target} ({result['backend']['name']})")
+    for col in ("", "float", "PTQ", "QAD", "INT8 ONNX"):
+        table.add_column(col, justify="right")
+    table.add_row("eval accuracy", fmt(acc["float"]), fmt(acc["ptq"]), fmt(acc["qad"]), fmt(acc["int8_onnx"]))
+    table.add_row("teacher agreement", *(f"{acc[k]['teacher_agreement'] * 100:.2f}%" for k in ("float", "ptq", "qad", "int8_onnx")))
+    stdout.print(table)
+    parity = result["parity"]
+    stdout.print(f"parity (ORT vs fake-quant torch) on {parity['inputs']}: max |diff| {parity['max_abs_diff']:.3g} "
+                 f"(allowed {parity['tolerance_max_abs']:.3g}), top-1 agreement {parity['top1_agreement'] * 100:.2f}% — passed")
+    lat = result["latency"]
+    if lat.get("measured"):
+        stdout.print(f"latency p50 on {target}: float {lat['float_p50_ms']:.3f} ms, INT8 {lat['int8_p50_ms']:.3f} ms "
+                     f"({result['speedup_p50']:.2f}×; {lat['verdict']}); layers kept in float: {', '.join(lat['excluded_layers']) or 'none'}")
+    else:
+        stdout.print(f"latency not measured: {lat.get('reason')}")
+    stdout.print(f"wrote [bold]{out}/model.onnx[/] ({result['graph']['quantize_linear']} Q / {result['graph']['dequantize_linear']} DQ, "
+                 f"opset {result['graph']['opset']}) and {out}/result.json")
+
+
 def _parse_pairs(text: str | None) -> tuple[tuple[str, str], ...]:
     if not text:
         return ()

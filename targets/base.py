@@ -20,6 +20,17 @@ class QuantRules:
     weight_channel_axis: int = 0
     zero_point_must_be_zero: bool = True
     notes: str = ""
+    # Largest |integer| a quantized weight may take. 127 = narrow-range int8 (TensorRT). Less for
+    # runtimes whose int8 kernels saturate (ORT's u8s8 on x86 without VNNI: 63, i.e. 7-bit weights).
+    weight_max_int: int = 127
+    min_opset: int = 13  # per-channel QuantizeLinear/DequantizeLinear (axis) needs opset 13
+    quantized_bias: bool = False  # int32 DequantizeLinear for biases (TensorRT cannot parse it)
+    onnx_domains: tuple[str, ...] = ("", "ai.onnx")  # op domains the runtime runs (no custom ops)
+    backend: str = "modelopt"  # the quantization backend `auto` picks for this target (passes/quantize.py)
+
+    @property
+    def activation_dtype(self) -> str:
+        return "int8" if self.signed_activations else "uint8"
 
 
 @dataclass(frozen=True)

@@ -10,12 +10,26 @@ from squeeze.targets.ort_runtime import create_session, layer_profile, profile_s
 
 PROVIDER = "CPUExecutionProvider"
 
+# What ORT's CPU EP runs fastest, measured (README "quantize"): uint8 affine activations let ORT drop
+# the ReLU before a QuantizeLinear and fuse DQ->Conv->Q into QLinearConv; signed symmetric int8
+# activations (TensorRT's convention) keep the ReLU and ran slower than float. Weights are 7-bit
+# (|q| <= 63) because ORT's u8s8 kernels on x86 without VNNI sum pairs of products in int16 and
+# saturate with full 8-bit weights (deploy.md §3.3; ORT's quantization docs).
+CPU_QUANT_RULES = QuantRules(
+    signed_activations=False,
+    symmetric_activations=False,
+    zero_point_must_be_zero=False,
+    weight_max_int=63,
+    quantized_bias=True,
+    backend="torch-fx",
+    notes="ORT CPU EP: uint8 affine activations, int8 symmetric per-channel weights (axis 0) with |q| <= 63",
+)
+
 
 class CpuTarget:
     name = "cpu"
     description = "ONNX Runtime CPU execution provider on this machine"
-    # ORT's CPU kernels take signed symmetric INT8 QDQ; the same rules as TensorRT keep one export path.
-    quant_rules = QuantRules(notes="ORT CPU EP: QDQ with int8 weights per channel (axis 0), int8 activations")
+    quant_rules = CPU_QUANT_RULES
     channel_multiple = 8  # AVX2/AVX-512 kernels work in blocks of 8 floats
 
     def available(self) -> Availability:
