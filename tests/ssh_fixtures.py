@@ -1,0 +1,194 @@
+"""A real OpenSSH server on loopback for the remote targets' tests (ssh://, jetson-* runner).
+
+The server runs as the current user from a throw-away directory: generated host and user keys,
+its own sshd_config on a free high port, key auth only, and a known_hosts file written from the
+host key, so host-key checking stays on exactly as in production. `.ci/run` and `make test`
+install openssh-server when /usr/sbin/sshd is missing.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+SSHD = "/usr/sbin/sshd"
+
+
+@dataclass
+class SshServer:
+    host: str
+    port: int
+    user: str
+    key: Path  # private key accepted by the server
+    known_hosts: Path  # holds the server's real host key
+    root: Path
+
+    @staticmethod
+    def closed_port() -> int:
+        return free_port()
+
+    @property
+    def address(self) -> str:
+        return f"{self.user}@{self.host}:{self.port}"
+
+    def options(self, **overrides):
+        from squeeze.remote import SshOptions
+
+        base = {"identity_file": str(self.key), "known_hosts": str(self.known_hosts), "connect_timeout_s": 5.0,
+                "retries": 2, "backoff_s": 0.05, "ssh_config": str(self.root / "no-ssh-config")}
+        return SshOptions(**{**base, **overrides})
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _keygen(path: Path, kind: str = "ed25519") -> None:
+    subprocess.run(["ssh-keygen", "-q", "-t", kind, "-N", "", "-C", "squeeze-test", "-f", str(path)], check=True)
+
+
+def _wait_for_banner(port: int, proc: subprocess.Popen, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"sshd exited with {proc.returncode}: {proc.stderr.read().decode(errors='replace')}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
+                if sock.recv(64).startswith(b"SSH-"):
+                    return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError("sshd did not answer in time")
+
+
+@pytest.fixture(scope="session")
+def sshd(tmp_path_factory) -> SshServer:
+    if not Path(SSHD).exists():
+        pytest.fail(f"{SSHD} is missing: install openssh-server (apt-get install -y openssh-server); .ci/run and the README set-up do")
+    root = tmp_path_factory.mktemp("sshd")
+    os.chmod(root, 0o755)
+    _keygen(root / "host_key")
+    _keygen(root / "user_key")
+    (root / "authorized_keys").write_text((root / "user_key.pub").read_text())
+    os.chmod(root / "authorized_keys", 0o600)
+    if os.geteuid() == 0:
+        Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # privilege-separation dir sshd insists on when root
+    import getpass
+
+    user = getpass.getuser()
+    for _ in range(5):
+        port = free_port()
+        config = root / "sshd_config"
+        config.write_text("\n".join([
+            f"Port {port}", "ListenAddress 127.0.0.1", f"HostKey {root / 'host_key'}", f"PidFile {root / 'sshd.pid'}",
+            f"AuthorizedKeysFile {root / 'authorized_keys'}", "PubkeyAuthentication yes", "PasswordAuthentication no",
+            "KbdInteractiveAuthentication no", "UsePAM no", "StrictModes no", "PermitRootLogin prohibit-password",
+            "Subsystem sftp internal-sftp", "LogLevel ERROR", "MaxStartups 50", "PrintMotd no", "",
+        ]))
+        proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            _wait_for_banner(port, proc)
+            break
+        except RuntimeError:
+            proc.kill()
+            proc.wait()
+    else:
+        pytest.fail("could not start sshd on loopback")
+    host_key = (root / "host_key.pub").read_text().split()
+    (root / "known_hosts").write_text(f"[127.0.0.1]:{port} {host_key[0]} {host_key[1]}\n")
+    server = SshServer("127.0.0.1", port, user, root / "user_key", root / "known_hosts", root)
+    yield server
+    proc.terminate()
+    try:
+        proc.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+class FlakyProxy:
+    """A loopback TCP proxy that slams the door on the first `drops` connections, then forwards to `target_port`.
+
+    A dropped connection is what a device that is still booting or a flaky link looks like to SSH:
+    the client gets EOF instead of a protocol banner.
+    """
+
+    def __init__(self, target_port: int, drops: int):
+        self.target_port, self.drops, self.accepted = target_port, drops, 0
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        deadline = time.monotonic() + 60  # never outlives a test run by much
+        while not self._stop.is_set() and time.monotonic() < deadline:
+            try:
+                client, _ = self.sock.accept()
+            except OSError:
+                continue
+            self.accepted += 1
+            if self.accepted <= self.drops:
+                client.close()
+                continue
+            upstream = socket.create_connection(("127.0.0.1", self.target_port))
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(1 << 16):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2)
+        self.sock.close()
+
+
+@pytest.fixture
+def flaky_proxy(sshd):
+    proxies = []
+
+    def make(drops: int) -> FlakyProxy:
+        proxy = FlakyProxy(sshd.port, drops)
+        proxies.append(proxy)
+        return proxy
+
+    yield make
+    for proxy in proxies:
+        proxy.close()
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx_path(tiny, tmp_path_factory) -> Path:
+    from squeeze.modelio import load_model
+    from squeeze.passes.export import ExportConfig, export_onnx
+
+    path = tmp_path_factory.mktemp("remote-onnx") / "tiny.onnx"
+    export_onnx(load_model(tiny.checkpoint), path, ExportConfig(parity_samples=8))
+    return path
+
+
