@@ -316,7 +316,7 @@ class RemoteHost:
                 if time.monotonic() > deadline:
                     channel.close()
                     raise RemoteTimeoutError(f"{command[:120]} timed out on {self} after {timeout:g} s")
-                select.select([channel], [], [], 0.2)
+                select.select([channel], [], [], 0.02)  # exit status does not wake select: poll briefly
         code = channel.recv_exit_status()
         channel.close()
         return CommandResult(command, code, out.decode(errors="replace"), err.decode(errors="replace"), time.monotonic() - started)

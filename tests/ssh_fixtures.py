@@ -92,7 +92,8 @@ def sshd(tmp_path_factory) -> SshServer:
             f"Port {port}", "ListenAddress 127.0.0.1", f"HostKey {root / 'host_key'}", f"PidFile {root / 'sshd.pid'}",
             f"AuthorizedKeysFile {root / 'authorized_keys'}", "PubkeyAuthentication yes", "PasswordAuthentication no",
             "KbdInteractiveAuthentication no", "UsePAM no", "StrictModes no", "PermitRootLogin prohibit-password",
-            "Subsystem sftp internal-sftp", "LogLevel ERROR", "MaxStartups 50", "PrintMotd no", "",
+            "Subsystem sftp internal-sftp", "LogLevel ERROR", "MaxStartups 50", "PrintMotd no", "PrintLastLog no",
+            "PermitUserRC no", "UseDNS no", "PermitTTY no", "DisableForwarding yes", "",
         ]))
         proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         try:
@@ -182,13 +183,39 @@ def flaky_proxy(sshd):
         proxy.close()
 
 
-@pytest.fixture(scope="session")
-def tiny_onnx_path(tiny, tmp_path_factory) -> Path:
-    from squeeze.modelio import load_model
-    from squeeze.passes.export import ExportConfig, export_onnx
+def make_conv_onnx(path: Path, width: int = 8, dynamic_batch: bool = True, op: str = "Conv") -> Path:
+    """A small real CNN as ONNX (conv-relu, conv-relu, global pool, gemm) on 1x28x28 inputs, built directly with onnx.helper.
 
-    path = tmp_path_factory.mktemp("remote-onnx") / "tiny.onnx"
-    export_onnx(load_model(tiny.checkpoint), path, ExportConfig(parity_samples=8))
+    Seeded weights; `width` scales channels (for predictor monotonicity); `op` replaces the second
+    conv's op type (a name the TensorRT parser would not know, for parse-error tests).
+    """
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    w1 = numpy_helper.from_array(rng.standard_normal((width, 1, 3, 3)).astype(np.float32) * 0.3, "w1")
+    w2 = numpy_helper.from_array(rng.standard_normal((2 * width, width, 3, 3)).astype(np.float32) * 0.1, "w2")
+    fc = numpy_helper.from_array(rng.standard_normal((10, 2 * width)).astype(np.float32) * 0.1, "fc")
+    bias = numpy_helper.from_array(np.zeros(10, np.float32), "fc_b")
+    nodes = [
+        helper.make_node("Conv", ["input", "w1"], ["c1"], name="/conv1/Conv", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c1"], ["r1"], name="/relu1/Relu"),
+        helper.make_node(op, ["r1", "w2"], ["c2"], name="/conv2/Conv", pads=[1, 1, 1, 1], strides=[2, 2]),
+        helper.make_node("Relu", ["c2"], ["r2"], name="/relu2/Relu"),
+        helper.make_node("GlobalAveragePool", ["r2"], ["p"], name="/pool/GlobalAveragePool"),
+        helper.make_node("Flatten", ["p"], ["f"], name="/flatten/Flatten"),
+        helper.make_node("Gemm", ["f", "fc", "fc_b"], ["output"], name="/fc/Gemm", transB=1),
+    ]
+    batch = "batch" if dynamic_batch else 1
+    graph = helper.make_graph(nodes, "squeeze_test_cnn", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [batch, 1, 28, 28])],
+                              [helper.make_tensor_value_info("output", TensorProto.FLOAT, [batch, 10])], [w1, w2, fc, bias])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], producer_name="squeeze-tests")
+    model.ir_version = 9
+    onnx.save(model, str(path))
     return path
 
 
+@pytest.fixture(scope="session")
+def tiny_onnx_path(tmp_path_factory) -> Path:
+    return make_conv_onnx(tmp_path_factory.mktemp("remote-onnx") / "tiny.onnx")
