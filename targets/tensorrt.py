@@ -640,10 +640,12 @@ class TensorRTTarget:
         tool = self._trtexec()
         return Availability(True, f"building with {'trtexec ' + tool if tool else 'the TensorRT Python API'} on {local_gpu() or 'GPU 0'}")
 
-    def plan_text(self, onnx: str = "model.onnx", engine: str = "model.engine") -> str:
-        spec = InputSpec((1, 3, 224, 224))
-        args = trtexec_build_args(TrtVersion(10, 3), onnx, engine, spec, self.config.build, 1, "timing.cache", None)
-        return f"{self._trtexec() or 'trtexec'} {quote(args)} (10.x form; or the TensorRT Python API builder)"
+    def plan_text(self, onnx: OnnxArtifact | None = None, engine: str = "model.engine", batch: int = 1) -> str:
+        """The trtexec build command this target would run (10.x form), for messages where it cannot run."""
+        spec = onnx.input_spec if onnx is not None else InputSpec((1, 3, 224, 224))
+        args = trtexec_build_args(TrtVersion(10, 3), str(onnx.path) if onnx else "model.onnx", engine, spec, self.config.build, batch,
+                                  "timing.cache", None)
+        return f"{self._trtexec() or 'trtexec'} {quote(args)} (TensorRT 10.x form; or the TensorRT Python API builder)"
 
     def facts(self) -> dict[str, Any]:
         facts: dict[str, Any] = {**(local_gpu() or {})}
@@ -654,16 +656,16 @@ class TensorRTTarget:
             facts["tensorrt_version"] = str(TrtVersion.parse(_trt().__version__))
         return facts
 
-    def _refuse_here(self, what: str, onnx: str = "model.onnx", engine: str = "model.engine") -> None:
+    def _refuse_here(self, what: str, onnx: OnnxArtifact | None = None, engine: str = "model.engine", batch: int = 1) -> None:
         availability = self.available()
         if not availability.available:
             raise TargetUnavailableError(
                 f"cannot {what} with TensorRT here: {availability.reason}. On a machine with an NVIDIA GPU and TensorRT squeeze "
-                f"would run: {self.plan_text(onnx, engine)}")
+                f"would run: {self.plan_text(onnx, engine, batch)}")
 
     def build(self, onnx: OnnxArtifact, out: Path, batch: int = 1) -> Path:
         """Build `out` (engine) + its manifest, atomically; returns the engine path."""
-        self._refuse_here("build an engine", str(onnx.path), str(out))
+        self._refuse_here("build an engine", onnx, str(out), batch)
         options = self.config.build
         cache = Path(self.config.timing_cache_dir).expanduser()
         cache.mkdir(parents=True, exist_ok=True)
@@ -690,7 +692,7 @@ class TensorRTTarget:
 
     def profile(self, art: OnnxArtifact | Path, spec: ProfileSpec) -> LatencyStats:
         """Profile an ONNX (built to a temporary engine first) or an engine with a manifest."""
-        self._refuse_here("measure latency", str(getattr(art, "path", art)))
+        self._refuse_here("measure latency", art if isinstance(art, OnnxArtifact) else None, batch=spec.batch_size)
         facts = self.facts()
         with tempfile.TemporaryDirectory(prefix="squeeze-trt-") as tmp:
             if isinstance(art, OnnxArtifact):
@@ -723,6 +725,12 @@ class TensorRTTarget:
                             throughput_per_s=spec.batch_size * 1000.0 / stats["mean_ms"],
                             options={**extra, "percentiles": "numpy linear interpolation"}, host=facts, **stats)
 
+    def can_predict_here(self) -> bool:
+        from squeeze.targets.predictor import dgpu_profile
+
+        gpu = local_gpu()
+        return bool(gpu and dgpu_profile(gpu["gpu"]))
+
     def predict(self, art: OnnxArtifact, spec: ProfileSpec) -> LatencyStats:
         from squeeze.targets.predictor import dgpu_profile, predict_stats
 
@@ -733,5 +741,5 @@ class TensorRTTarget:
                 "cannot predict TensorRT latency for an unknown GPU" + (f" ({gpu['gpu']})" if gpu else " (no NVIDIA GPU here)") +
                 ": predict for a Jetson module instead (--target jetson-orin-nano) or measure on the GPU")
         return predict_stats(self.name, art, spec, hardware, self.config.build.precision, self.config.calibration_file,
-                             extra={"measure_with": self.plan_text(str(art.path))})
+                             extra={"measure_with": self.plan_text(art, batch=spec.batch_size)})
 

@@ -70,6 +70,14 @@ def _wait_for_banner(port: int, proc: subprocess.Popen, timeout: float = 10.0) -
     raise RuntimeError("sshd did not answer in time")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _private_calibration_store(tmp_path_factory):
+    """Predictions in tests must not read (or write) the developer's ~/.cache/squeeze calibration file."""
+    os.environ["SQUEEZE_CALIBRATION_FILE"] = str(tmp_path_factory.mktemp("calibration") / "latency-calibration.json")
+    yield
+    os.environ.pop("SQUEEZE_CALIBRATION_FILE", None)
+
+
 @pytest.fixture(scope="session")
 def sshd(tmp_path_factory) -> SshServer:
     if not Path(SSHD).exists():

@@ -264,3 +264,22 @@ def test_build_without_device_explains(tiny_onnx_path, tmp_path):
     with pytest.raises(TargetUnavailableError, match="needs the device.*--device user@host.*trtexec --onnx="):
         get_target("jetson-orin-nx").build(load_onnx(tiny_onnx_path), tmp_path / "m.engine")
     assert not (tmp_path / "m.engine").exists()
+
+
+def test_cli_profile_without_device_is_labelled_prediction(tiny_onnx_path, cli):
+    result = cli("profile", tiny_onnx_path, "--target", "jetson", "--json")
+    assert result.code == 0, result.stderr
+    data = result.json()
+    assert data["label"] == "predicted" and data["measured"] is False and data["options"]["label"] == "predicted"
+    assert data["target"] == "jetson-orin-nano" and "no --device" in data["why_predicted"]
+    table = cli("profile", tiny_onnx_path, "--target", "jetson-orin-nano")
+    assert table.code == 0 and "PREDICTED, not measured" in table.stdout and "PREDICTED latency" in table.stdout
+    assert "/usr/src/tensorrt/bin/trtexec --onnx=tiny.onnx --saveEngine=model.engine" in table.stdout
+
+
+def test_cli_build_tensorrt_without_gpu_explains_and_writes_nothing(tiny_onnx_path, tmp_path, cli):
+    result = cli("build", tiny_onnx_path, "--target", "tensorrt", "--out", tmp_path / "m.engine")
+    assert result.code == 2 and "cannot build an engine with TensorRT here" in result.stderr and "would run: trtexec --onnx=" in result.stderr
+    assert list(tmp_path.iterdir()) == []
+    cpu = cli("build", tiny_onnx_path, "--target", "cpu", "--out", tmp_path / "m.engine")
+    assert cpu.code == 2 and "no engine to build" in cpu.stderr
