@@ -281,5 +281,12 @@ def test_cli_build_tensorrt_without_gpu_explains_and_writes_nothing(tiny_onnx_pa
     result = cli("build", tiny_onnx_path, "--target", "tensorrt", "--out", tmp_path / "m.engine")
     assert result.code == 2 and "cannot build an engine with TensorRT here" in result.stderr and "would run: trtexec --onnx=" in result.stderr
     assert list(tmp_path.iterdir()) == []
-    cpu = cli("build", tiny_onnx_path, "--target", "cpu", "--out", tmp_path / "m.engine")
-    assert cpu.code == 2 and "no engine to build" in cpu.stderr
+
+
+def test_build_for_onnx_runtime_targets_is_refused(tiny_onnx_path, tmp_path):
+    from squeeze import api
+
+    for target in ("cpu", "ssh://pi@board"):
+        with pytest.raises(UserInputError, match="no engine to build"):
+            api.build(tiny_onnx_path, tmp_path / "m.engine", target=target)
+    assert list(tmp_path.iterdir()) == []
