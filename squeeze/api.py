@@ -152,6 +152,8 @@ def profile(
     if predicting and not can_predict(tgt):
         raise TargetUnavailableError(f"target {target} is unavailable here: {availability.reason}")
     if _is_engine(Path(path)):
+        if not (target == "tensorrt" or target.startswith("jetson")):
+            raise UserInputError(f"{path} is a TensorRT engine: profile it with --target tensorrt or jetson-* (with --device), not {target}")
         if predicting:
             raise TargetUnavailableError(f"cannot measure engine {path} on {target} here ({availability.reason}); "
                                          "an engine can only be timed on the device that built it")

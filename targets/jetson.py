@@ -176,9 +176,9 @@ class JetsonConfig:
     trtexec: str = DEFAULT_TRTEXEC
     device_tree: str = "/proc/device-tree"
     release_file: str = "/etc/nv_tegra_release"
-    nvpmodel: str = "nvpmodel"
+    nvpmodel: str = "/usr/sbin/nvpmodel"  # absolute: a non-interactive SSH session's PATH has no /usr/sbin
     nvpmodel_conf: str = "/etc/nvpmodel.conf"
-    jetson_clocks: str = "jetson_clocks"
+    jetson_clocks: str = "/usr/bin/jetson_clocks"
     sudo: str = "sudo -n"  # never prompts: a password-protected sudo fails fast and we say so
     work_base: str = "/tmp"
     cache_dir: str | None = None  # None: $HOME/.cache/squeeze on the device
@@ -250,8 +250,7 @@ class JetsonTarget:
         if self.device is None:
             raise TargetUnavailableError(
                 f"building a TensorRT engine for {self.name} needs the device: an engine only runs on the TensorRT version and GPU "
-                f"that built it. Pass --device user@host, or run on the Jetson: "
-                + " && ".join(self.on_device_commands(onnx, ProfileSpec(batch_size=batch))[1:2]))
+                f"that built it. Pass --device user@host, or run on the Jetson: {self.on_device_commands(onnx, ProfileSpec(batch_size=batch))[1]}")
         with self._session() as (host, facts, session):
             engine_remote = self._build_remote(host, facts, session, onnx, batch)
             with tempfile.TemporaryDirectory(prefix="squeeze-engine-", dir=out.resolve().parent) as tmp:
@@ -276,20 +275,22 @@ class JetsonTarget:
         if self.device is None:
             raise TargetUnavailableError(f"target {self.name} is unavailable here: {self.available().reason}")
         engine_manifest = read_manifest(Path(art)) if not isinstance(art, OnnxArtifact) else None
+        input_spec = _manifest_input_spec(engine_manifest) if engine_manifest is not None else art.input_spec
+        if not input_spec.dynamic_batch and spec.batch_size != input_spec.shape[0]:
+            raise TargetUnavailableError(f"the model has a static batch of {input_spec.shape[0]}; cannot profile batch {spec.batch_size}")
+        if engine_manifest is not None and input_spec.dynamic_batch and spec.batch_size > engine_manifest["input"]["shapes"]["max"][0]:
+            raise UserInputError(f"{art} was built for batches up to {engine_manifest['input']['shapes']['max'][0]}; rebuild it with "
+                                 f"squeeze build --batch-size {spec.batch_size} to time batch {spec.batch_size}")
         with self._session() as (host, facts, session):
             if engine_manifest is not None:
                 engine = Path(art)
                 refuse_mismatch(engine, engine_manifest, facts,
                                 f"squeeze build {engine_manifest['onnx']} --target {facts['target']} --device {self.device} --out {engine}")
-                input_spec = _manifest_input_spec(engine_manifest)
                 engine_remote = f"{session.workdir}/{engine.name}"
                 _check_space(host, facts, engine.stat().st_size + self.config.min_free_mb * 2**20, f"copying {engine.name}")
                 host.put(engine, engine_remote)
             else:
-                input_spec = art.input_spec
                 engine_remote = self._build_remote(host, facts, session, art, spec.batch_size)
-            if not input_spec.dynamic_batch and spec.batch_size != input_spec.shape[0]:
-                raise TargetUnavailableError(f"the model has a static batch of {input_spec.shape[0]}; cannot profile batch {spec.batch_size}")
             run, times_remote, profile_remote = session.profile(engine_remote, input_spec, spec.batch_size, spec.iterations,
                                                                 self.config.timing, timeout_s=self.config.build_timeout_s)
             with tempfile.TemporaryDirectory(prefix="squeeze-jetson-") as tmp:

@@ -448,7 +448,7 @@ def stats_from_trtexec(target: str, version: TrtVersion, times_text: str, profil
         target=target,
         runtime="tensorrt",
         runtime_version=str(version),
-        providers=[f"TensorRT {version} (trtexec)", *( [parsed["gpu"]] if parsed.get("gpu") else [])],
+        providers=[f"TensorRT {version} (trtexec)"] + ([parsed["gpu"]] if parsed.get("gpu") else []),
         batch_size=spec.batch_size,
         input_shape=input_shape,
         warmup=0,  # trtexec warms up by time, not by count: see options.warmup_ms

@@ -41,7 +41,7 @@ class SshServer:
     def options(self, **overrides):
         from squeeze.remote import SshOptions
 
-        base = {"identity_file": str(self.key), "known_hosts": str(self.known_hosts), "connect_timeout_s": 5.0,
+        base = {"identity_file": str(self.key), "known_hosts": str(self.known_hosts), "connect_timeout_s": 15.0,
                 "retries": 2, "backoff_s": 0.05, "ssh_config": str(self.root / "no-ssh-config")}
         return SshOptions(**{**base, **overrides})
 
@@ -78,11 +78,10 @@ def _private_calibration_store(tmp_path_factory):
     os.environ.pop("SQUEEZE_CALIBRATION_FILE", None)
 
 
-@pytest.fixture(scope="session")
-def sshd(tmp_path_factory) -> SshServer:
+def start_sshd(root: Path) -> tuple[SshServer, subprocess.Popen]:
+    """Keys, config and a running `sshd -D` in `root` (as the current user, loopback only). Also used by bench/."""
     if not Path(SSHD).exists():
-        pytest.fail(f"{SSHD} is missing: install openssh-server (apt-get install -y openssh-server); .ci/run and the README set-up do")
-    root = tmp_path_factory.mktemp("sshd")
+        raise RuntimeError(f"{SSHD} is missing: install openssh-server (apt-get install -y openssh-server); .ci/run and make test do")
     os.chmod(root, 0o755)
     _keygen(root / "host_key")
     _keygen(root / "user_key")
@@ -92,7 +91,6 @@ def sshd(tmp_path_factory) -> SshServer:
         Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # privilege-separation dir sshd insists on when root
     import getpass
 
-    user = getpass.getuser()
     for _ in range(5):
         port = free_port()
         config = root / "sshd_config"
@@ -111,16 +109,28 @@ def sshd(tmp_path_factory) -> SshServer:
             proc.kill()
             proc.wait()
     else:
-        pytest.fail("could not start sshd on loopback")
+        raise RuntimeError("could not start sshd on loopback")
     host_key = (root / "host_key.pub").read_text().split()
     (root / "known_hosts").write_text(f"[127.0.0.1]:{port} {host_key[0]} {host_key[1]}\n")
-    server = SshServer("127.0.0.1", port, user, root / "user_key", root / "known_hosts", root)
-    yield server
+    return SshServer("127.0.0.1", port, getpass.getuser(), root / "user_key", root / "known_hosts", root), proc
+
+
+def stop_sshd(proc: subprocess.Popen) -> None:
     proc.terminate()
     try:
         proc.wait(timeout=5)
     except subprocess.TimeoutExpired:
         proc.kill()
+
+
+@pytest.fixture(scope="session")
+def sshd(tmp_path_factory) -> SshServer:
+    try:
+        server, proc = start_sshd(tmp_path_factory.mktemp("sshd"))
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
+    yield server
+    stop_sshd(proc)
 
 
 class FlakyProxy:
