@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from squeeze.artifacts import InputSpec, OnnxArtifact
+from squeeze.artifacts import OnnxArtifact
 from squeeze.errors import TargetUnavailableError, UserInputError
 from squeeze.fsutil import write_json_atomic
 from squeeze.remote import DeviceAddress, DiskFullError, RemoteCommandError, RemoteError, RemoteHost, SshOptions, parse_df_available, quote
@@ -45,6 +45,7 @@ from squeeze.targets.tensorrt import (
     TrtexecTiming,
     TrtVersion,
     check_precision,
+    engine_input_spec,
     manifest_path,
     new_manifest,
     onnx_companion_files,
@@ -275,12 +276,12 @@ class JetsonTarget:
         if self.device is None:
             raise TargetUnavailableError(f"target {self.name} is unavailable here: {self.available().reason}")
         engine_manifest = read_manifest(Path(art)) if not isinstance(art, OnnxArtifact) else None
-        input_spec = _manifest_input_spec(engine_manifest) if engine_manifest is not None else art.input_spec
-        if not input_spec.dynamic_batch and spec.batch_size != input_spec.shape[0]:
-            raise TargetUnavailableError(f"the model has a static batch of {input_spec.shape[0]}; cannot profile batch {spec.batch_size}")
-        if engine_manifest is not None and input_spec.dynamic_batch and spec.batch_size > engine_manifest["input"]["shapes"]["max"][0]:
-            raise UserInputError(f"{art} was built for batches up to {engine_manifest['input']['shapes']['max'][0]}; rebuild it with "
-                                 f"squeeze build --batch-size {spec.batch_size} to time batch {spec.batch_size}")
+        if engine_manifest is not None:
+            input_spec = engine_input_spec(engine_manifest, Path(art), spec.batch_size)
+        else:
+            input_spec = art.input_spec
+            if not input_spec.dynamic_batch and spec.batch_size != input_spec.shape[0]:
+                raise TargetUnavailableError(f"the model has a static batch of {input_spec.shape[0]}; cannot profile batch {spec.batch_size}")
         with self._session() as (host, facts, session):
             if engine_manifest is not None:
                 engine = Path(art)
@@ -467,9 +468,3 @@ def _public_facts(facts: dict[str, Any]) -> dict[str, Any]:
     keep = ("device", "target", "module", "model", "compatible", "l4t", "jetpack", "tensorrt_version", "gpu", "sm", "memory_total_kb",
             "power_mode", "power_mode_before", "clocks", "nvpmodel_q", "jetson_clocks_show", "timing_cache")
     return {k: facts.get(k) for k in keep if k in facts}
-
-
-def _manifest_input_spec(manifest: dict[str, Any]) -> InputSpec:
-    shapes = manifest["input"]["shapes"]
-    shape = shapes.get("static") or shapes["opt"]
-    return InputSpec(tuple(shape), manifest["input"]["name"], manifest["input"]["dtype"], "static" not in shapes)

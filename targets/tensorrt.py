@@ -316,6 +316,17 @@ def refuse_mismatch(engine: Path, manifest: dict[str, Any], here: dict[str, Any]
             f"on the TensorRT version and GPU that built it. Rebuild: {rebuild}")
 
 
+def engine_input_spec(manifest: dict[str, Any], engine: Path, batch: int) -> InputSpec:
+    """The engine's input as recorded at build time; refuses a batch outside its optimization profile."""
+    shapes = manifest["input"]["shapes"]
+    spec = InputSpec(tuple(shapes.get("static") or shapes["opt"]), manifest["input"]["name"], manifest["input"]["dtype"], "static" not in shapes)
+    top = shapes["static"][0] if "static" in shapes else shapes["max"][0]
+    if (not spec.dynamic_batch and batch != top) or batch > top:
+        raise UserInputError(f"{engine.name} was built for batch {'' if 'static' in shapes else 'up to '}{top}; rebuild it "
+                             f"(squeeze build --batch-size {batch}) to time batch {batch}")
+    return spec
+
+
 def new_manifest(engine: Path, onnx: OnnxArtifact, facts: dict[str, Any], target: str, options: EngineBuildOptions,
                  batch: int, build_command: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
     return {
@@ -703,8 +714,7 @@ class TensorRTTarget:
                 manifest = read_manifest(engine)
                 refuse_mismatch(engine, manifest, facts,
                                 f"squeeze build {manifest['onnx']} --target tensorrt --out {engine}")
-                input_spec = InputSpec(tuple(next(iter(manifest["input"]["shapes"].values()))), manifest["input"]["name"],
-                                       manifest["input"]["dtype"], "static" not in manifest["input"]["shapes"])
+                input_spec = engine_input_spec(manifest, engine, spec.batch_size)
             shape = [spec.batch_size, *input_spec.shape[1:]]
             tool = self._trtexec()
             if tool:

@@ -168,6 +168,8 @@ def test_build_engine_with_manifest_then_refuse_on_other_device(sshd, tmp_path, 
     with pytest.raises(EngineMismatchError, match=r"tensorrt version 10.3.0 -> 11.4.0.*module Orin Nano 8GB -> AGX Orin 64GB.*--target jetson-agx-orin"):
         jetson(agx, sshd, tmp_path, name="jetson").profile(out, SPEC)
     assert [c for c in calls(agx) if "--help" not in c] == []  # nothing was run on the wrong device
+    with pytest.raises(UserInputError, match="was built for batch up to 32; rebuild it"):
+        jetson(nano, sshd, tmp_path).profile(out, ProfileSpec(batch_size=64, iterations=2))
     # a tampered engine is refused before anything connects
     out.write_bytes(out.read_bytes() + b"x")
     with pytest.raises(EngineMismatchError, match="does not match its manifest"):
