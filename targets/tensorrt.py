@@ -721,8 +721,11 @@ class TensorRTTarget:
                 session = TrtexecSession(LocalHost(), tool, tmp)
                 version = session.probe()
                 run, times, prof = session.profile(str(engine), input_spec, spec.batch_size, spec.iterations, self.config.timing)
-                return stats_from_trtexec(self.name, version, Path(times).read_text(), Path(prof).read_text(), run.log, spec,
-                                          shape, self.config.timing, {"profile_command": quote(run.argv)}, {**facts})
+                stats = stats_from_trtexec(self.name, version, Path(times).read_text(), Path(prof).read_text(), run.log, spec,
+                                           shape, self.config.timing, {"profile_command": quote(run.argv)}, {**facts})
+                if isinstance(art, OnnxArtifact):
+                    self._record(art, spec, facts, stats)
+                return stats
             times_ms, extra = profile_with_python_api(engine.read_bytes(), input_spec, spec)
         import numpy as np
 
@@ -734,6 +737,16 @@ class TensorRTTarget:
                             batch_size=spec.batch_size, input_shape=shape, warmup=spec.warmup, iterations=spec.iterations, threads=1,
                             throughput_per_s=spec.batch_size * 1000.0 / stats["mean_ms"],
                             options={**extra, "percentiles": "numpy linear interpolation"}, host=facts, **stats)
+
+    def _record(self, art: OnnxArtifact, spec: ProfileSpec, facts: dict[str, Any], stats: LatencyStats) -> None:
+        """Store measured vs raw-predicted for a known GPU, so later predictions on it are calibrated."""
+        from squeeze.targets.predictor import dgpu_profile, raw_prediction_ms, record_measurement
+
+        hardware = dgpu_profile(facts.get("gpu") or "")
+        if hardware is not None:
+            raw = raw_prediction_ms(art, spec.batch_size, hardware, self.config.build.precision)
+            record_measurement({"hardware": hardware.name, "precision": self.config.build.precision}, art.sha256, spec.batch_size, raw,
+                               stats.p50_ms, {"tensorrt": stats.runtime_version}, self.config.calibration_file)
 
     def can_predict_here(self) -> bool:
         from squeeze.targets.predictor import dgpu_profile
