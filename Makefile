@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.setup-stamp
 OUT    ?= out/resnet_mnist
 
-.PHONY: setup sample sample-distill test test-all teachers bench clean
+.PHONY: setup sshd sample sample-distill test test-all teachers bench clean
 
 setup: $(STAMP)
 
@@ -28,10 +28,16 @@ sample-distill: setup
 	mkdir -p out
 	$(BIN)/squeeze compress samples/teachers/resnet_mnist.pt --student samples/students/resnet_small.json --epochs 4 --target cpu --out out/resnet_small
 
-test: setup
+# the remote-target tests need an OpenSSH server binary (they start their own on loopback)
+sshd:
+	@test -x /usr/sbin/sshd || { echo "installing openssh-server for the SSH tests"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-server) >/dev/null || \
+	  { echo "could not install openssh-server: run 'sudo apt-get install -y openssh-server'"; exit 1; }; }
+
+test: setup sshd
 	$(BIN)/python -m pytest -q
 
-test-all: setup
+test-all: setup sshd
 	$(BIN)/python -m pytest -q -m ''
 
 teachers: setup

@@ -15,7 +15,7 @@ from squeeze import __version__
 from squeeze.artifacts import ModelArtifact, OnnxArtifact
 from squeeze.data import BUNDLED, DataBundle, SplitConfig, load_data
 from squeeze.errors import TargetUnavailableError, UserInputError
-from squeeze.fsutil import atomic_dir, check_output_path
+from squeeze.fsutil import atomic_dir, check_output_path, sha256_file
 from squeeze.modelio import load_any, load_model
 from squeeze.targets import get_target, target_names
 from squeeze.targets.base import ProfileSpec
@@ -131,15 +131,33 @@ def profile(
     arch: str | None = None,
     input_shape: str | None = None,
     trust_pickle: bool = False,
+    **remote: Any,
 ) -> dict[str, Any]:
-    """Measure latency on a target. A torch model is exported (with parity) to a temporary ONNX first."""
-    from squeeze.passes.export import ExportConfig, export_onnx
+    """Measure latency on a target. A torch model is exported (with parity) to a temporary ONNX first.
 
-    tgt = get_target(target)
+    Remote targets take `device` ("user@host[:port]"), `ssh` (SshOptions), `power_mode`,
+    `remote_python`, `precision` (see remote_target). A target that cannot measure here but can
+    predict (jetson-* without --device, tensorrt on a known GPU) returns a prediction, labelled
+    `"measured": false` / `"label": "predicted"`. An engine file (.engine/.plan with a squeeze
+    manifest) is measured as is on the target that built it, and refused elsewhere.
+    """
+    from squeeze.passes.export import ExportConfig, export_onnx
+    from squeeze.targets.base import can_predict
+
+    tgt = remote_target(target, **remote)
     spec = ProfileSpec(batch_size=batch_size, warmup=warmup, iterations=iterations, threads=threads)
     availability = tgt.available()
-    if not availability.available:
+    predicting = not availability.available
+    if predicting and not can_predict(tgt):
         raise TargetUnavailableError(f"target {target} is unavailable here: {availability.reason}")
+    if _is_engine(Path(path)):
+        if not (target == "tensorrt" or target.startswith("jetson")):
+            raise UserInputError(f"{path} is a TensorRT engine: profile it with --target tensorrt or jetson-* (with --device), not {target}")
+        if predicting:
+            raise TargetUnavailableError(f"cannot measure engine {path} on {target} here ({availability.reason}); "
+                                         "an engine can only be timed on the device that built it")
+        stats = tgt.profile(Path(path), spec)
+        return {"model": str(path), "model_sha256": sha256_file(Path(path)), "label": "measured", **stats.to_dict()}
     art = load_any(path, arch=arch, input_shape=input_shape, trust_pickle=trust_pickle)
     exported: dict[str, Any] | None = None
     with tempfile.TemporaryDirectory(prefix="squeeze-profile-") as tmp:
@@ -148,8 +166,12 @@ def profile(
             exported = {"parity": onnx_art.parity, "opset": onnx_art.opset}
         else:
             onnx_art = art
-        stats = tgt.profile(onnx_art, spec)
-    return {"model": str(path), "model_sha256": art.sha256, **({"exported": exported} if exported else {}), **stats.to_dict()}
+        stats = tgt.predict(onnx_art, spec) if predicting else tgt.profile(onnx_art, spec)
+    result = {"model": str(path), "model_sha256": art.sha256, **({"exported": exported} if exported else {}),
+              "label": "predicted" if predicting else "measured", **stats.to_dict()}
+    if predicting:
+        result["why_predicted"] = availability.reason
+    return result
 
 
 def _initial_student(spec: str, teacher: ModelArtifact, seed: int) -> tuple[Any, str, dict[str, Any]]:
@@ -257,6 +279,8 @@ def distill(
 
 
 def list_targets() -> list[dict[str, Any]]:
+    from squeeze.targets.base import can_predict
+
     rows = []
     for name in target_names():
         tgt = get_target(name)
@@ -266,6 +290,7 @@ def list_targets() -> list[dict[str, Any]]:
             "description": tgt.description,
             "available": availability.available,
             "reason": availability.reason,
+            "predicts": not availability.available and can_predict(tgt) and getattr(tgt, "can_predict_here", lambda: True)(),
             "channel_multiple": tgt.channel_multiple,
             "quant_rules": asdict(tgt.quant_rules),
             "details": availability.details,
@@ -396,3 +421,93 @@ def quantize(
         result = run_quantize(model, teacher_art, bundle, tgt, cfg, stage, work_dir, measure=measure, progress=progress)
     result.pop("fake_quant_model", None)
     return {"out": str(out), **result, "versions": versions()}
+
+
+# ----------------------------------------------------------------------------------------------
+# TensorRT / Jetson / ssh:// (remote targets)
+
+ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
+
+
+def _is_engine(path: Path) -> bool:
+    return path.suffix.lower() in ENGINE_SUFFIXES and path.is_file()
+
+
+def remote_target(
+    target: str,
+    *,
+    device: str | None = None,
+    identity_file: str | None = None,
+    known_hosts: str | None = None,
+    port: int | None = None,
+    connect_timeout_s: float | None = None,
+    power_mode: str | None = None,
+    remote_python: str | None = None,
+    precision: str | None = None,
+    trtexec: str | None = None,
+    ssh: Any = None,
+) -> Any:
+    """The target, with SSH/device options applied where the target takes them (and refused where it does not)."""
+    from squeeze.remote import SshOptions
+
+    wants_ssh = any(v is not None for v in (identity_file, known_hosts, port, connect_timeout_s))
+    if ssh is None and wants_ssh:
+        ssh = SshOptions(identity_file=identity_file, known_hosts=known_hosts, port=port,
+                         **({"connect_timeout_s": connect_timeout_s} if connect_timeout_s else {}))
+    if target == "jetson" or target.startswith("jetson-"):
+        from squeeze.targets.jetson import JetsonConfig
+        from squeeze.targets.tensorrt import EngineBuildOptions
+
+        config = JetsonConfig(power_mode=power_mode, build=EngineBuildOptions(precision=precision or "strongly-typed"),
+                              **({"ssh": ssh} if ssh else {}), **({"trtexec": trtexec} if trtexec else {}))
+        return get_target(target, device=device, jetson_config=config, remote_python=remote_python)
+    if target == "tensorrt":
+        from squeeze.targets.tensorrt import EngineBuildOptions, TensorRTConfig
+
+        if any(v is not None for v in (device, ssh, power_mode, remote_python)):
+            get_target(target, device=device, ssh=ssh, power_mode=power_mode, remote_python=remote_python)  # raises the clear error
+        return get_target(target, tensorrt_config=TensorRTConfig(build=EngineBuildOptions(precision=precision or "strongly-typed"),
+                                                                 trtexec=trtexec))
+    if precision is not None or trtexec is not None:
+        raise UserInputError(f"--precision and --trtexec apply to TensorRT targets (tensorrt, jetson-*), not {target}")
+    return get_target(target, device=device, ssh=ssh, power_mode=power_mode, remote_python=remote_python)
+
+
+def build(
+    path: str | Path,
+    out: str | Path,
+    *,
+    target: str = "tensorrt",
+    batch_size: int = 1,
+    data: str | None = None,
+    arch: str | None = None,
+    input_shape: str | None = None,
+    trust_pickle: bool = False,
+    **remote: Any,
+) -> dict[str, Any]:
+    """Build a TensorRT engine for the target: OUT (the engine) + OUT.manifest.json, written atomically.
+
+    jetson-* builds on the device over SSH (--device); tensorrt builds on this machine's GPU. When
+    neither is possible the error says exactly what would run and why it cannot here.
+    """
+    import json
+
+    from squeeze.passes.export import ExportConfig, export_onnx
+    from squeeze.targets.tensorrt import manifest_path
+
+    if target in ("cpu", "cuda") or target.startswith("ssh"):
+        raise UserInputError(f"target {target} runs ONNX files directly with ONNX Runtime: there is no engine to build "
+                             "(squeeze export writes the ONNX; build is for tensorrt and jetson-*)")
+    out = check_output_path(Path(out))
+    tgt = remote_target(target, **remote)
+    art = load_any(path, arch=arch, input_shape=input_shape, trust_pickle=trust_pickle)
+    with tempfile.TemporaryDirectory(prefix="squeeze-build-") as tmp:
+        if isinstance(art, ModelArtifact):
+            onnx_art = export_onnx(art, Path(tmp) / "model.onnx", ExportConfig(), open_data(data, art))
+        else:
+            onnx_art = art
+        if not onnx_art.input_spec.dynamic_batch and batch_size != onnx_art.input_spec.shape[0]:
+            raise UserInputError(f"{path} has a static batch of {onnx_art.input_spec.shape[0]}; cannot build for batch {batch_size}")
+        engine = tgt.build(onnx_art, out, batch=batch_size)
+    manifest = json.loads(manifest_path(engine).read_text())
+    return {"engine": str(engine), "manifest": str(manifest_path(engine)), "bytes": engine.stat().st_size, **manifest}

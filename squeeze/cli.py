@@ -48,6 +48,15 @@ ShapeOpt = typer.Option(None, "--input-shape", help="input shape with batch, e.g
 TrustOpt = typer.Option(False, "--trust-pickle", help="allow loading full pickles (runs code from the file: only for files you trust)")
 DataOpt = typer.Option(None, "--data", help="'mnist', 'digits', a .npz/.pt file, an image folder, or pkg.mod:fn")
 JsonOpt = typer.Option(False, "--json", help="print one JSON document on stdout instead of tables")
+# Options of the remote targets (jetson-*, ssh://) and TensorRT builds.
+DeviceOpt = typer.Option(None, "--device", help="Jetson to build/measure on over SSH: user@host[:port] (host must be in known_hosts)")
+PowerOpt = typer.Option(None, "--power-mode", help="Jetson nvpmodel mode (name like MAXN_SUPER, or id) to set before measuring")
+IdentityOpt = typer.Option(None, "--identity-file", "-i", help="SSH private key (default: ssh-agent and ~/.ssh keys)")
+KnownHostsOpt = typer.Option(None, "--known-hosts", help="known_hosts file to check the device's host key against (default ~/.ssh/known_hosts)")
+PortOpt = typer.Option(None, "--port", help="SSH port (default 22, or the one in the address)")
+RemotePythonOpt = typer.Option(None, "--remote-python", help="Python on an ssh:// target that has onnxruntime (default python3)")
+PrecisionOpt = typer.Option(None, "--precision", help="TensorRT: strongly-typed (default; precision from the ONNX), or fp16/int8/best (TensorRT 10.x only)")
+TrtexecOpt = typer.Option(None, "--trtexec", help="trtexec path (default: /usr/src/tensorrt/bin/trtexec on a Jetson; PATH locally)")
 
 
 def handled(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -195,19 +204,37 @@ def profile(
     arch: Optional[str] = ArchOpt,
     input_shape: Optional[str] = ShapeOpt,
     trust_pickle: bool = TrustOpt,
+    device: Optional[str] = DeviceOpt,
+    power_mode: Optional[str] = PowerOpt,
+    identity_file: Optional[str] = IdentityOpt,
+    known_hosts: Optional[str] = KnownHostsOpt,
+    port: Optional[int] = PortOpt,
+    remote_python: Optional[str] = RemotePythonOpt,
+    precision: Optional[str] = PrecisionOpt,
+    trtexec: Optional[str] = TrtexecOpt,
     as_json: bool = JsonOpt,
 ) -> None:
     """Measure latency on a target's runtime: p50/p90/p99/mean/std/min, CoV, providers, threads.
 
-    Example: squeeze profile m.onnx --target cpu --json
+    Jetson targets build and time a TensorRT engine on --device over SSH; without a device they
+    PREDICT (labelled, never passed off as measured) and print the on-device commands. ssh://
+    targets run ONNX Runtime on the remote CPU. An .engine built by `squeeze build` is timed as is.
+
+    Examples: squeeze profile m.onnx --target cpu --json
+
+      squeeze profile m.onnx --target jetson-orin-nano --device nvidia@jetson --power-mode MAXN_SUPER
+
+      squeeze profile m.onnx --target ssh://pi@raspberrypi --remote-python /usr/bin/python3
     """
     from squeeze import api
 
     result = api.profile(model, target=target, batch_size=batch_size, warmup=warmup, iterations=iterations, threads=threads,
-                         data=data, arch=arch, input_shape=input_shape, trust_pickle=trust_pickle)
+                         data=data, arch=arch, input_shape=input_shape, trust_pickle=trust_pickle, device=device, power_mode=power_mode,
+                         identity_file=identity_file, known_hosts=known_hosts, port=port, remote_python=remote_python,
+                         precision=precision, trtexec=trtexec)
     if as_json:
         return _emit_json(result)
-    stdout.print(_latency_table(result, f"{model} on {target}"))
+    _print_latency(result, f"{model} on {result['target']}")
 
 
 @app.command()
@@ -226,7 +253,8 @@ def targets(as_json: bool = JsonOpt) -> None:
     for col in ("name", "available", "description", "why / what"):
         table.add_column(col, overflow="fold")
     for row in rows:
-        table.add_row(row["name"], "[green]yes[/]" if row["available"] else "[red]no[/]", escape(row["description"]), escape(row["reason"]))
+        state = "[green]yes[/]" if row["available"] else "[yellow]predicts[/]" if row.get("predicts") else "[red]no[/]"
+        table.add_row(row["name"], state, escape(row["description"]), escape(row["reason"]))
     stdout.print(table)
 
 
@@ -472,6 +500,83 @@ def quantize(
         stdout.print(f"latency not measured: {lat.get('reason')}")
     stdout.print(f"wrote [bold]{out}/model.onnx[/] ({result['graph']['quantize_linear']} Q / {result['graph']['dequantize_linear']} DQ, "
                  f"opset {result['graph']['opset']}) and {out}/result.json")
+
+
+def _print_latency(result: dict[str, Any], title: str) -> None:
+    """The latency table; a prediction is labelled as one everywhere it is shown."""
+    if not result.get("measured", True):
+        opts = result["options"]
+        stdout.print(f"[bold yellow]PREDICTED, not measured[/] ({escape(result.get('why_predicted', ''))})")
+        if opts.get("assumed"):
+            stdout.print(escape(opts["assumed"]))
+        table = Table(title=f"PREDICTED latency: {title}")
+        for col in ("predicted ms", "kernels", "hardware", "precision", "calibration"):
+            table.add_column(col, justify="right" if col in ("predicted ms", "kernels") else "left")
+        cal = opts["calibration"]
+        table.add_row(f"{result['p50_ms']:.3f}", str(opts["kernels"]), escape(opts["hardware"]["name"]), opts["precision"],
+                      f"{cal['measurements']} stored measurement(s), x{cal['factor']:.2f}" if cal["calibrated"] else "none (raw roofline)")
+        stdout.print(table)
+    else:
+        stdout.print(_latency_table(result, title))
+    if result.get("layers"):
+        key = "predicted_ms" if not result.get("measured", True) else "average_ms"
+        layers = Table(title=("predicted " if key == "predicted_ms" else "") + "per-layer time, slowest first (top 10)")
+        layers.add_column("layer", overflow="fold")
+        layers.add_column("ms", justify="right")
+        for row in result["layers"][:10]:
+            layers.add_row(escape(row["name"]), f"{row[key]:.4f}")
+        stdout.print(layers)
+    for note in ("clock_warning", "unstable"):
+        if result.get("options", {}).get(note):
+            stdout.print(f"[yellow]note:[/] {escape(result['options'][note])}")
+    commands = result.get("options", {}).get("on_device_commands")
+    if commands:
+        stdout.print("to measure for real, on the device (TensorRT 10.x / JetPack 6 flags):")
+        for line in commands:
+            stdout.print(f"  {escape(line)}", soft_wrap=True)
+
+
+@app.command()
+@handled
+def build(
+    model: Path = typer.Argument(..., help=".onnx file, or a torch model (exported with a parity check first)"),
+    out: Path = typer.Option(..., "--out", "-o", help="engine file to write; its manifest goes to OUT.manifest.json"),
+    target: str = typer.Option("tensorrt", "--target", "-t", help="tensorrt (this machine's GPU) or jetson-* / jetson (with --device)"),
+    batch_size: int = typer.Option(1, "--batch-size", "-b", help="optimisation-profile batch (dynamic-batch models build 1..max(b, 32))"),
+    device: Optional[str] = DeviceOpt,
+    power_mode: Optional[str] = PowerOpt,
+    identity_file: Optional[str] = IdentityOpt,
+    known_hosts: Optional[str] = KnownHostsOpt,
+    port: Optional[int] = PortOpt,
+    precision: Optional[str] = PrecisionOpt,
+    trtexec: Optional[str] = TrtexecOpt,
+    data: Optional[str] = DataOpt,
+    arch: Optional[str] = ArchOpt,
+    input_shape: Optional[str] = ShapeOpt,
+    trust_pickle: bool = TrustOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Build a TensorRT engine where it will run, plus a manifest (TensorRT version, GPU/SM, JetPack, power mode, precision, shapes, ONNX sha256).
+
+    Engines only run on the TensorRT version and GPU that built them: jetson-* builds ON the device
+    over SSH; tensorrt builds on this machine's GPU. Without either it says what it would run.
+
+    Examples: squeeze build m.onnx --target jetson-orin-nano --device nvidia@jetson --out m.engine
+
+      squeeze build m.onnx --target tensorrt --out m.engine
+    """
+    from squeeze import api
+
+    result = api.build(model, out, target=target, batch_size=batch_size, data=data, arch=arch, input_shape=input_shape,
+                       trust_pickle=trust_pickle, device=device, power_mode=power_mode, identity_file=identity_file,
+                       known_hosts=known_hosts, port=port, precision=precision, trtexec=trtexec)
+    if as_json:
+        return _emit_json(result)
+    power = result.get("power_mode") or {}
+    stdout.print(f"wrote [bold]{result['engine']}[/] ({result['bytes'] / 1e6:.2f} MB) and {result['manifest']}")
+    stdout.print(f"TensorRT {result['tensorrt_version']} on {result.get('gpu') or '?'} (SM {result.get('sm') or '?'})"
+                 + (f", {result['module']}, JetPack {result.get('jetpack') or '?'}, power mode {power.get('name', '?')}" if result.get("module") else "")
+                 + f"; precision {result['precision']}")
 
 
 def _parse_pairs(text: str | None) -> tuple[tuple[str, str], ...]:

@@ -79,9 +79,10 @@ class LatencyStats:
     max_ms: float
     cov: float  # coefficient of variation, std / mean
     throughput_per_s: float  # samples per second at this batch size, from the mean
-    measured: bool = True  # False only for offline predictions
+    measured: bool = True  # False only for offline predictions (then options["label"] == "predicted")
     options: dict[str, Any] = field(default_factory=dict)  # exact session options / command used
     host: dict[str, Any] = field(default_factory=dict)
+    layers: list[dict[str, Any]] = field(default_factory=list)  # per-layer times (trtexec profile, or predicted), slowest first
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -96,6 +97,15 @@ class Target(Protocol):
 
     def available(self) -> Availability: ...
 
-    def build(self, onnx: OnnxArtifact, out: Path) -> OnnxArtifact: ...
+    def build(self, onnx: OnnxArtifact, out: Path) -> OnnxArtifact | Path: ...  # engine targets: the engine (manifest beside it)
 
     def profile(self, art: OnnxArtifact, spec: ProfileSpec) -> LatencyStats: ...
+
+    # Optional (tensorrt, jetson-*): an offline estimate for when the target cannot measure here,
+    # returned with measured=False and options["label"] == "predicted". Callers (search, prune):
+    #     stats = target.predict(onnx_art, spec) if not target.available().available else target.profile(onnx_art, spec)
+    # def predict(self, art: OnnxArtifact, spec: ProfileSpec) -> LatencyStats: ...
+
+
+def can_predict(target: Target) -> bool:
+    return callable(getattr(target, "predict", None))

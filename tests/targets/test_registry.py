@@ -8,7 +8,8 @@ from squeeze.errors import TargetUnavailableError, UserInputError
 from squeeze.targets import get_target, target_names
 from squeeze.targets.base import ProfileSpec, Target
 
-PLANNED = ["cpu", "cuda", "tensorrt", "jetson-orin-nano", "jetson-orin-nx", "jetson-agx-orin"]
+PLANNED = ["cpu", "cuda", "tensorrt", "jetson", "jetson-orin-nano", "jetson-orin-nano-4gb", "jetson-orin-nx", "jetson-orin-nx-8gb",
+           "jetson-agx-orin", "jetson-agx-orin-32gb", "ssh"]
 
 
 def test_all_planned_targets_registered():
@@ -22,18 +23,23 @@ def test_unknown_target_lists_known_ones():
         get_target("tpu")
 
 
-@pytest.mark.parametrize("name", ["tensorrt", "jetson-orin-nano", "jetson-orin-nx", "jetson-agx-orin"])
-def test_unavailable_targets_explain_and_refuse(name, tiny, tmp_path):
-    from squeeze.modelio import load_model, load_onnx
-    from squeeze.passes.export import ExportConfig, export_onnx
+@pytest.mark.parametrize("name", ["jetson-orin-nano", "jetson-orin-nx", "jetson-agx-orin"])
+def test_jetson_without_device_predicts_and_refuses_to_measure(name, tiny_onnx_path):
+    from squeeze.modelio import load_onnx
 
     target = get_target(name)
     availability = target.available()
-    assert not availability.available and "not implemented" in availability.reason
-    onnx_path = tmp_path / "m.onnx"
-    export_onnx(load_model(tiny.checkpoint), onnx_path, ExportConfig(parity_samples=4))
+    assert not availability.available and "no --device" in availability.reason
     with pytest.raises(TargetUnavailableError, match=f"target {name} is unavailable"):
-        target.profile(load_onnx(onnx_path), ProfileSpec(iterations=2))
+        target.profile(load_onnx(tiny_onnx_path), ProfileSpec(iterations=2))
+    assert target.predict(load_onnx(tiny_onnx_path), ProfileSpec()).measured is False
+
+
+def test_local_targets_refuse_remote_options():
+    with pytest.raises(UserInputError, match="target cpu runs on this machine; --device only apply to remote targets"):
+        get_target("cpu", device="nvidia@jetson")
+    with pytest.raises(UserInputError, match="target tensorrt is this machine's GPU"):
+        get_target("tensorrt", device="nvidia@jetson")
 
 
 def test_cuda_availability_checks_the_real_runtime():
