@@ -319,8 +319,9 @@ def compress(
     cache_dir: str | Path | None = None,
     progress: Progress = silent,
     command: list[str] | None = None,
+    **remote: Any,
 ) -> dict[str, Any]:
-    """Run the recipe's pass pipeline for a target: see squeeze.compress.compress."""
+    """Run the recipe's pass pipeline for a target: see squeeze.compress.compress. `remote`: as for profile (device, ssh options, ...)."""
     from squeeze.compress import compress as run_compress
 
     overrides = {k: dict(v) for k, v in (overrides or {}).items()}
@@ -329,7 +330,7 @@ def compress(
     return run_compress(path, target=target, out=out, data=data, arch=arch, input_shape=input_shape, trust_pickle=trust_pickle,
                         latency_budget=latency_budget, max_accuracy_drop=max_accuracy_drop, profile_spec=profile_spec, student=student,
                         recipe=recipe, overrides=overrides, seed=seed, resume=resume, cache_dir=cache_dir, progress=progress,
-                        command=command)
+                        command=command, remote={k: v for k, v in remote.items() if v is not None})
 
 
 def print_recipe(recipe: str | Path | None = None, *, student: bool = False, overrides: dict[str, dict[str, Any]] | None = None) -> str:

@@ -276,6 +276,12 @@ def compress(
     label_free: Optional[bool] = typer.Option(None, "--label-free/--with-labels", help="distil without labels (overrides the recipe)"),
     resume: bool = typer.Option(True, "--resume/--no-resume", help="reuse finished passes and resume unfinished ones from the pass cache"),
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="pass cache (default $SQUEEZE_CACHE_DIR or ~/.cache/squeeze/runs)"),
+    device: Optional[str] = DeviceOpt,
+    power_mode: Optional[str] = PowerOpt,
+    identity_file: Optional[str] = IdentityOpt,
+    known_hosts: Optional[str] = KnownHostsOpt,
+    port: Optional[int] = PortOpt,
+    remote_python: Optional[str] = RemotePythonOpt,
     arch: Optional[str] = ArchOpt,
     input_shape: Optional[str] = ShapeOpt,
     trust_pickle: bool = TrustOpt,
@@ -308,7 +314,9 @@ def compress(
         result = api.compress(model, target=target, out=out, data=data, arch=arch, input_shape=input_shape, trust_pickle=trust_pickle,
                               latency_budget=latency_budget, max_accuracy_drop=max_accuracy_drop,
                               profile_spec=ProfileSpec(iterations=iterations) if iterations is not None else None, student=student,
-                              recipe=recipe, overrides=overrides, resume=resume, cache_dir=cache_dir, progress=progress, command=sys.argv)
+                              recipe=recipe, overrides=overrides, resume=resume, cache_dir=cache_dir, progress=progress, command=sys.argv,
+                              device=device, power_mode=power_mode, identity_file=identity_file, known_hosts=known_hosts, port=port,
+                              remote_python=remote_python)
     if as_json:
         return _emit_result(result)
     stdout.print(f"wrote [bold]{out}/model.onnx[/], manifest.json and report.html")

@@ -81,7 +81,7 @@ class StageMeter:
         from squeeze.evaluate import torch_predictions
 
         self.target, self.spec, self.bundle, self.progress = target, spec, bundle, progress
-        self.can_measure = target.available().available
+        self.can_measure = target.available().available  # else every latency is a labelled prediction
         self.loader = bundle.loader("eval", batch_size=256) if bundle is not None else None
         self.teacher = teacher
         self.teacher_preds, self.labels = torch_predictions(teacher.module, self.loader) if self.loader is not None else (None, None)
@@ -90,10 +90,7 @@ class StageMeter:
     def latency(self, onnx: OnnxArtifact) -> dict[str, Any]:
         if self.can_measure:
             return self.target.profile(onnx, self.spec).to_dict()
-        predict = getattr(self.target, "predict", None)
-        if predict is None:
-            raise TargetUnavailableError(f"target {self.target.name} can neither measure here nor predict latency")
-        stats = predict(onnx, self.spec).to_dict()
+        stats = self.target.predict(onnx, self.spec).to_dict()
         stats["measured"] = False
         return stats
 
@@ -158,6 +155,7 @@ def compress(
     cache_dir: str | Path | None = None,
     progress: Progress = lambda m: None,
     command: list[str] | None = None,
+    remote: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Run the recipe's passes for a target; write model.onnx, teacher.onnx, manifest.json, report.{html,md}.
 
@@ -165,13 +163,13 @@ def compress(
     directory appears only when complete.
     """
     from squeeze import pipeline
-    from squeeze.api import _initial_student, open_data, parse_duration_ms, versions
+    from squeeze.api import _initial_student, open_data, parse_duration_ms, remote_target, versions
     from squeeze.evaluate import compare
     from squeeze.fsutil import atomic_dir, sha256_file, write_json_atomic
     from squeeze.modelio import load_model
     from squeeze.passes.base import Context
     from squeeze.passes.export import ExportConfig, export_onnx
-    from squeeze.targets import get_target
+    from squeeze.targets.base import can_predict
 
     budget_ms = parse_duration_ms(latency_budget)
     if max_accuracy_drop is not None and max_accuracy_drop < 0:
@@ -181,10 +179,10 @@ def compress(
     if profile_spec is not None and plan.step("profile") is not None:
         overrides.setdefault("profile", {})["spec"] = dataclasses.asdict(profile_spec)
     plan = apply_overrides(plan, overrides)
-    tgt = get_target(target)
+    tgt = remote_target(target, **(remote or {}))  # jetson-* / ssh:// take --device and SSH options
     availability = tgt.available()
-    if not availability.available and not hasattr(tgt, "predict"):
-        raise TargetUnavailableError(f"target {target} is unavailable here: {availability.reason}")
+    if not availability.available and not can_predict(tgt):
+        raise TargetUnavailableError(f"target {target} can neither measure nor predict here: {availability.reason}")
     out = Path(out)
     _check_out(out)
     names = plan.names()
@@ -242,7 +240,9 @@ def compress(
         if final.path.resolve() != onnx_path.resolve():
             onnx_path.write_bytes(final.path.read_bytes())
         final_art = dataclasses.replace(final, path=onnx_path)
+        # cpu/ssh "build" checks the runtime takes the ONNX; TensorRT targets build an engine (+ its manifest) on the device
         built = tgt.build(final_art, stage / "model.engine") if availability.available else final_art
+        built_path = Path(built if isinstance(built, Path) else built.path)
         latency = ctx.results.get("profile") or meter.latency(final_art)
         final_row = meter.onnx("final", final_art, latency)
         final_row["seconds"] = sum(r["seconds"] for r in records if r["name"] in ("export", "profile"))
@@ -261,7 +261,7 @@ def compress(
         gate = _gate(latency, accuracy, parity, budget_ms, max_accuracy_drop)
         teacher_latency = teacher_row["latency"]
         artifacts = {p.name: {"sha256": sha256_file(p), "bytes": p.stat().st_size}
-                     for p in (onnx_path, stage / "teacher.onnx", *([Path(built.path)] if Path(built.path) != onnx_path else []))}
+                     for p in (onnx_path, stage / "teacher.onnx", *([built_path] if built_path != onnx_path else []))}
         summary_row = final_row
         _copy_student_checkpoints(records, stage)
         manifest = {
@@ -295,7 +295,7 @@ def compress(
                     "macs": summary_row["macs"],
                     "exporter": (ctx.results.get("export") or {}).get("exporter"),
                 },
-                **({"engine": {"path": Path(built.path).name, **artifacts[Path(built.path).name]}} if Path(built.path) != onnx_path else {}),
+                **({"engine": {"path": built_path.name, **artifacts[built_path.name]}} if built_path != onnx_path else {}),
             },
             "artifacts": artifacts,
             "parity": parity,
