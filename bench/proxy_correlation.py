@@ -46,22 +46,19 @@ from squeeze.passes.search import proxies  # noqa: E402
 from squeeze.passes.search.pass_ import candidate_seed, fixed_batch  # noqa: E402
 from squeeze.passes.search.spaces import get_space  # noqa: E402
 
-# Proxy columns: (label, proxy, teacher init, semantic temperature)
+# Proxy columns, in print order. The DisWOT family is computed from one diswot_terms() call per
+# teacher reference; "(post-hoc)" marks variants added after the first table, all from the paper
+# or its released code, never tuned to this ground truth.
 COLUMNS = [
-    ("DisWOT", "diswot", "trained", 4.0),
-    ("DisWOT M_s (semantic)", "diswot-semantic", "trained", 4.0),
-    ("DisWOT M_r (relation)", "diswot-relation", "trained", 4.0),
-    ("DisWOT, random teacher", "diswot", "random", 4.0),
-    ("M_s, random teacher", "diswot-semantic", "random", 4.0),
-    ("M_r, random teacher", "diswot-relation", "random", 4.0),
-    ("DisWOT, T=1", "diswot", "trained", 1.0),
-    ("NWOT", "nwot", None, None),
-    ("SynFlow", "synflow", None, None),
-    ("SNIP", "snip", None, None),
-    ("grad-norm", "grad-norm", None, None),
-    ("params", "params", None, None),
-    ("MACs", "macs", None, None),
+    "DisWOT", "DisWOT M_s (semantic)", "DisWOT M_r (relation)",
+    "DisWOT, random teacher", "M_s, random teacher", "M_r, random teacher",
+    "DisWOT, T=1",
+    "DisWOT, paper scale M_s+M_r/B (post-hoc)",
+    "DisWOT, M_r pooled (post-hoc)", "M_r pooled (post-hoc)",
+    "DisWOT, N(0,1) init (post-hoc)", "M_s, N(0,1) init (post-hoc)", "M_r, N(0,1) init (post-hoc)",
+    "NWOT", "SynFlow", "SNIP", "grad-norm", "params", "MACs",
 ]
+BASELINES = {"NWOT": "nwot", "SynFlow": "synflow", "SNIP": "snip", "grad-norm": "grad-norm", "params": "params", "MACs": "macs"}
 
 
 def pick_students(space, n: int, pool: int, min_macs: float, max_macs: float, in_ch: int, classes: int, example) -> list[dict]:
@@ -116,21 +113,55 @@ def kd_train(space, genome, in_ch, classes, x_train, y_train, t_logits, x_eval, 
     return {"accuracy": float((pred == y_eval).float().mean()), "epoch_seconds": epoch_seconds}
 
 
-def score_all(space, genome, key, in_ch, classes, batches, refs, input_shape, proxy_seed: int) -> tuple[dict, float]:
-    """Every column's score for one student and proxy seed, each on a freshly initialised copy; and DisWOT's time."""
-    x, y = batches[proxy_seed]
-    out, diswot_seconds = {}, 0.0
-    for label, name, init, temp in COLUMNS:
-        start = time.perf_counter()
+def teacher_references(teacher, x, y, seed: int) -> dict[str, proxies.TeacherReference]:
+    gaussian = proxies.gaussian_init(proxies.random_teacher(teacher, seed))
+    return {"trained": proxies.teacher_reference(teacher, x, y, "trained", seed, 4.0),
+            "random": proxies.teacher_reference(teacher, x, y, "random", seed, 4.0),
+            "trained-T1": proxies.teacher_reference(teacher, x, y, "trained", seed, 1.0),
+            "gaussian": proxies.reference_from(gaussian, x, y, 4.0, batch_statistics=True, init="random N(0,1)")}
+
+
+def score_all(space, genome, key, in_ch, classes, batch, refs, input_shape, proxy_seed: int) -> dict[str, float]:
+    """Every column's score (higher = better) for one student and proxy seed, each on a freshly initialised copy."""
+    x, y = batch
+
+    def fresh(gaussian: bool = False):
         torch.manual_seed(candidate_seed(proxy_seed, key))
         module = space.build(genome, in_ch, classes)
-        ref = refs[(proxy_seed, init, temp)] if init else None
-        value, _ = proxies.score(name, module, proxies.ProxyInputs(x, y, input_shape, ref))
-        if label == "DisWOT":
-            diswot_seconds = time.perf_counter() - start
-        out[label] = value
-        del module
-    return out, diswot_seconds
+        return proxies.gaussian_init(module) if gaussian else module
+
+    out: dict[str, float] = {}
+    with proxies.deterministic():
+        t = proxies.diswot_terms(fresh(), x, y, refs["trained"])
+        out |= {"DisWOT": -(t["semantic"] + t["relation"]), "DisWOT M_s (semantic)": -t["semantic"], "DisWOT M_r (relation)": -t["relation"],
+                "DisWOT, paper scale M_s+M_r/B (post-hoc)": -(t["semantic"] + t["relation"] / len(x)),
+                "DisWOT, M_r pooled (post-hoc)": -(t["semantic"] + t["relation_pooled"]), "M_r pooled (post-hoc)": -t["relation_pooled"]}
+        t = proxies.diswot_terms(fresh(), x, y, refs["random"])
+        out |= {"DisWOT, random teacher": -(t["semantic"] + t["relation"]), "M_s, random teacher": -t["semantic"], "M_r, random teacher": -t["relation"]}
+        t = proxies.diswot_terms(fresh(), x, y, refs["trained-T1"])
+        out["DisWOT, T=1"] = -(t["semantic"] + t["relation"])
+        t = proxies.diswot_terms(fresh(gaussian=True), x, y, refs["gaussian"])
+        out |= {"DisWOT, N(0,1) init (post-hoc)": -(t["semantic"] + t["relation"]), "M_s, N(0,1) init (post-hoc)": -t["semantic"],
+                "M_r, N(0,1) init (post-hoc)": -t["relation"]}
+    for label, name in BASELINES.items():
+        out[label] = proxies.score(name, fresh(), proxies.ProxyInputs(x, y, input_shape))[0]
+    return out
+
+
+def diswot_seconds(space, genome, key, in_ch, classes, batch, ref, input_shape, repeats: int = 3) -> tuple[float, float]:
+    """(build + score, score only) seconds of the search's DisWOT proxy: medians of `repeats` runs."""
+    x, y = batch
+    full, score_only = [], []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        torch.manual_seed(candidate_seed(0, key))
+        module = space.build(genome, in_ch, classes)
+        built = time.perf_counter()
+        proxies.score("diswot", module, proxies.ProxyInputs(x, y, input_shape, ref))
+        end = time.perf_counter()
+        full.append(end - start)
+        score_only.append(end - built)
+    return statistics.median(full), statistics.median(score_only)
 
 
 def correlations(xs: list[float], ys: list[float]) -> tuple[float, float]:
@@ -167,11 +198,9 @@ def main() -> None:
 
     x_train, y_train = next(iter(bundle.loader("train", batch_size=len(bundle.train))))
     x_eval, y_eval = next(iter(bundle.loader("eval", batch_size=len(bundle.eval))))
-    t0 = time.perf_counter()
     with torch.no_grad():
         teacher.module.eval()
         t_logits = torch.cat([teacher.module(x_train[i:i + 500]) for i in range(0, len(x_train), 500)])
-    teacher_seconds = time.perf_counter() - t0
 
     state_path = Path(args.state)
     state = json.loads(state_path.read_text()) if state_path.exists() else {}
@@ -181,18 +210,12 @@ def main() -> None:
 
     # -- proxies (cheap) -------------------------------------------------------------------------
     batches = {s: fixed_batch(bundle, "calibration", 64, s) for s in args.proxy_seeds}
-    refs = {}
-    for s in args.proxy_seeds:
-        x, y = batches[s]
-        for _, _, init, temp in COLUMNS:
-            if init and (s, init, temp) not in refs:
-                refs[(s, init, temp)] = proxies.teacher_reference(teacher.module, x, y, init, s, temp)
+    refs = {s: teacher_references(teacher.module, *batches[s], s) for s in args.proxy_seeds}
     scores: dict[int, dict[str, dict[str, float]]] = {s: {} for s in args.proxy_seeds}
-    diswot_times = []
     for st in students:
         for s in args.proxy_seeds:
-            scores[s][st["key"]], sec = score_all(space, st["genome"], st["key"], in_ch, classes, batches, refs, input_shape, s)
-            diswot_times.append(sec)
+            scores[s][st["key"]] = score_all(space, st["genome"], st["key"], in_ch, classes, batches[s], refs[s], input_shape, s)
+    print(f"[{time.time() - started:6.0f}s] proxies scored", file=sys.stderr, flush=True)
 
     # -- ground truth (expensive, resumable) -----------------------------------------------------
     for n, st in enumerate(students):
@@ -207,10 +230,26 @@ def main() -> None:
             print(f"[{time.time() - started:6.0f}s] student {n + 1}/{len(students)} seed {seed}: {st['macs'] / 1e6:7.3f} MMACs "
                   f"acc {r['accuracy'] * 100:.2f}%  epoch {statistics.mean(r['epoch_seconds']):.2f}s", file=sys.stderr, flush=True)
 
+    # -- cost, interleaved: the proxy and one KD epoch of the same student back to back ---------------
+    timing = []
+    for n, st in enumerate(sorted(students, key=lambda s: s["macs"])):
+        before = diswot_seconds(space, st["genome"], st["key"], in_ch, classes, batches[args.proxy_seeds[0]], refs[args.proxy_seeds[0]]["trained"],
+                                input_shape)
+        epoch = kd_train(space, st["genome"], in_ch, classes, x_train, y_train, t_logits, x_eval, y_eval, 0, 1)["epoch_seconds"][0]
+        after = diswot_seconds(space, st["genome"], st["key"], in_ch, classes, batches[args.proxy_seeds[0]], refs[args.proxy_seeds[0]]["trained"],
+                               input_shape)
+        timing.append({"macs": st["macs"], "proxy": statistics.mean([before[0], after[0]]), "score_only": statistics.mean([before[1], after[1]]),
+                       "epoch": epoch})
+        if n == len(students) // 2:  # the teacher's forward pass over the train split, which squeeze distill pays every epoch
+            t0 = time.perf_counter()
+            with torch.no_grad():
+                for i in range(0, len(x_train), 128):
+                    teacher.module(x_train[i:i + 128])
+            teacher_epoch = time.perf_counter() - t0
+    print(f"[{time.time() - started:6.0f}s] interleaved timing done", file=sys.stderr, flush=True)
+
     # -- report ------------------------------------------------------------------------------------
     acc = {st["key"]: statistics.mean(state["trained"][f"{seed}|{st['key']}"]["accuracy"] for seed in args.seeds) for st in students}
-    epoch_time = {st["key"]: statistics.mean(sec for seed in args.seeds for sec in state["trained"][f"{seed}|{st['key']}"]["epoch_seconds"])
-                  for st in students}
     keys = [st["key"] for st in students]
     print(f"teacher {Path(args.teacher).name}: {count_params(teacher.module)} params, {count_macs(teacher.module, example) / 1e6:.1f} MMACs; "
           f"space {space.name}; data {bundle.name}: {len(x_train)} train, {len(x_eval)} eval")
@@ -228,22 +267,27 @@ def main() -> None:
         tau, rho = correlations(a0, a1)
         print(f"\nnoise ceiling: KD seed {args.seeds[0]} vs seed {args.seeds[1]} accuracy ranking: tau {tau:.3f}, rho {rho:.3f}")
     ys = [acc[k] for k in keys]
-    print(f"\n{'proxy':<26}{'Kendall tau':>16}{'Spearman rho':>16}   per proxy seed (tau)")
+    print(f"\n{'proxy':<42}{'Kendall tau':>16}{'Spearman rho':>16}   per proxy seed (tau)")
     rows = {}
-    for label, *_ in COLUMNS:
+    for label in COLUMNS:
         per_seed = [correlations([scores[s][k][label] for k in keys], ys) for s in args.proxy_seeds]
         taus, rhos = [t for t, _ in per_seed], [r for _, r in per_seed]
         sd = lambda v: statistics.stdev(v) if len(v) > 1 else 0.0  # noqa: E731
         rows[label] = statistics.mean(taus)
-        print(f"{label:<26}{statistics.mean(taus):>9.3f} ± {sd(taus):.3f}{statistics.mean(rhos):>9.3f} ± {sd(rhos):.3f}   "
+        print(f"{label:<42}{statistics.mean(taus):>9.3f} ± {sd(taus):.3f}{statistics.mean(rhos):>9.3f} ± {sd(rhos):.3f}   "
               + " ".join(f"{t:.3f}" for t in taus))
-    print(f"\nDisWOT proxy time per candidate (build + score, batch 64): median {statistics.median(diswot_times) * 1000:.1f} ms, "
-          f"max {max(diswot_times) * 1000:.1f} ms")
-    print(f"one KD epoch ({len(x_train)} images, cached teacher logits): median {statistics.median(epoch_time.values()):.2f} s, "
-          f"min {min(epoch_time.values()):.2f} s, max {max(epoch_time.values()):.2f} s (teacher logits once: {teacher_seconds:.1f} s)")
-    per_student = [epoch_time[k] / statistics.median(diswot_times) for k in keys]
-    print(f"KD epoch / DisWOT proxy time: median {statistics.median(per_student):.0f}x, smallest {min(per_student):.0f}x "
-          f"(ratio of medians {statistics.median(epoch_time.values()) / statistics.median(diswot_times):.0f}x)")
+    proxy_t = [t["proxy"] for t in timing]
+    score_t = [t["score_only"] for t in timing]
+    epoch_t = [t["epoch"] for t in timing]
+    ratio = [t["epoch"] / t["proxy"] for t in timing]
+    ratio_full = [(t["epoch"] + teacher_epoch) / t["proxy"] for t in timing]
+    print(f"\ncost, measured interleaved per student (proxy = the search's DisWOT call: build + init + score, batch 64; median of 3, before and after the epoch):")
+    print(f"  DisWOT proxy per candidate: median {statistics.median(proxy_t) * 1000:.1f} ms (score only {statistics.median(score_t) * 1000:.1f} ms), "
+          f"max {max(proxy_t) * 1000:.1f} ms")
+    print(f"  one KD epoch, {len(x_train)} images, cached teacher logits: median {statistics.median(epoch_t):.2f} s, min {min(epoch_t):.2f} s, "
+          f"max {max(epoch_t):.2f} s; the teacher's forward pass over them adds {teacher_epoch:.2f} s in squeeze distill")
+    print(f"  KD epoch / proxy, cached logits: median {statistics.median(ratio):.0f}x, worst {min(ratio):.0f}x; "
+          f"with the teacher's forward pass (as squeeze distill runs it): median {statistics.median(ratio_full):.0f}x, worst {min(ratio_full):.0f}x")
     best_size = max(rows["params"], rows["MACs"])
     print(f"DisWOT tau {rows['DisWOT']:.3f} vs best of params/MACs {best_size:.3f}: "
           f"{'DisWOT ranks better' if rows['DisWOT'] > best_size else 'DisWOT does NOT beat the size baselines'}; "

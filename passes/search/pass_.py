@@ -45,8 +45,8 @@ class SearchConfig:
     proxy: str = "diswot"
     latency_budget_ms: float | None = None
     latency_metric: str = "p50"  # which statistic the budget bounds (p50 is robust on a shared machine; p90 = compress's gate)
-    params_budget: int | None = None
-    macs_budget: int | None = None  # None: the teacher's MACs (a student is never larger than its teacher)
+    params_budget: int | None = None  # None: the teacher's parameter count (a student is never larger than its teacher)
+    macs_budget: int | None = None  # None: the teacher's MACs
     population: int = 24
     iterations: int = 96
     tournament: int = 6
@@ -184,6 +184,7 @@ def search(teacher: ModelArtifact, data: DataBundle | None, target: Target, cfg:
 
     teacher_params = count_params(teacher.module)
     teacher_macs = count_macs(teacher.module, teacher.input_spec.example(batch=1))
+    params_cap = cfg.params_budget if cfg.params_budget is not None else teacher_params
     macs_cap = cfg.macs_budget if cfg.macs_budget is not None else teacher_macs
     cache_path = (Path(cfg.latency_cache).expanduser() if cfg.latency_cache else default_cache_path()) if cfg.use_latency_cache else None
     short_spec = ProfileSpec(warmup=cfg.profile_warmup, iterations=cfg.profile_iterations)
@@ -207,12 +208,13 @@ def search(teacher: ModelArtifact, data: DataBundle | None, target: Target, cfg:
         spec = space.spec(genome)
         t0 = time.perf_counter()
         torch.manual_seed(candidate_seed(cfg.seed, key))
-        module = space.build(genome, in_channels, num_classes)
-        params, macs = count_params(module), count_macs(module, example)
+        with proxies.one_thread():
+            module = space.build(genome, in_channels, num_classes)
+            params, macs = count_params(module), count_macs(module, example)
         metrics: dict[str, Any] = {"params": params, "macs": macs}
         reason = ""
-        if cfg.params_budget is not None and params > cfg.params_budget:
-            reason = f"params {params} > budget {cfg.params_budget}"
+        if params > params_cap:
+            reason = f"params {params} > {'budget' if cfg.params_budget is not None else 'the teacher'} {params_cap}"
         elif macs > macs_cap:
             reason = f"MACs {macs} > {'budget' if cfg.macs_budget is not None else 'the teacher'} {macs_cap}"
         elif cfg.latency_budget_ms is not None and oracle is not None:
@@ -236,7 +238,7 @@ def search(teacher: ModelArtifact, data: DataBundle | None, target: Target, cfg:
     progress(f"measuring the smallest architecture of space {space.name}")
     smallest = evaluate(smallest_genome)
     if not smallest.feasible:
-        raise UserInputError(_impossible(cfg, space, target, smallest, macs_cap, teacher_macs, metric_key))
+        raise UserInputError(_impossible(cfg, space, target, smallest, metric_key))
 
     progress(f"searching space {space.name} with proxy {cfg.proxy}: population {cfg.population}, {cfg.iterations} iterations")
     t0 = time.perf_counter()
@@ -267,9 +269,10 @@ def search(teacher: ModelArtifact, data: DataBundle | None, target: Target, cfg:
         if not cand.feasible:
             kind = cand.reason.split(" ", 1)[0]
             rejected[kind] = rejected.get(kind, 0) + 1
-    budgets = {"latency_ms": cfg.latency_budget_ms, "latency_metric": cfg.latency_metric, "params": cfg.params_budget,
+    budgets = {"latency_ms": cfg.latency_budget_ms, "latency_metric": cfg.latency_metric,
+               "params": params_cap, "params_from": "budget" if cfg.params_budget is not None else "teacher",
                "macs": macs_cap, "macs_from": "budget" if cfg.macs_budget is not None else "teacher"}
-    within = {"params": cfg.params_budget is None or best.metrics["params"] <= cfg.params_budget, "macs": best.metrics["macs"] <= macs_cap}
+    within = {"params": best.metrics["params"] <= params_cap, "macs": best.metrics["macs"] <= macs_cap}
     if cfg.latency_budget_ms is not None:
         within["latency_search"] = best.metrics["latency"][metric_key] <= cfg.latency_budget_ms
         within["latency_final"] = final_latency[metric_key] <= cfg.latency_budget_ms if final_latency else None
@@ -315,15 +318,14 @@ def _event_row(e: Event) -> dict[str, Any]:
             "latency_ms": lat and {k: lat[k] for k in ("p50_ms", "p90_ms", "mean_ms")}, "latency_kind": lat and lat["kind"]}
 
 
-def _impossible(cfg: SearchConfig, space: SearchSpace, target: Target, smallest: Candidate, macs_cap: int, teacher_macs: int,
-                metric_key: str) -> str:
+def _impossible(cfg: SearchConfig, space: SearchSpace, target: Target, smallest: Candidate, metric_key: str) -> str:
     m = smallest.metrics
     arch = json.dumps(smallest.spec["kwargs"], separators=(",", ":"))
     if smallest.reason.startswith("params"):
-        return (f"--params-budget {cfg.params_budget} is impossible in space {space.name}: "
-                f"its smallest architecture has {m['params']} parameters ({arch})")
+        what = f"--params-budget {cfg.params_budget}" if cfg.params_budget is not None else f"the teacher's {smallest.reason.split()[-1]} parameters"
+        return f"{what} is impossible in space {space.name}: its smallest architecture has {m['params']} parameters ({arch})"
     if smallest.reason.startswith("MACs"):
-        what = f"--macs-budget {cfg.macs_budget}" if cfg.macs_budget is not None else f"the teacher's {teacher_macs} MACs"
+        what = f"--macs-budget {cfg.macs_budget}" if cfg.macs_budget is not None else f"the teacher's {smallest.reason.split()[-1]} MACs"
         return f"{what} is impossible in space {space.name}: its smallest architecture needs {m['macs']} MACs ({arch})"
     lat = m["latency"]
     kind = "measured" if lat["measured"] else "predicted"

@@ -215,7 +215,7 @@ class _SilentTarget(_PredictingTarget):
 
 def test_predicted_latency_is_labelled_predicted_and_a_target_without_predictor_is_refused(digits, tmp_path):
     teacher, bundle, _, _ = digits
-    cfg = fast_config(latency_budget_ms=0.2, iterations=4, latency_cache=str(tmp_path / "latency.json"))
+    cfg = fast_config(latency_budget_ms=0.2, population=3, iterations=2, top_k=2, latency_cache=str(tmp_path / "latency.json"))
     outcome = search(teacher, bundle, _PredictingTarget(), cfg)
     st = outcome.result["student"]
     assert st["latency"]["kind"] == "predicted" and st["latency"]["measured"] is False and st["latency_search"]["p50_ms"] <= 0.2
@@ -228,14 +228,14 @@ def test_predicted_latency_is_labelled_predicted_and_a_target_without_predictor_
 def test_search_pass_hands_an_untrained_student_to_distill(digits, tmp_path):
     teacher, bundle, _, _ = digits
     steps = [pipeline.Step(SearchPass(), fast_config(params_budget=30_000, latency_cache=str(tmp_path / "lat.json"))),
-             pipeline.Step(DistillPass(), DistillConfig(epochs=4, batch_size=64))]
+             pipeline.Step(DistillPass(), DistillConfig(epochs=3, batch_size=64))]
     ctx = Context(run_dir=tmp_path, target=get_target("cpu"), data=bundle, teacher=teacher)
     student, records = pipeline.run(steps, ctx, teacher)
     assert [r["name"] for r in records] == ["search", "distill"]
     chosen = json.loads((tmp_path / "search" / "student.json").read_text())
     assert ctx.results["distill"]["student"]["arch"] == chosen["arch"] and ctx.results["distill"]["student"]["kwargs"] == chosen["kwargs"]
     assert ctx.results["distill"]["student"]["params"] <= 30_000
-    assert ctx.results["distill"]["eval"]["student_accuracy"] > 0.5  # digits, 4 short epochs: far above chance (0.1)
+    assert ctx.results["distill"]["eval"]["student_accuracy"] > 0.4  # digits, 3 short epochs: far above chance (0.1)
 
 
 # -- CLI ------------------------------------------------------------------------------------------------
