@@ -276,6 +276,13 @@ def main() -> None:
         rows[label] = statistics.mean(taus)
         print(f"{label:<42}{statistics.mean(taus):>9.3f} ± {sd(taus):.3f}{statistics.mean(rhos):>9.3f} ± {sd(rhos):.3f}   "
               + " ".join(f"{t:.3f}" for t in taus))
+    params = [st["params"] for st in students]
+    depth = [sum(st["spec"]["kwargs"].get("blocks", st["spec"]["kwargs"].get("depths", [0]))) for st in students]
+    print("\nwhat the DisWOT terms track (tau against the student's params and its number of blocks, proxy seed "
+          f"{args.proxy_seeds[0]}):")
+    for label in ("DisWOT", "DisWOT M_s (semantic)", "DisWOT M_r (relation)"):
+        v = [scores[args.proxy_seeds[0]][k][label] for k in keys]
+        print(f"  {label:<24} params {correlations(v, params)[0]:+.3f}   blocks {correlations(v, depth)[0]:+.3f}")
     proxy_t = [t["proxy"] for t in timing]
     score_t = [t["score_only"] for t in timing]
     epoch_t = [t["epoch"] for t in timing]

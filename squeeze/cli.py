@@ -29,6 +29,7 @@ app = typer.Typer(
         "Compress a trained PyTorch model for an edge target and measure it there.\n\n"
         "Examples:\n\n"
         "  squeeze compress samples/teachers/resnet_mnist.pt --target cpu --out out/\n\n"
+        "  squeeze search samples/teachers/resnet_mnist.pt --data mnist --latency-budget 0.3ms --out search/\n\n"
         "  squeeze inspect samples/teachers/resnet_mnist.pt2\n\n"
         "  squeeze export samples/teachers/resnet_mnist.pt --out m.onnx --json\n\n"
         "  squeeze profile m.onnx --target cpu --json\n\n"
@@ -423,10 +424,11 @@ def _search_progress(iterations: int):
     bar = Progress(TextColumn("[bold]search[/]"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("{task.description}"),
                    console=stderr, transient=False)
     task = bar.add_task("initial population", total=max(1, iterations), start=False)
-    evaluated = {"n": 0}
+    evaluated = {"n": 0, "started": False}
 
     def on_event(event, best) -> None:
-        if not evaluated["n"]:
+        if not evaluated["started"]:
+            evaluated["started"] = True
             bar.start()  # only once candidates flow: an early input error stays one line
             bar.start_task(task)
         evaluated["n"] += not event.repeat

@@ -235,7 +235,7 @@ def search(teacher: ModelArtifact, data: DataBundle | None, target: Target, cfg:
 
     # -- an impossible budget is one clear line, decided by the smallest architecture -----------
     smallest_genome = space.smallest()
-    progress(f"measuring the smallest architecture of space {space.name}")
+    progress(f"checking the smallest architecture of space {space.name} against the budgets")
     smallest = evaluate(smallest_genome)
     if not smallest.feasible:
         raise UserInputError(_impossible(cfg, space, target, smallest, metric_key))
