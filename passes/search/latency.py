@@ -27,7 +27,7 @@ from squeeze.errors import TargetUnavailableError
 from squeeze.fsutil import write_json_atomic
 from squeeze.targets.base import ProfileSpec, Target
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: entries hold the whole LatencyStats record
 METRICS = ("p50", "p90", "mean")
 
 
@@ -94,10 +94,9 @@ class LatencyOracle:
         self.misses += 1
         started = time.perf_counter()
         stats = self._run(module)
-        entry = {"p50_ms": stats.p50_ms, "p90_ms": stats.p90_ms, "mean_ms": stats.mean_ms, "min_ms": stats.min_ms, "cov": stats.cov,
-                 "measured": bool(stats.measured) and self.measured, "target": self.target.name, "runtime": stats.runtime,
-                 "runtime_version": stats.runtime_version, "threads": stats.threads, "iterations": stats.iterations,
-                 "arch": spec, "when_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+        # The whole LatencyStats record (what compress's manifest stores), plus what was measured and when.
+        entry = {**stats.to_dict(), "measured": bool(stats.measured) and self.measured, "arch": spec,
+                 "when_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
         self.seconds += time.perf_counter() - started
         self.entries[key] = entry
         self._save()
