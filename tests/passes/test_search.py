@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from squeeze import api, pipeline
+from squeeze import pipeline
 from squeeze.artifacts import InputSpec, ModelArtifact
 from squeeze.data import SplitConfig, load_data
 from squeeze.errors import TargetUnavailableError, UserInputError
@@ -191,6 +191,10 @@ def test_search_is_reproducible_with_a_seed_and_caches_latency(digits, tmp_path)
     cache = json.loads((tmp_path / "latency.json").read_text())
     entry = next(iter(cache["entries"].values()))
     assert entry["target"] == "cpu" and entry["runtime"] == "onnxruntime" and entry["measured"] is True
+    torch.manual_seed(0)  # what `squeeze distill --student student.json --seed 0` builds
+    expected = build_student(first.best.spec["arch"], first.best.spec["kwargs"], 1, 10)[0].state_dict()
+    produced = first.build_student(0).state_dict()
+    assert all(torch.equal(expected[k], produced[k]) for k in expected) and expected.keys() == produced.keys()
     other = search(teacher, bundle, get_target("cpu"), SearchConfig(**{**first.result["config"], "seed": 1}))
     assert [h["spec"] for h in other.history] != [h["spec"] for h in first.history]
 
