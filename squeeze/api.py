@@ -512,3 +512,51 @@ def build(
         engine = tgt.build(onnx_art, out, batch=batch_size)
     manifest = json.loads(manifest_path(engine).read_text())
     return {"engine": str(engine), "manifest": str(manifest_path(engine)), "bytes": engine.stat().st_size, **manifest}
+
+
+def parse_count(text: str | int | None, what: str) -> int | None:
+    """'200k', '1.5M', '2G' or a bare integer."""
+    if text is None or isinstance(text, int):
+        return text
+    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([kKmMgG]?)\s*", text)
+    if not match:
+        raise UserInputError(f"{what} must look like 200k, 1.5M or 300000, got {text!r}")
+    return int(float(match.group(1)) * {"": 1, "k": 1e3, "m": 1e6, "g": 1e9}[match.group(2).lower()])
+
+
+def search(
+    teacher_path: str | Path,
+    *,
+    data: str | None = None,
+    target: str = "cpu",
+    out: str | Path = "search-out",
+    latency_budget: str | float | None = None,
+    params_budget: str | int | None = None,
+    macs_budget: str | int | None = None,
+    arch: str | None = None,
+    input_shape: str | None = None,
+    trust_pickle: bool = False,
+    progress: Progress = silent,
+    on_event: Callable[..., None] | None = None,
+    **config: Any,
+) -> dict[str, Any]:
+    """Training-free student search for the teacher; writes OUT/student.json, result.json, history.jsonl."""
+    from squeeze.passes.search import SearchConfig, search as run_search, write_outputs
+    from squeeze.passes.search.spaces import get_space
+
+    cfg = SearchConfig(latency_budget_ms=parse_duration_ms(latency_budget), params_budget=parse_count(params_budget, "--params-budget"),
+                       macs_budget=parse_count(macs_budget, "--macs-budget"), **config)
+    out = Path(out)
+    if not out.resolve().parent.is_dir():
+        raise UserInputError(f"output directory's parent does not exist: {out.resolve().parent}")
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "result.json").exists())):
+        raise UserInputError(f"{out} exists and is not a squeeze search directory; choose another --out")
+    get_space(cfg.space)  # an unknown space fails here, before the teacher is loaded
+    tgt = get_target(target)
+    teacher = load_model(teacher_path, arch=arch, input_shape=input_shape, trust_pickle=trust_pickle)
+    bundle = open_data(data, teacher)
+    outcome = run_search(teacher, bundle, tgt, cfg, progress=progress, on_event=on_event)
+    outcome.result["versions"] = versions()
+    with atomic_dir(out) as stage:
+        write_outputs(outcome, stage)
+    return {"out": str(out), **outcome.result}

@@ -29,6 +29,7 @@ app = typer.Typer(
         "Compress a trained PyTorch model for an edge target and measure it there.\n\n"
         "Examples:\n\n"
         "  squeeze compress samples/teachers/resnet_mnist.pt --target cpu --out out/\n\n"
+        "  squeeze search samples/teachers/resnet_mnist.pt --data mnist --latency-budget 0.3ms --out search/\n\n"
         "  squeeze inspect samples/teachers/resnet_mnist.pt2\n\n"
         "  squeeze export samples/teachers/resnet_mnist.pt --out m.onnx --json\n\n"
         "  squeeze profile m.onnx --target cpu --json\n\n"
@@ -585,6 +586,111 @@ def build(
     stdout.print(f"TensorRT {result['tensorrt_version']} on {result.get('gpu') or '?'} (SM {result.get('sm') or '?'})"
                  + (f", {result['module']}, JetPack {result.get('jetpack') or '?'}, power mode {power.get('name', '?')}" if result.get("module") else "")
                  + f"; precision {result['precision']}")
+
+
+@app.command()
+@handled
+def search(
+    teacher: Path = typer.Argument(..., help="the trained teacher"),
+    data: Optional[str] = DataOpt,
+    target: str = typer.Option("cpu", "--target", "-t", help="latency is measured on this target (predicted, and labelled so, where it cannot run here)"),
+    space: str = typer.Option("resnet", "--space", help="resnet, mobilenetv2, or your own pkg.mod:space (a squeeze.passes.search.spaces.SearchSpace)"),
+    latency_budget: Optional[str] = typer.Option(None, "--latency-budget", help="e.g. 2ms or 500us: bounds the --latency-metric of every candidate"),
+    latency_metric: str = typer.Option("p50", "--latency-metric", help="p50 (default: robust on a shared machine), p90 (what compress's gate checks) or mean"),
+    params_budget: Optional[str] = typer.Option(None, "--params-budget", help="e.g. 200k"),
+    macs_budget: Optional[str] = typer.Option(None, "--macs-budget", help="e.g. 5M (default: the teacher's MACs)"),
+    population: int = typer.Option(24, "--population", help="regularised-evolution population"),
+    iterations: int = typer.Option(96, "--iterations", help="children proposed after the initial population (default 96: about 3 min on a busy 2-core machine with a latency budget, most of it measuring latency, which is cached for re-runs; 500 for a thorough search)"),
+    proxy: str = typer.Option("diswot", "--proxy", help="diswot, diswot-semantic, diswot-relation, nwot, synflow, snip, grad-norm, params, macs"),
+    teacher_init: str = typer.Option("trained", "--teacher-init", help="DisWOT's teacher: trained (your weights) or random (the paper's random init)"),
+    batch_size: int = typer.Option(64, "--batch-size", "-b", help="the one fixed proxy batch (from the calibration split)"),
+    seed: int = typer.Option(0, "--seed"),
+    top_k: int = typer.Option(10, "--top-k", help="rows in the top-k table"),
+    profile_iterations: int = typer.Option(40, "--profile-iterations", help="timed runs per candidate (the chosen student is re-measured with 200)"),
+    latency_cache: Optional[Path] = typer.Option(None, "--latency-cache", help="JSON latency cache (default ~/.cache/squeeze/latency.json)"),
+    no_latency_cache: bool = typer.Option(False, "--no-latency-cache", help="measure every candidate afresh"),
+    out: Path = typer.Option(Path("search-out"), "--out", "-o", help="output directory (created; its parent must exist)"),
+    arch: Optional[str] = ArchOpt,
+    input_shape: Optional[str] = ShapeOpt,
+    trust_pickle: bool = TrustOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Search a student architecture for the teacher without training (DisWOT proxy), under latency/params/MACs budgets.
+
+    Writes OUT/student.json (the spec `squeeze distill --student` and `squeeze compress --student`
+    take), OUT/result.json (chosen student, score, params, MACs, latency, top-k, timings, config)
+    and OUT/history.jsonl (every candidate evaluated). Latencies are measured on --target through
+    ONNX Runtime and cached on disk; where the target cannot run here they are predicted and
+    labelled so.
+
+    Example: squeeze search samples/teachers/resnet_mnist.pt --data mnist --target cpu --space resnet --latency-budget 0.3ms --out search/
+    """
+    from squeeze import api
+
+    on_event, bar = (None, None) if as_json else _search_progress(iterations)
+    try:
+        result = api.search(teacher, data=data, target=target, out=out, space=space, proxy=proxy, latency_budget=latency_budget,
+                            latency_metric=latency_metric, params_budget=params_budget, macs_budget=macs_budget, population=population,
+                            iterations=iterations, teacher_init=teacher_init, batch_size=batch_size, seed=seed, top_k=top_k, profile_iterations=profile_iterations,
+                            latency_cache=str(latency_cache) if latency_cache else "", use_latency_cache=not no_latency_cache,
+                            arch=arch, input_shape=input_shape, trust_pickle=trust_pickle, progress=_progress(as_json), on_event=on_event)
+    finally:
+        if bar is not None:
+            bar.stop()
+    if as_json:
+        return _emit_json(result)
+    st = result["student"]
+    metric = result["budgets"]["latency_metric"]
+
+    def lat_text(lat: Optional[dict]) -> str:
+        if not lat:
+            return "-"
+        return f"{lat[metric + '_ms']:.3f} ms{'' if lat['measured'] else ' (predicted)'}"
+
+    table = Table(title=f"top {len(result['top_k'])} by proxy {result['proxy']['name']} (higher is better)")
+    for col in ("#", "score", "params", "MACs", f"latency {metric}", "architecture"):
+        table.add_column(col, justify="left" if col == "architecture" else "right", overflow="fold")
+    for row in result["top_k"]:
+        table.add_row(str(row["rank"]), f"{row['score']:.4f}", _fmt_count(row["params"]), _fmt_count(row["macs"]), lat_text(row["latency"]),
+                      escape(" ".join(f"{k}={'-'.join(map(str, v)) if isinstance(v, list) else v}" for k, v in row["spec"]["kwargs"].items())))
+    stdout.print(table)
+    stdout.print(f"wrote [bold]{out}/student.json[/]: {escape(json.dumps(st['spec']))}")
+    stdout.print(f"student {_fmt_count(st['params'])} params, {_fmt_count(st['macs'])} MACs (teacher {_fmt_count(result['teacher']['params'])}, "
+                 f"{_fmt_count(result['teacher']['macs'])}); latency {lat_text(st['latency'])} on {result['target']['name']}"
+                 + (f", budget {result['budgets']['latency_ms']:g} ms" if result["budgets"]["latency_ms"] else ""))
+    if result["within_budget"].get("latency_final") is False:
+        stderr.print(f"[yellow]warning:[/] re-measured with {st['latency']['iterations']} runs, the student's {metric} "
+                     f"({st['latency'][metric + '_ms']:.3f} ms) is over the budget; the search-time measurement "
+                     f"({st['latency_search'][metric + '_ms']:.3f} ms, {result['config']['profile_iterations']} runs) was within it. "
+                     "Latency on this machine is noisy: retry, tighten the budget or raise --profile-iterations", highlight=False)
+    s, t = result["search"], result["timings"]
+    stdout.print(f"{s['unique_candidates']} architectures evaluated ({s['feasible']} within budget) in {t['total_s']:.0f}s; "
+                 f"proxy {t['proxy_seconds_per_candidate_median'] * 1000:.0f} ms per candidate; next: squeeze distill {teacher} --student {out}/student.json")
+
+
+def _search_progress(iterations: int):
+    """A rich progress bar on stderr with the best candidate so far."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    bar = Progress(TextColumn("[bold]search[/]"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("{task.description}"),
+                   console=stderr, transient=False)
+    task = bar.add_task("initial population", total=max(1, iterations), start=False)
+    evaluated = {"n": 0, "started": False}
+
+    def on_event(event, best) -> None:
+        if not evaluated["started"]:
+            evaluated["started"] = True
+            bar.start()  # only once candidates flow: an early input error stays one line
+            bar.start_task(task)
+        evaluated["n"] += not event.repeat
+        text = f"evaluated {evaluated['n']}"
+        if best is not None:
+            lat = best.metrics.get("latency")
+            text += (f" · best {best.score:.4f}, {_fmt_count(best.metrics['params'])} params"
+                     + (f", {lat['p50_ms']:.3f} ms p50" if lat else ""))
+        bar.update(task, completed=event.step, description=text if event.step else f"initial population · {text}")
+
+    return on_event, bar
 
 
 def _parse_pairs(text: str | None) -> tuple[tuple[str, str], ...]:

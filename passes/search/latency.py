@@ -1,0 +1,130 @@
+"""Candidate latency through the target protocol, with an on-disk JSON cache.
+
+Each candidate is exported to ONNX by the export pass's machinery (legacy exporter: ~10x faster
+than dynamo per call; a cheap 8-sample parity check still guards against timing a broken
+graph), then `target.profile(...)` measures it. Targets that cannot measure here (tensorrt,
+jetson-*) are asked for `target.predict(onnx, spec)` instead, and every such number is labelled
+predicted. The cache key is the student spec + input shape + target + runtime version + profile
+settings (+ the host CPU for measured numbers), so a re-run, or the next search on this machine,
+re-uses measurements instead of repeating them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from squeeze.artifacts import InputSpec, ModelArtifact
+from squeeze.errors import TargetUnavailableError
+from squeeze.fsutil import write_json_atomic
+from squeeze.targets.base import ProfileSpec, Target
+
+CACHE_VERSION = 2  # 2: entries hold the whole LatencyStats record
+METRICS = ("p50", "p90", "mean")
+
+
+def default_cache_path() -> Path:
+    root = os.environ.get("SQUEEZE_CACHE_DIR") or os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "squeeze")
+    return Path(root) / "latency.json"
+
+
+class LatencyOracle:
+    """latency(spec, module) -> {'p50_ms', 'p90_ms', 'mean_ms', 'measured', ...}, cached on disk."""
+
+    def __init__(self, target: Target, input_spec: InputSpec, profile: ProfileSpec, cache_path: Path | None):
+        self.target = target
+        self.input_spec = input_spec
+        self.profile_spec = profile
+        self.cache_path = Path(cache_path) if cache_path is not None else None
+        availability = target.available()
+        if availability.available:
+            self.measured = True
+        elif callable(getattr(target, "predict", None)):
+            self.measured = False
+        else:
+            raise TargetUnavailableError(
+                f"target {target.name} cannot measure latency here ({availability.reason}) and has no latency predictor; "
+                "search on a machine where it is available, or drop --latency-budget")
+        if self.measured:
+            from squeeze.targets.ort_runtime import host_info
+
+            host = host_info()
+            self.host = {"cpu": host["cpu"], "usable_cores": host["usable_cores"], "machine": host["machine"]}
+        else:
+            self.host = {}
+        self.runtime_version = str(availability.details.get("runtime_version") or self._runtime_guess())
+        self.entries: dict[str, Any] = self._load()
+        self.hits = self.misses = 0
+        self.seconds = 0.0
+
+    def _runtime_guess(self) -> str:
+        import onnxruntime
+
+        return f"onnxruntime {onnxruntime.__version__}" if self.target.name in ("cpu", "cuda") else "unknown"
+
+    def _load(self) -> dict[str, Any]:
+        if self.cache_path is None or not self.cache_path.exists():
+            return {}
+        try:
+            data = json.loads(self.cache_path.read_text())
+            return dict(data["entries"]) if data.get("version") == CACHE_VERSION else {}
+        except (OSError, ValueError, KeyError, TypeError):
+            return {}  # a damaged cache is re-measured, never trusted
+
+    def key(self, spec: dict[str, Any]) -> str:
+        p = self.profile_spec
+        payload = {"spec": spec, "input_shape": list(self.input_spec.shape[1:]), "target": self.target.name,
+                   "runtime_version": self.runtime_version, "measured": self.measured, "host": self.host,
+                   "profile": {"batch_size": p.batch_size, "warmup": p.warmup, "iterations": p.iterations, "threads": p.threads}}
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+    def latency(self, spec: dict[str, Any], module: nn.Module) -> dict[str, Any]:
+        key = self.key(spec)
+        if key in self.entries:
+            self.hits += 1
+            return {**self.entries[key], "cached": True}
+        self.misses += 1
+        started = time.perf_counter()
+        stats = self._run(module)
+        # The whole LatencyStats record (what compress's manifest stores), plus what was measured and when.
+        entry = {**stats.to_dict(), "measured": bool(stats.measured) and self.measured, "arch": spec,
+                 "when_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+        self.seconds += time.perf_counter() - started
+        self.entries[key] = entry
+        self._save()
+        return {**entry, "cached": False}
+
+    def _run(self, module: nn.Module):
+        from squeeze.passes.export import ExportConfig, export_onnx
+
+        art = ModelArtifact(module.eval(), self.input_spec, "search-candidate", "module", "")
+        with tempfile.TemporaryDirectory(prefix="squeeze-search-") as tmp:
+            onnx_art = export_onnx(art, Path(tmp) / "candidate.onnx", ExportConfig(exporter="legacy", parity_samples=8))
+            if self.measured:
+                return self.target.profile(onnx_art, self.profile_spec)
+            stats = self.target.predict(onnx_art, self.profile_spec)  # type: ignore[attr-defined]
+            stats.measured = False
+            return stats
+
+    def _save(self) -> None:
+        if self.cache_path is None:
+            return
+        try:
+            self.cache_path.parent.mkdir(parents=True, exist_ok=True)
+            # Re-read first so two searches sharing the cache keep each other's entries (last writer still wins a race).
+            merged = {**self._load(), **self.entries}
+            write_json_atomic(self.cache_path, {"version": CACHE_VERSION, "entries": merged})
+        except OSError:
+            pass  # an unwritable cache only costs re-measurement later
+
+    def stats(self) -> dict[str, Any]:
+        return {"cache": str(self.cache_path) if self.cache_path else None, "hits": self.hits, "misses": self.misses,
+                "seconds_measuring": round(self.seconds, 2), "measured": self.measured, "runtime_version": self.runtime_version}

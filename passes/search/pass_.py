@@ -1,0 +1,360 @@
+"""Search pass: pick an untrained student for the teacher with a training-free proxy, under budgets.
+
+Input: the teacher (ModelArtifact). Output: the chosen student, freshly initialised from the
+seed exactly as `squeeze distill --student student.json --seed S` would build it, with its spec
+in the metadata, so the distill pass can follow in the pipeline.
+
+Cost rules (issue 3): one fixed real batch (calibration split by default, never eval) for every
+candidate; the teacher's side computed once; no optimizer; each candidate built, scored and
+dropped; scoring in deterministic mode from a per-candidate seed (so a score depends on the
+architecture and the seed, not on when it was evaluated). Cheap checks (params, MACs) run before
+latency, latency before the proxy.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+
+from squeeze.analysis import count_macs, count_params, evaluating
+from squeeze.artifacts import ModelArtifact
+from squeeze.data import DataBundle
+from squeeze.errors import UserInputError
+from squeeze.fsutil import write_bytes_atomic, write_json_atomic
+from squeeze.passes.base import Context
+from squeeze.passes.search import proxies
+from squeeze.passes.search.evolution import Candidate, EvolutionConfig, Event, best_candidates, evolve
+from squeeze.passes.search.latency import METRICS, LatencyOracle, default_cache_path
+from squeeze.passes.search.spaces import SearchSpace, get_space
+from squeeze.targets.base import ProfileSpec, Target
+
+PROXY_SPLITS = ("calibration", "train")
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    space: str = "resnet"  # built-in name or pkg.mod:space
+    proxy: str = "diswot"
+    latency_budget_ms: float | None = None
+    latency_metric: str = "p50"  # which statistic the budget bounds (p50 is robust on a shared machine; p90 = compress's gate)
+    params_budget: int | None = None  # None: the teacher's parameter count (a student is never larger than its teacher)
+    macs_budget: int | None = None  # None: the teacher's MACs
+    population: int = 24
+    iterations: int = 96
+    tournament: int = 6
+    crossover: float = 0.3
+    seed: int = 0
+    teacher_init: str = "trained"  # or "random": the paper's random-init teacher
+    batch_size: int = 64
+    proxy_split: str = "calibration"
+    temperature: float = 4.0  # of the semantic term's CE: the distillation temperature
+    top_k: int = 10
+    profile_warmup: int = 5  # per-candidate latency: short runs; the chosen student is re-measured with the full spec
+    profile_iterations: int = 40
+    latency_cache: str = ""  # "" = ~/.cache/squeeze/latency.json (SQUEEZE_CACHE_DIR / XDG_CACHE_HOME respected)
+    use_latency_cache: bool = True
+
+    def __post_init__(self) -> None:
+        proxies.check_proxy(self.proxy)
+        if self.latency_budget_ms is not None and self.latency_budget_ms <= 0:
+            raise UserInputError("--latency-budget must be > 0")
+        if self.latency_metric not in METRICS:
+            raise UserInputError(f"--latency-metric must be one of {', '.join(METRICS)}, got {self.latency_metric!r}")
+        if (self.params_budget is not None and self.params_budget < 1) or (self.macs_budget is not None and self.macs_budget < 1):
+            raise UserInputError("--params-budget and --macs-budget must be >= 1")
+        if self.teacher_init not in proxies.TEACHER_INITS:
+            raise UserInputError(f"--teacher-init must be one of {', '.join(proxies.TEACHER_INITS)}, got {self.teacher_init!r}")
+        if self.proxy_split not in PROXY_SPLITS:
+            raise UserInputError(f"the proxy batch comes from {' or '.join(PROXY_SPLITS)}, never eval; got {self.proxy_split!r}")
+        if self.batch_size < 2 or self.top_k < 1 or self.temperature <= 0:
+            raise UserInputError("--batch-size must be >= 2, --top-k >= 1 and the temperature > 0")
+        if self.profile_iterations < 2 or self.profile_warmup < 0:
+            raise UserInputError("--profile-iterations must be >= 2 and warm-up >= 0")
+        self.evolution()  # validates population / tournament / crossover
+
+    def evolution(self) -> EvolutionConfig:
+        return EvolutionConfig(self.population, self.iterations, min(self.tournament, self.population), self.crossover, self.seed)
+
+
+@dataclass
+class SearchOutcome:
+    space: SearchSpace
+    best: Candidate
+    top: list[Candidate]
+    events: list[Event]
+    result: dict[str, Any]
+    in_channels: int
+    num_classes: int
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    def build_student(self, seed: int) -> torch.nn.Module:
+        """The chosen student, initialised as `squeeze distill --seed SEED` initialises a student spec."""
+        torch.manual_seed(seed)
+        return self.space.build(self.best.genome, self.in_channels, self.num_classes)
+
+
+def candidate_seed(seed: int, key: str) -> int:
+    return int(hashlib.sha256(f"{seed}|{key}".encode()).hexdigest()[:8], 16)
+
+
+def teacher_classes(teacher: ModelArtifact, proxy: str) -> int:
+    """Number of classes from the teacher's logits; a clear error when its output is not [B, C]."""
+    with torch.no_grad(), evaluating(teacher.module):
+        out = teacher.module(teacher.input_spec.example(batch=2))
+    if isinstance(out, torch.Tensor) and out.ndim == 2 and out.shape[1] >= 2:
+        return int(out.shape[1])
+    shape = list(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+    needing = ", ".join(proxies.NEEDS_LOGITS)
+    if proxy in proxies.NEEDS_LOGITS:
+        raise UserInputError(f"the teacher's output is {shape}, not class logits [B, C]; proxy {proxy} needs logits "
+                             f"(proxies that need logits: {needing})")
+    raise UserInputError(f"the teacher's output is {shape}, not class logits [B, C]: search builds classifier students "
+                         f"(proxies that need logits: {needing})")
+
+
+def fixed_batch(data: DataBundle, split: str, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A seeded batch from `split`, class-balanced (round robin over classes) when labelled."""
+    dataset = data.train if split == "train" else data.calibration
+    if len(dataset) < 2:
+        raise UserInputError(f"the {split} split of {data.name} has {len(dataset)} samples; the proxy batch needs at least 2")
+    order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed)).tolist()
+    if data.has_labels:
+        by_class: dict[int, list[int]] = {}
+        for i in order:
+            by_class.setdefault(int(dataset[i][1]), []).append(i)
+        queues = [by_class[c] for c in sorted(by_class)]
+        picked: list[int] = []
+        while len(picked) < min(n, len(order)):
+            for q in queues:
+                if q and len(picked) < n:
+                    picked.append(q.pop(0))
+        order = picked
+    xs, ys = zip(*(dataset[i] for i in order[:n]))
+    return torch.stack(xs).float(), torch.as_tensor(ys, dtype=torch.long)
+
+
+def _fmt_budget(value: float, unit: str) -> str:
+    return f"{value:.4g} {unit}"
+
+
+def search(teacher: ModelArtifact, data: DataBundle | None, target: Target, cfg: SearchConfig, *,
+           progress: Callable[[str], None] = lambda m: None,
+           on_event: Callable[[Event, Candidate | None], None] | None = None) -> SearchOutcome:
+    started = time.perf_counter()
+    space = get_space(cfg.space)
+    num_classes = teacher_classes(teacher, cfg.proxy)
+    in_channels = int(teacher.input_spec.shape[1])
+    input_shape = (1, *teacher.input_spec.shape[1:])
+    example = torch.zeros(input_shape)
+    timings: dict[str, float] = {}
+
+    # -- the fixed batch and the teacher's side, once ------------------------------------------
+    batch_info: dict[str, Any] = {"size": 0}
+    x = y = None
+    if cfg.proxy in proxies.NEEDS_DATA:
+        if data is None:
+            raise UserInputError(f"proxy {cfg.proxy} needs data: pass --data (a calibration or train split is read, never eval)")
+        if tuple(data.sample_shape) != tuple(teacher.input_spec.shape[1:]):
+            raise UserInputError(f"dataset {data.name} samples have shape {list(data.sample_shape)}, the teacher takes {list(teacher.input_spec.shape[1:])}")
+        x, y = fixed_batch(data, cfg.proxy_split, cfg.batch_size, cfg.seed)
+        label_source = "labels"
+        if not data.has_labels:
+            with torch.no_grad(), evaluating(teacher.module):
+                y = teacher.module(x).argmax(1)
+            label_source = "teacher predictions (the data is unlabelled)"
+        if int(y.min()) < 0 or int(y.max()) >= num_classes:
+            raise UserInputError(f"labels must be in [0, {num_classes}) for a {num_classes}-class teacher; found {int(y.min())}..{int(y.max())}")
+        batch_info = {"split": cfg.proxy_split, "size": int(len(x)), "seed": cfg.seed, "labels": label_source,
+                      "classes_present": int(len(torch.unique(y)))}
+    reference = None
+    if cfg.proxy in proxies.NEEDS_TEACHER:
+        t0 = time.perf_counter()
+        progress(f"computing the teacher's reference on {len(x)} {cfg.proxy_split} images ({cfg.teacher_init} teacher)")
+        reference = proxies.teacher_reference(teacher.module, x, y, cfg.teacher_init, cfg.seed, cfg.temperature)
+        timings["teacher_reference_s"] = time.perf_counter() - t0
+    inputs = proxies.ProxyInputs(x, y, input_shape, reference)
+
+    teacher_params = count_params(teacher.module)
+    teacher_macs = count_macs(teacher.module, teacher.input_spec.example(batch=1))
+    params_cap = cfg.params_budget if cfg.params_budget is not None else teacher_params
+    macs_cap = cfg.macs_budget if cfg.macs_budget is not None else teacher_macs
+    cache_path = (Path(cfg.latency_cache).expanduser() if cfg.latency_cache else default_cache_path()) if cfg.use_latency_cache else None
+    short_spec = ProfileSpec(warmup=cfg.profile_warmup, iterations=cfg.profile_iterations)
+    oracle: LatencyOracle | None = None
+    latency_note = ""
+    try:
+        oracle = LatencyOracle(target, teacher.input_spec, short_spec, cache_path)
+    except UserInputError as exc:
+        if cfg.latency_budget_ms is not None:
+            raise
+        latency_note = str(exc)
+    metric_key = f"{cfg.latency_metric}_ms"
+
+    # -- evaluating one candidate ------------------------------------------------------------
+    memo: dict[str, Candidate] = {}
+
+    def evaluate(genome: dict[str, Any]) -> Candidate:
+        key = space.key(genome)
+        if key in memo:
+            return memo[key]
+        spec = space.spec(genome)
+        t0 = time.perf_counter()
+        torch.manual_seed(candidate_seed(cfg.seed, key))
+        with proxies.one_thread():
+            module = space.build(genome, in_channels, num_classes)
+            params, macs = count_params(module), count_macs(module, example)
+        metrics: dict[str, Any] = {"params": params, "macs": macs}
+        reason = ""
+        if params > params_cap:
+            reason = f"params {params} > {'budget' if cfg.params_budget is not None else 'the teacher'} {params_cap}"
+        elif macs > macs_cap:
+            reason = f"MACs {macs} > {'budget' if cfg.macs_budget is not None else 'the teacher'} {macs_cap}"
+        elif cfg.latency_budget_ms is not None and oracle is not None:
+            lat = oracle.latency(spec, module)
+            metrics["latency"] = _latency_summary(lat)
+            if lat[metric_key] > cfg.latency_budget_ms:
+                reason = f"latency {cfg.latency_metric} {lat[metric_key]:.3f} ms > budget {cfg.latency_budget_ms:.3f} ms"
+        cand = Candidate(key, dict(genome), spec, feasible=not reason, reason=reason, metrics=metrics)
+        if not reason:
+            p0 = time.perf_counter()
+            cand.score, terms = proxies.score(cfg.proxy, module, inputs)
+            metrics["terms"] = terms
+            metrics["proxy_seconds"] = time.perf_counter() - p0
+        metrics["seconds"] = time.perf_counter() - t0
+        del module  # nothing else holds it: released before the next candidate
+        memo[key] = cand
+        return cand
+
+    # -- an impossible budget is one clear line, decided by the smallest architecture -----------
+    smallest_genome = space.smallest()
+    progress(f"checking the smallest architecture of space {space.name} against the budgets")
+    smallest = evaluate(smallest_genome)
+    if not smallest.feasible:
+        raise UserInputError(_impossible(cfg, space, target, smallest, metric_key))
+
+    progress(f"searching space {space.name} with proxy {cfg.proxy}: population {cfg.population}, {cfg.iterations} iterations")
+    t0 = time.perf_counter()
+    events = evolve(space, evaluate, cfg.evolution(), first=[smallest_genome], on_event=on_event)
+    timings["evolution_s"] = time.perf_counter() - t0
+    top = best_candidates(events, cfg.top_k)
+    best = top[0]
+
+    # -- latency of the top-k (short runs) and of the chosen student (full profile spec) ---------
+    final_latency = None
+    if oracle is not None:
+        progress(f"measuring the top {len(top)} on {target.name}")
+        for cand in top:
+            if "latency" not in cand.metrics:
+                torch.manual_seed(candidate_seed(cfg.seed, cand.key))
+                cand.metrics["latency"] = _latency_summary(oracle.latency(cand.spec, space.build(cand.genome, in_channels, num_classes)))
+        final_oracle = LatencyOracle(target, teacher.input_spec, ProfileSpec(), cache_path)
+        torch.manual_seed(cfg.seed)
+        final_latency = final_oracle.latency(best.spec, space.build(best.genome, in_channels, num_classes))
+        final_latency["kind"] = "measured" if final_latency["measured"] else "predicted"
+    timings["total_s"] = time.perf_counter() - started
+
+    history = [_event_row(e) for e in events]
+    scored = [e.candidate.metrics["proxy_seconds"] for e in events if not e.repeat and "proxy_seconds" in e.candidate.metrics]
+    unique = {e.candidate.key: e.candidate for e in events}
+    rejected: dict[str, int] = {}
+    for cand in unique.values():
+        if not cand.feasible:
+            kind = cand.reason.split(" ", 1)[0]
+            rejected[kind] = rejected.get(kind, 0) + 1
+    budgets = {"latency_ms": cfg.latency_budget_ms, "latency_metric": cfg.latency_metric,
+               "params": params_cap, "params_from": "budget" if cfg.params_budget is not None else "teacher",
+               "macs": macs_cap, "macs_from": "budget" if cfg.macs_budget is not None else "teacher"}
+    within = {"params": best.metrics["params"] <= params_cap, "macs": best.metrics["macs"] <= macs_cap}
+    if cfg.latency_budget_ms is not None:
+        within["latency_search"] = best.metrics["latency"][metric_key] <= cfg.latency_budget_ms
+        within["latency_final"] = final_latency[metric_key] <= cfg.latency_budget_ms if final_latency else None
+    result = {
+        "student": {"spec": best.spec, "score": best.score, "terms": best.metrics.get("terms", {}), "params": best.metrics["params"],
+                    "macs": best.metrics["macs"], "latency_search": best.metrics.get("latency"), "latency": final_latency},
+        "within_budget": within,
+        "budgets": budgets,
+        "proxy": {"name": cfg.proxy, "higher_is_better": True, "teacher_init": cfg.teacher_init, "semantic_temperature": cfg.temperature,
+                  "batch": batch_info},
+        "top_k": [_candidate_row(i + 1, c) for i, c in enumerate(top)],
+        "space": space.describe(),
+        "teacher": {**teacher.describe(), "params": teacher_params, "macs": teacher_macs, "classes": num_classes},
+        "data": data.describe() if data is not None else None,
+        "target": {"name": target.name, "latency": "measured" if oracle is not None and oracle.measured else
+                   ("predicted" if oracle is not None else f"not available: {latency_note}")},
+        "search": {"proposals": len(events), "unique_candidates": len(unique), "feasible": sum(c.feasible for c in unique.values()),
+                   "rejected": rejected, "repeats": sum(e.repeat for e in events)},
+        "timings": {**{k: round(v, 3) for k, v in timings.items()},
+                    "proxy_seconds_per_candidate_median": round(statistics.median(scored), 5) if scored else None,
+                    "proxy_seconds_total": round(sum(scored), 3)},
+        "latency_cache": oracle.stats() if oracle is not None else None,
+        "config": asdict(cfg),
+    }
+    return SearchOutcome(space, best, top, events, result, in_channels, num_classes, history)
+
+
+def _latency_summary(lat: dict[str, Any]) -> dict[str, Any]:
+    return {"p50_ms": lat["p50_ms"], "p90_ms": lat["p90_ms"], "mean_ms": lat["mean_ms"], "measured": lat["measured"],
+            "kind": "measured" if lat["measured"] else "predicted", "cached": lat.get("cached", False)}
+
+
+def _candidate_row(rank: int, c: Candidate) -> dict[str, Any]:
+    return {"rank": rank, "spec": c.spec, "score": c.score, "terms": c.metrics.get("terms", {}), "params": c.metrics["params"],
+            "macs": c.metrics["macs"], "latency": c.metrics.get("latency")}
+
+
+def _event_row(e: Event) -> dict[str, Any]:
+    c = e.candidate
+    lat = c.metrics.get("latency")
+    return {"step": e.step, "origin": e.origin, "repeat": e.repeat, "spec": c.spec, "feasible": c.feasible, "reason": c.reason,
+            "score": c.score, "terms": c.metrics.get("terms", {}), "params": c.metrics["params"], "macs": c.metrics["macs"],
+            "latency_ms": lat and {k: lat[k] for k in ("p50_ms", "p90_ms", "mean_ms")}, "latency_kind": lat and lat["kind"]}
+
+
+def _impossible(cfg: SearchConfig, space: SearchSpace, target: Target, smallest: Candidate, metric_key: str) -> str:
+    m = smallest.metrics
+    arch = json.dumps(smallest.spec["kwargs"], separators=(",", ":"))
+    if smallest.reason.startswith("params"):
+        what = f"--params-budget {cfg.params_budget}" if cfg.params_budget is not None else f"the teacher's {smallest.reason.split()[-1]} parameters"
+        return f"{what} is impossible in space {space.name}: its smallest architecture has {m['params']} parameters ({arch})"
+    if smallest.reason.startswith("MACs"):
+        what = f"--macs-budget {cfg.macs_budget}" if cfg.macs_budget is not None else f"the teacher's {smallest.reason.split()[-1]} MACs"
+        return f"{what} is impossible in space {space.name}: its smallest architecture needs {m['macs']} MACs ({arch})"
+    lat = m["latency"]
+    kind = "measured" if lat["measured"] else "predicted"
+    return (f"latency budget {cfg.latency_budget_ms:g} ms ({cfg.latency_metric}) is impossible in space {space.name} on {target.name}: "
+            f"the smallest latency in the space is {lat[metric_key]:.3f} ms {cfg.latency_metric} ({kind}, its smallest architecture {arch})")
+
+
+def write_outputs(outcome: SearchOutcome, out_dir: Path) -> None:
+    """student.json (the spec distill/compress take), result.json, history.jsonl (one line per evaluation)."""
+    write_json_atomic(out_dir / "student.json", outcome.best.spec)
+    write_json_atomic(out_dir / "result.json", outcome.result)
+    write_bytes_atomic(out_dir / "history.jsonl", "".join(json.dumps(row) + "\n" for row in outcome.history).encode())
+
+
+class SearchPass:
+    name: ClassVar[str] = "search"
+    Config: ClassVar[type] = SearchConfig
+    input_kind: ClassVar[type] = ModelArtifact
+    output_kind: ClassVar[type] = ModelArtifact
+
+    def run(self, ctx: Context, inp: ModelArtifact, cfg: SearchConfig) -> ModelArtifact:
+        """`inp` is the teacher; returns the chosen student, untrained, with its spec in the metadata."""
+        outcome = search(inp, ctx.data, ctx.target, cfg, progress=ctx.progress)
+        run_dir = ctx.run_dir / self.name
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_outputs(outcome, run_dir)
+        ctx.results[self.name] = outcome.result
+        spec = outcome.best.spec
+        return ModelArtifact(outcome.build_student(cfg.seed), inp.input_spec, str(run_dir / "student.json"), "student-spec", "",
+                             {"arch": spec["arch"], "arch_kwargs": spec["kwargs"],
+                              "search": {k: outcome.result[k] for k in ("student", "budgets", "proxy")}},
+                             [*inp.provenance, {"pass": self.name, "config": asdict(cfg)}])
