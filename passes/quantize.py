@@ -72,6 +72,7 @@ class QuantizeConfig:
     parity_min_top1: float = 0.99
     speed_guard: bool = True
     allow_slower: bool = False
+    fallback_to_float: bool = False  # INT8 slower than float (after excluding layers): ship the float model instead of failing
     latency_rounds: int = 7  # interleaved float/INT8 rounds; the median of per-round p50s is compared
     latency_iterations: int = 40
     threads: int | None = None
@@ -422,17 +423,24 @@ def quantize(model: ModelArtifact, teacher: ModelArtifact, data: DataBundle | No
                                 measure or target_measure(target, spec, cfg), progress)
             if guard["excluded_layers"]:
                 graph = export_qdq(qmodel, spec, int8_path, cfg, rules, target.name)
-            if guard["verdict"] == "int8 slower" and not cfg.allow_slower:
+            if guard["verdict"] == "int8 slower" and not cfg.allow_slower and cfg.fallback_to_float:
+                progress(f"INT8 is slower than float on {target.name}: shipping the float model (fallback_to_float)")
+                shutil.copyfile(float_path, int8_path)
+                guard["shipped"] = "float"
+            elif guard["verdict"] == "int8 slower" and not cfg.allow_slower:
                 raise SpeedGuardError(
                     f"the INT8 model is slower than the float one on {target.name} (p50 {guard['int8_p50_ms']:.3f} ms vs "
                     f"{guard['float_p50_ms']:.3f} ms) even after excluding {len(guard['excluded_layers'])} layer(s); "
                     "nothing was written. Re-run with --allow-slower to ship it anyway")
             guard["shipped_although_slower"] = guard["verdict"] == "int8 slower"
-    shipped_eval = evaluate(qmodel, eval_teacher, eval_loader) if guard["excluded_layers"] else qad_eval
+    shipped_float = guard.get("shipped") == "float"
+    shipped_module = folded if shipped_float else qmodel
+    shipped_eval = float_eval if shipped_float else (evaluate(qmodel, eval_teacher, eval_loader) if guard["excluded_layers"] else qad_eval)
 
-    progress("parity: ONNX Runtime vs the fake-quant torch model on eval samples")
+    progress(f"parity: ONNX Runtime vs the {'float' if shipped_float else 'fake-quant'} torch model on eval samples")
     x, _ = data.batch("eval", cfg.parity_samples)
-    parity = check_parity(qmodel, int8_path, x, cfg)
+    # a shipped float model must match its torch source as tightly as any float export, not within INT8 rounding
+    parity = check_parity(shipped_module, int8_path, x, replace(cfg, parity_rel_tol=1e-4) if shipped_float else cfg)
     parity["inputs"] = f"{len(x)} samples of the eval split of {data.name}"
     if not parity["passed"]:
         raise ParityError(f"INT8 parity failed: max |logit diff| {parity['max_abs_diff']:.3g} (allowed {parity['tolerance_max_abs']:.3g}), "
@@ -455,6 +463,7 @@ def quantize(model: ModelArtifact, teacher: ModelArtifact, data: DataBundle | No
         "calibration_samples": n_calib,
         "ptq_activation_scales": ptq_scales,
         "graph": graph,
+        "shipped": "float (INT8 was slower on the target)" if shipped_float else "int8",
         "parity": parity,
         "latency": guard,
         "speedup_p50": guard["float_p50_ms"] / guard["int8_p50_ms"] if guard.get("measured") else None,

@@ -336,15 +336,17 @@ def _emit_result(result: dict[str, Any]) -> None:
 
 
 def _stage_table(result: dict[str, Any]) -> Table:
+    """The stage table, narrowed to what fits a terminal (report.html has every column)."""
     from squeeze.report import STAGE_HEADER, stage_rows
 
     tl, lat = result["teacher_latency"], result["latency"]
+    keep = ["stage", "accuracy", "agreement", "params", "MACs", "p50 ms", "p90 ms"]
     table = Table(title=f"stages on {result['target']['name']}",
                   caption=f"teacher p50 {tl['p50_ms']:.3f} ms → output p50 {lat['p50_ms']:.3f} ms ({result['speedup_p50']:.1f}× faster)")
-    for i, col in enumerate(STAGE_HEADER):
-        table.add_column(col, justify="left" if i == 0 else "right")
+    for i, col in enumerate(keep):
+        table.add_column(col, justify="left" if i == 0 else "right", overflow="fold")
     for row in stage_rows(result):
-        table.add_row(*row)
+        table.add_row(*(row[STAGE_HEADER.index(col)] for col in keep))
     return table
 
 
@@ -467,6 +469,7 @@ def quantize(
     scale_update_epochs: int = typer.Option(0, "--scale-update-epochs", help="re-estimate activation scales after each of the first N epochs, then freeze"),
     backend: str = typer.Option("auto", "--backend", help="auto (from the target's rules), modelopt or torch-fx"),
     allow_slower: bool = typer.Option(False, "--allow-slower", help="ship the INT8 model even if it is slower than float on the target"),
+    fallback_to_float: bool = typer.Option(False, "--fallback-to-float", help="if INT8 is slower than float on the target, ship the float model instead of failing"),
     threads: Optional[int] = typer.Option(None, "--threads", help="intra-op threads for the latency comparison"),
     seed: int = typer.Option(0, "--seed"),
     arch: Optional[str] = ArchOpt,
@@ -487,7 +490,7 @@ def quantize(
     result = api.quantize(model, teacher=teacher, data=data, target=target, out=out, arch=arch, input_shape=input_shape,
                           trust_pickle=trust_pickle, progress=_progress(as_json), epochs=epochs, calib_samples=calib_samples, bits=bits,
                           lr=lr, train_samples=train_samples, loss=loss, scale_update_epochs=scale_update_epochs, backend=backend,
-                          allow_slower=allow_slower, threads=threads, seed=seed)
+                          allow_slower=allow_slower, fallback_to_float=fallback_to_float, threads=threads, seed=seed)
     if as_json:
         return _emit_json({k: v for k, v in result.items() if k not in ("history", "ptq_activation_scales")})
     acc = result["accuracy"]

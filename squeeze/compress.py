@@ -221,11 +221,14 @@ def compress(
     t0 = time.perf_counter()
     with atomic_dir(out) as stage:
         meter = StageMeter(tgt, spec, bundle, teacher, progress)
-        progress(f"exporting and measuring the teacher on {tgt.name}")
-        stages = [meter.model("teacher", teacher, stage, keep_onnx=stage / "teacher.onnx")]
-        teacher_row = stages[0]
+        teacher_row = _teacher_stage(meter, teacher, bundle, tgt, spec, cache, stage)
+        stages = [teacher_row]
+        budget = _budget(budget_ms, teacher_row, steps)
+        for step in steps:  # passes that aim at a latency take compress's budget unless the recipe set their own
+            if getattr(step.config, "latency_budget_ms", "unset") is None and budget["latency_ms"] is not None:
+                step.config = dataclasses.replace(step.config, latency_budget_ms=budget["latency_ms"])
         ctx = Context(run_dir=stage, target=tgt, data=bundle, teacher=teacher, progress=progress)
-        ctx.results["budget"] = {"latency_ms": budget_ms, "teacher_latency": teacher_row["latency"]}
+        ctx.results["budget"] = {**budget, "teacher_latency": teacher_row["latency"]}
         final, records = pipeline.run(steps, ctx, first, cache)
         for record in records:
             name = record["name"]
@@ -304,7 +307,7 @@ def compress(
             "teacher_latency": teacher_latency,
             "layer_latency": layer_latency,
             "speedup_p50": teacher_latency["p50_ms"] / latency["p50_ms"],
-            "budget": {"latency_ms": budget_ms, "max_accuracy_drop": max_accuracy_drop},
+            "budget": {**budget, "max_accuracy_drop": max_accuracy_drop},
             "gate": gate,
             "cache": {"dir": str(cache.root), "resume": resume},
             "versions": versions(),
@@ -315,6 +318,55 @@ def compress(
         progress("writing report.html and report.md")
         write_reports(manifest, stage)
     return {"out": str(out), **manifest}
+
+
+DERIVED_SPEEDUP = 4.0  # no --latency-budget: passes that aim at a latency aim at 1/4 of the teacher's p50
+
+
+def _budget(budget_ms: float | None, teacher_row: dict[str, Any], steps: list[Any]) -> dict[str, Any]:
+    """The latency the passes aim at: the user's budget, else (when a pass needs one) 1/4 of the teacher's p50.
+
+    A derived budget steers search and pruning only; the gate checks latency only against a budget
+    the user gave.
+    """
+    if budget_ms is not None:
+        return {"latency_ms": budget_ms, "source": "--latency-budget (p90, gated)"}
+    if any(getattr(s.config, "latency_budget_ms", "unset") is None for s in steps):
+        derived = round(teacher_row["latency"]["p50_ms"] / DERIVED_SPEEDUP, 6)
+        return {"latency_ms": derived, "source": f"derived: the teacher's p50 / {DERIVED_SPEEDUP:g} (steers passes, not gated)"}
+    return {"latency_ms": None, "source": "none"}
+
+
+def _teacher_stage(meter: StageMeter, teacher: ModelArtifact, bundle: Any, target: Any, spec: ProfileSpec, cache: Any,
+                   stage: Path) -> dict[str, Any]:
+    """The teacher exported (teacher.onnx) and measured once per (teacher, data, target, spec, versions).
+
+    Cached like a pass: a derived budget comes from this measurement, so a re-run must see the
+    same figure or every later pass key would change with the noise of a new measurement.
+    """
+    import hashlib
+    import json
+    import shutil
+
+    from squeeze.fsutil import write_json_atomic
+    from squeeze.pipeline import CACHE_LAYOUT, _versions
+
+    material = {"layout": CACHE_LAYOUT, "teacher": teacher.sha256, "data": bundle.fingerprint if bundle else None, "target": target.name,
+                "spec": dataclasses.asdict(spec), "versions": _versions()}
+    entry = cache.entry("teacher", hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest())
+    row_file, onnx_file = entry / "stage.json", entry / "teacher.onnx"
+    if cache.resume and row_file.exists() and onnx_file.exists():
+        meter.progress("teacher: measured earlier, reusing " + str(entry))
+        shutil.copy2(onnx_file, stage / "teacher.onnx")
+        row = json.loads(row_file.read_text())
+        meter.predictions["teacher"] = meter.teacher_preds
+        return row
+    meter.progress(f"exporting and measuring the teacher on {target.name}")
+    row = json.loads(json.dumps(meter.model("teacher", teacher, stage, keep_onnx=stage / "teacher.onnx"), default=str))
+    entry.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(stage / "teacher.onnx", onnx_file)
+    write_json_atomic(row_file, row)
+    return row
 
 
 def _stage_from_cache_or_measure(name: str, record: dict[str, Any], meter: StageMeter, stage: Path, cache: Any) -> dict[str, Any]:
@@ -332,6 +384,9 @@ def _stage_from_cache_or_measure(name: str, record: dict[str, Any], meter: Stage
     art = load_artifact(entry, saved["artifact"])
     if isinstance(art, OnnxArtifact):
         row = meter.onnx(name, art)
+        shipped = (saved.get("result") or {}).get("shipped")
+        if shipped and shipped != "int8":
+            row["note"] = shipped
     else:
         row = meter.model(name, art, stage)
     row = json.loads(json.dumps(row, default=str))

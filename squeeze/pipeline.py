@@ -106,8 +106,23 @@ def step_key(step: Step, ctx: Context, input_hash: str) -> str:
     return hashlib.sha256(json.dumps(material, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def artifact_record(art: Any, entry: Path) -> dict[str, Any]:
-    """What done.json needs to bring the artifact back: its file inside the entry, and its descriptors."""
+def artifact_record(art: Any, entry: Path) -> tuple[dict[str, Any], Any]:
+    """What done.json needs to bring the artifact back: its file inside the entry, and its descriptors.
+
+    A model that is not yet a file (e.g. search's untrained student) is saved as a squeeze
+    checkpoint first, and the artifact returned carries that file's hash: the next pass's key is
+    then the same whether this pass just ran or was loaded from the cache.
+    """
+    if isinstance(art, ModelArtifact) and art.format != "checkpoint":
+        from squeeze.fsutil import sha256_file
+        from squeeze.modelio import save_checkpoint
+
+        if not art.metadata.get("arch"):
+            raise RuntimeError(f"pass output {art.source!r} has no architecture spec to save it by")
+        path = entry / "model.pt"
+        save_checkpoint(art.module, path, arch=art.metadata["arch"], arch_kwargs=art.metadata.get("arch_kwargs") or {},
+                        input_spec=art.input_spec, metadata=art.metadata)
+        art = dataclasses.replace(art, source=str(path), format="checkpoint", sha256=sha256_file(path))
     path = Path(art.path if isinstance(art, OnnxArtifact) else art.source).resolve()
     try:
         rel = str(path.relative_to(entry.resolve()))
@@ -117,10 +132,10 @@ def artifact_record(art: Any, entry: Path) -> dict[str, Any]:
         if rel is None:  # a pass that passes its input through (profile) points at the previous entry's file
             rel = os.path.relpath(path, entry.resolve())
         return {"kind": "onnx", "path": rel, "sha256": art.sha256, "opset": art.opset, "input_spec": art.input_spec.to_dict(),
-                "producer": art.producer, "parity": art.parity, "provenance": art.provenance}
+                "producer": art.producer, "parity": art.parity, "provenance": art.provenance}, art
     if rel is None or not path.is_file():
         raise RuntimeError(f"pass output {art.source!r} is not a file in its cache entry {entry}")
-    return {"kind": "model", "path": rel, "sha256": art.sha256, "metadata": art.metadata, "provenance": art.provenance}
+    return {"kind": "model", "path": rel, "sha256": art.sha256, "metadata": art.metadata, "provenance": art.provenance}, art
 
 
 def load_artifact(entry: Path, record: dict[str, Any]) -> Any:
@@ -174,8 +189,8 @@ def run(steps: list[Step], ctx: Context, artifact: Any, cache: PassCache | None 
                 ctx.progress(f"{name}: resuming the unfinished run in {entry}")
             artifact = step.pass_.run(dataclasses.replace(ctx, run_dir=entry), artifact, step.config)
             seconds = round(time.perf_counter() - start, 3)
-            write_json_atomic(done, json.loads(json.dumps({"pass": name, "key": key, "seconds": seconds,
-                                                           "artifact": artifact_record(artifact, entry),
+            record_of_output, artifact = artifact_record(artifact, entry)
+            write_json_atomic(done, json.loads(json.dumps({"pass": name, "key": key, "seconds": seconds, "artifact": record_of_output,
                                                            "result": ctx.results.get(name)}, default=str)))
             records.append({**record, "seconds": seconds, "cached": False, "resumed": resuming, "cache_entry": str(entry)})
         finished(name, records[-1]["seconds"], records[-1]["cached"])

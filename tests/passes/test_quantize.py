@@ -265,6 +265,15 @@ def test_slower_int8_is_refused_unless_allowed(digits, tmp_path):
     assert guard["verdict"] == "int8 slower" and guard["shipped_although_slower"]
     assert len(guard["decisions"]) == 3 and all(d["decision"] == "keep INT8" for d in guard["decisions"])
     assert result["parity"]["passed"] and (stage / "model.onnx").exists()
+    # compress's default: never ship a slower INT8 model, and do not fail the pipeline either: ship the float one
+    fallback = tmp_path / "fallback"
+    fallback.mkdir()
+    result = quantize(tiny, tiny, digits, get_target("cpu"), QuantizeConfig(epochs=0, calib_samples=64, parity_samples=128,
+                      fallback_to_float=True), fallback, tmp_path / "work", measure=always_slower)
+    assert result["shipped"].startswith("float") and result["latency"]["shipped"] == "float"
+    assert (fallback / "model.onnx").read_bytes() == (fallback / "float.onnx").read_bytes()
+    assert result["parity"]["passed"] and result["parity"]["max_abs_diff"] < 1e-3  # float vs float: exact up to fp32 rounding
+    assert result["accuracy"]["int8_onnx"]["accuracy"] == result["accuracy"]["float"]["accuracy"]
 
 
 def test_bad_inputs(teacher, digits):
