@@ -224,7 +224,7 @@ def planned_width(original: int, ratio: float, multiple: int, groups: int = 1) -
     unit = math.lcm(max(1, multiple), max(1, groups))
     if original <= unit:
         return original
-    kept = round(original * (1.0 - ratio) / unit) * unit
+    kept = math.floor(original * (1.0 - ratio) / unit + 0.5) * unit  # half rounds up, unlike round()
     return int(min(original, max(unit, kept)))
 
 
@@ -672,8 +672,15 @@ def _damage(current: nn.Module, candidate: nn.Module, x: torch.Tensor) -> float:
         return float(F.kl_div(F.log_softmax(candidate(x), 1), F.softmax(current(x), 1), reduction="batchmean"))
 
 
+_SIZES: dict[str, dict[str, int]] = {}
+
+
 def _size(model: nn.Module, example: torch.Tensor) -> dict[str, int]:
-    return {"params": count_params(model), "macs": count_macs(model, example)}
+    """Params and MACs, cached by architecture (counting MACs runs a dispatcher-level forward)."""
+    key = f"{architecture_key(model)}-{tuple(example.shape)}"
+    if key not in _SIZES:
+        _SIZES[key] = {"params": count_params(model), "macs": count_macs(model, example)}
+    return dict(_SIZES[key])
 
 
 def _eval_accuracy(model: nn.Module, teacher: nn.Module, data: DataBundle, device: str, split: str = "eval") -> dict[str, Any]:
@@ -736,7 +743,7 @@ def prune_model(
         steps = len(cfg.plan) if cfg.plan else cfg.steps
         for k in range(steps):
             step_started = time.perf_counter()
-            if budget_ms is not None and current_ratio_to_base * base_ms <= budget_ms:
+            if budget_ms is not None and not cfg.plan and current_ratio_to_base * base_ms <= budget_ms:
                 progress(f"budget {budget_ms:.3f} ms met; stopping")
                 break
             # ---- candidates
