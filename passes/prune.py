@@ -49,6 +49,7 @@ from squeeze.targets.base import ProfileSpec, Target
 IMPORTANCES = ("l2", "taylor", "bn")
 MODEL_FILE = "model.pt"
 RESULT_FILE = "result.json"
+LATENCY_STATS = ("p50", "min", "mean")
 CALIBRATION_BATCH = 256  # samples for block importance, damage (KL) and Taylor gradients
 
 
@@ -89,6 +90,7 @@ class PruneConfig:
     final_rounds: int = 5  # the closing input-vs-pruned measurement
     final_iterations: int = 200
     search_exporter: str = "legacy"  # exporter for candidate graphs (fast); the closing measurement uses the default
+    latency_stat: str = "p50"  # per-round statistic compared: p50, or min (robust when a shared CPU is oversubscribed)
 
     def __post_init__(self) -> None:
         if not 0.0 < self.ratio < 1.0:
@@ -111,6 +113,8 @@ class PruneConfig:
             raise UserInputError("teacher_forced_fraction must be in [0, 1] and feature_weight >= 0")
         if min(self.profile_rounds, self.final_rounds) < 1 or min(self.profile_iterations, self.final_iterations) < 2:
             raise UserInputError("profile rounds must be >= 1 and iterations >= 2")
+        if self.latency_stat not in LATENCY_STATS:
+            raise UserInputError(f"--latency-stat must be one of {', '.join(LATENCY_STATS)}, got {self.latency_stat!r}")
         if self.search_exporter not in ("legacy", "dynamo"):
             raise UserInputError(f"search_exporter must be legacy or dynamo, got {self.search_exporter!r}")
         for action in self.plan:
@@ -154,7 +158,7 @@ def find_quantizer(module: nn.Module) -> str | None:
 
     for name, m in module.named_modules():
         cls = type(m)
-        if isinstance(m, (FakeQuantizeBase, ObserverBase)) or cls.__module__.startswith(QUANTIZER_MODULE_PREFIXES) or "Quantizer" in cls.__name__:
+        if isinstance(m, (FakeQuantizeBase, ObserverBase)) or cls.__module__.startswith(QUANTIZER_MODULE_PREFIXES):
             return f"{name or '(root)'} ({cls.__name__})"
     return None
 
@@ -400,8 +404,9 @@ class TargetLatency(LatencyMeter):
     """
 
     def __init__(self, target: Target, spec: InputSpec, workdir: Path, exporter: str = "legacy", threads: int | None = None,
-                 cache: bool = True):
+                 cache: bool = True, stat: str = "p50"):
         self.target, self.spec, self.workdir, self.exporter, self.threads, self.cache = target, spec, Path(workdir), exporter, threads, cache
+        self.stat = f"{stat}_ms"
         availability = target.available()
         if availability.available:
             self.kind = "measured"
@@ -426,7 +431,7 @@ class TargetLatency(LatencyMeter):
         spec = ProfileSpec(batch_size=1, warmup=warmup, iterations=iterations, threads=self.threads)
         if self.kind == "predicted":  # deterministic: one round says it all
             stats = [self.target.predict(a, spec) for a in arts]  # type: ignore[attr-defined]
-            return Measurement([[s.p50_ms] for s in stats], "predicted", [s.to_dict() for s in stats])
+            return Measurement([[getattr(s, self.stat)] for s in stats], "predicted", [s.to_dict() for s in stats])
         values: list[list[float]] = [[] for _ in arts]
         last: list[dict[str, Any] | None] = [None] * len(arts)
         for r in range(rounds):
@@ -434,7 +439,7 @@ class TargetLatency(LatencyMeter):
             order = order[r % len(order):] + order[: r % len(order)]
             for i in order:
                 s = self.target.profile(arts[i], spec)
-                values[i].append(s.p50_ms)
+                values[i].append(getattr(s, self.stat))
                 last[i] = s.to_dict()
         return Measurement(values, "measured", last)
 
@@ -683,10 +688,21 @@ def _size(model: nn.Module, example: torch.Tensor) -> dict[str, int]:
     return dict(_SIZES[key])
 
 
-def _eval_accuracy(model: nn.Module, teacher: nn.Module, data: DataBundle, device: str, split: str = "eval") -> dict[str, Any]:
-    from squeeze.passes.distill import evaluate
+class EvalSplit:
+    """Accuracy on the eval split and top-1 agreement with the teacher, whose predictions are computed once."""
 
-    return evaluate(model, teacher, data.loader(split, batch_size=512), device)
+    def __init__(self, data: DataBundle, teacher: nn.Module, device: str):
+        from squeeze.evaluate import torch_predictions
+
+        self.loader, self.device = data.loader("eval", batch_size=512), device
+        self.teacher_pred, self.labels = torch_predictions(teacher, self.loader, device)
+
+    def __call__(self, model: nn.Module) -> dict[str, Any]:
+        from squeeze.evaluate import accuracy, torch_predictions
+
+        pred, _ = torch_predictions(model, self.loader, self.device)
+        return {"samples": int(len(self.labels)), "student_accuracy": accuracy(pred, self.labels),
+                "teacher_accuracy": accuracy(self.teacher_pred, self.labels), "agreement": float((pred == self.teacher_pred).mean())}
 
 
 def prune_model(
@@ -723,7 +739,8 @@ def prune_model(
 
     tmp = tempfile.TemporaryDirectory(prefix="squeeze-prune-")
     try:
-        meter = meter or TargetLatency(target, model.input_spec, Path(tmp.name), exporter=cfg.search_exporter, threads=cfg.profile_threads)
+        meter = meter or TargetLatency(target, model.input_spec, Path(tmp.name), exporter=cfg.search_exporter, threads=cfg.profile_threads,
+                                       stat=cfg.latency_stat)
         current = copy.deepcopy(reference)
         base_size = _size(reference, example)
         progress(f"measuring the input model on {target.name}")
@@ -731,7 +748,8 @@ def prune_model(
         base_ms = first.latency(0)
         budget_ms = cfg.latency_budget_ms if cfg.latency_budget_ms is not None else (
             cfg.latency_budget_ratio * base_ms if cfg.latency_budget_ratio is not None else None)
-        input_acc = _eval_accuracy(reference, t_module, data, device)
+        evaluate_eval = EvalSplit(data, t_module, device)
+        input_acc = evaluate_eval(reference)
         rows: list[dict[str, Any]] = [{
             "step": 0, "action": "input", "accepted": True, "params": base_size["params"], "macs": base_size["macs"], "macs_ratio": 1.0,
             "latency_ms": base_ms, "latency_ratio": 1.0, "eval_accuracy": input_acc["student_accuracy"], "agreement": input_acc["agreement"],
@@ -825,7 +843,7 @@ def prune_model(
                      f"(MACs {info['macs'] / base_size['macs']:.3f}x); recovering for {cfg.recover_epochs:g} epoch(s)")
             rec = recover(current, t_module, reference, data, cfg, cfg.recover_epochs, seed=cfg.seed * 1000 + k + 1, train=train,
                           forcing=forcing)
-            acc = _eval_accuracy(current, t_module, data, device)
+            acc = evaluate_eval(current)
             row.update({
                 "params": info["params"], "macs": info["macs"], "macs_ratio": info["macs"] / base_size["macs"],
                 "latency_ms": info["latency_ms"], "latency_ratio": info["ratio_to_input"],
@@ -841,12 +859,13 @@ def prune_model(
         progress("closing measurement: input vs pruned, interleaved")
         closing_meter = meter
         if isinstance(meter, TargetLatency):
-            closing_meter = TargetLatency(target, model.input_spec, Path(tmp.name), exporter="dynamo", threads=cfg.profile_threads, cache=False)
+            closing_meter = TargetLatency(target, model.input_spec, Path(tmp.name), exporter="dynamo", threads=cfg.profile_threads, cache=False,
+                                          stat=cfg.latency_stat)
         closing = closing_meter.measure([reference, current], cfg.final_rounds, cfg.final_iterations, cfg.profile_warmup)
     finally:
         tmp.cleanup()
     final_size = _size(current, example)
-    final_acc = _eval_accuracy(current, t_module, data, device)
+    final_acc = evaluate_eval(current)
     final_ms = closing.latency(1)
     result: dict[str, Any] = {
         "input": {"source": model.source, "sha256": model.sha256, **base_size, "eval_accuracy": input_acc["student_accuracy"]},
@@ -859,7 +878,8 @@ def prune_model(
             "kind": closing.kind,
             "input_ms": closing.latency(0), "pruned_ms": final_ms, "ratio": closing.ratio(1, 0),
             "rounds": closing.rounds, "input_stats": closing.stats[0], "pruned_stats": closing.stats[1],
-            "note": "median p50 over interleaved rounds; ratio = median of per-round ratios",
+            "statistic": cfg.latency_stat,
+            "note": f"median over interleaved rounds of each round's {cfg.latency_stat}; ratio = median of per-round ratios",
         },
         "accuracy_drop_pct_points": None if input_acc["student_accuracy"] is None or final_acc["student_accuracy"] is None
         else 100.0 * (input_acc["student_accuracy"] - final_acc["student_accuracy"]),
