@@ -101,13 +101,15 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1,
                         help="ORT intra-op threads when profiling; 1 because on an oversubscribed shared CPU a 2-thread session "
                              "stalls at its barriers and returns 30x outliers")
+    parser.add_argument("--torch-threads", type=int, default=1,
+                        help="torch threads for recovery training; 1, because on an oversubscribed machine 2 OpenMP threads ran 4x slower")
     parser.add_argument("--latency-stat", default="min", choices=["p50", "min", "mean"],
                         help="per-round statistic compared; min, because p50 swings with other jobs on a shared CPU")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if not args.report:
-        torch.set_num_threads(2)
+        torch.set_num_threads(args.torch_threads)
         for name in args.models:
             run_model(name, args, out)
     report(args.models, out)

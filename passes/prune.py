@@ -53,12 +53,6 @@ LATENCY_STATS = ("p50", "min", "mean")
 CALIBRATION_BATCH = 256  # samples for block importance, damage (KL) and Taylor gradients
 
 
-class BudgetNotMetError(SqueezeError):
-    """The latency budget was not reached; the best model reached is still written. Exit 1."""
-
-    exit_code = 1
-
-
 @dataclass(frozen=True)
 class PruneConfig:
     ratio: float = 0.5  # at most this fraction of each layer's channels is removed over the whole run
