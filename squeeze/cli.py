@@ -357,6 +357,7 @@ def prune(
     candidates: int = typer.Option(3, "--candidates", help="width candidates measured per step when a budget is set"),
     min_gain: float = typer.Option(0.02, "--min-gain", help="a step must be at least this much faster than the current model"),
     threads: Optional[int] = typer.Option(None, "--threads", help="profiling threads (default: the target's)"),
+    exporter: str = typer.Option("dynamo", "--exporter", help="ONNX exporter for the timed graphs: dynamo (what `squeeze export` ships) or legacy (faster)"),
     latency_stat: str = typer.Option("p50", "--latency-stat", help="per-round latency statistic compared: p50, min (robust on a busy machine) or mean"),
     seed: int = typer.Option(0, "--seed"),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda (recovery training)"),
@@ -381,7 +382,7 @@ def prune(
                        input_shape=input_shape, trust_pickle=trust_pickle, progress=_progress(as_json), ratio=ratio, steps=steps,
                        importance=importance, depth=depth, layer_distill=layer_distill, teacher_forced=teacher_forced,
                        recover_epochs=recover_epochs, final_epochs=final_epochs, lr=lr, batch_size=batch_size, candidates=candidates,
-                       min_gain=min_gain, profile_threads=threads, latency_stat=latency_stat, seed=seed, device=device)
+                       min_gain=min_gain, profile_threads=threads, latency_stat=latency_stat, exporter=exporter, seed=seed, device=device)
     if as_json:
         _emit_json({k: v for k, v in result.items() if k != "structure"})
     else:

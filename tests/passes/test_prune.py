@@ -239,7 +239,7 @@ def test_layer_distilled_pruned_model_recovers_and_reloads_identically(tmp_path,
 def test_cli_unreachable_budget_exits_1_and_still_writes_the_best(tmp_path, cli):
     out = tmp_path / "prune"
     result = cli("prune", DIGITS_TEACHER, "--data", "digits", "--target", "cpu", "--latency-budget", "1us", "--steps", "1",
-                 "--candidates", "1", "--recover-epochs", "0.2", "--final-epochs", "0", "--out", out, "--json")
+                 "--candidates", "1", "--recover-epochs", "0.2", "--final-epochs", "0", "--exporter", "legacy", "--out", out, "--json")
     assert result.code == 1, result.stderr
     assert "latency budget not met" in result.stderr
     doc = result.json()
