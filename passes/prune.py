@@ -770,8 +770,10 @@ def prune_model(
             if cfg.plan:
                 actions = [parse_action(cfg.plan[k])]
             else:
-                width_options = [r for r in schedule[k:] if r > cum_ratio + 1e-9]
-                actions += [("width", r) for r in (width_options[: cfg.candidates] if cfg.has_budget else width_options[:1])]
+                if cfg.has_budget:  # the next widths beyond the current one, whatever earlier steps chose
+                    actions += [("width", r) for r in [r for r in schedule if r > cum_ratio + 1e-9][: cfg.candidates]]
+                else:  # the linear schedule: a rejected step's width is not retried, the next step cuts deeper
+                    actions += [("width", r) for r in schedule[k:k + 1] if r > cum_ratio + 1e-9]
                 if cfg.depth:
                     scores = block_importance(current, cal_x)
                     if scores:
