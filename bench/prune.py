@@ -93,7 +93,7 @@ def main() -> None:
     parser.add_argument("--report", action="store_true", help="only print the combined table from the records in --out")
     parser.add_argument("--budget", default="0.5x")
     parser.add_argument("--ratio", type=float, default=0.6)
-    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--recover-epochs", type=float, default=0.3)
     parser.add_argument("--final-epochs", type=float, default=1.0)
     parser.add_argument("--lr", type=float, default=0.01)

@@ -815,8 +815,12 @@ def prune_model(
                 else:
                     aim = infos[0]["ratio_to_input"]  # the nominal width step
                 reaching = [i for i, info in enumerate(infos) if info["ratio_to_input"] <= aim + 1e-12]
-                chosen = (min(reaching, key=lambda i: infos[i]["damage_kl"]) if reaching
-                          else min(range(len(infos)), key=lambda i: infos[i]["ratio_to_input"]))
+                if reaching:
+                    chosen = min(reaching, key=lambda i: infos[i]["damage_kl"])
+                elif k + 1 < steps:  # steps remain: the best latency gain per unit of damage, not a leap
+                    chosen = max(range(len(infos)), key=lambda i: (1.0 - infos[i]["ratio_to_current"]) / (infos[i]["damage_kl"] + 1e-3))
+                else:  # the last step: the fastest, the only chance left to meet the budget
+                    chosen = min(range(len(infos)), key=lambda i: infos[i]["ratio_to_input"])
             fastest = min(range(len(infos)), key=lambda i: infos[i]["ratio_to_current"])
             if infos[chosen]["ratio_to_current"] > 1.0 - cfg.min_gain and not cfg.plan:
                 chosen = fastest  # the aimed-for candidate is not faster: fall back to the one that is, if any
