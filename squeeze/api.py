@@ -560,3 +560,59 @@ def search(
     with atomic_dir(out) as stage:
         write_outputs(outcome, stage)
     return {"out": str(out), **outcome.result}
+
+
+def parse_latency_budget(text: str | float | None) -> tuple[float | None, float | None]:
+    """'1ms' / '500us' -> (1.0, None) in ms; '0.5x' -> (None, 0.5), a fraction of the input model's measured latency."""
+    if isinstance(text, str) and text.strip().lower().endswith("x"):
+        try:
+            return None, float(text.strip()[:-1])
+        except ValueError:
+            raise UserInputError(f"relative latency budget must look like 0.5x, got {text!r}") from None
+    return parse_duration_ms(text), None
+
+
+def prune(
+    path: str | Path,
+    *,
+    teacher: str | Path | None = None,
+    data: str | None = None,
+    target: str = "cpu",
+    latency_budget: str | float | None = None,
+    out: str | Path = "prune-out",
+    arch: str | None = None,
+    input_shape: str | None = None,
+    trust_pickle: bool = False,
+    progress: Progress = silent,
+    **config: Any,
+) -> dict[str, Any]:
+    """Structured pruning toward a latency budget measured on the target, recovered by (layer) distillation.
+
+    Writes OUT/model.pt (a squeeze checkpoint that records the pruned structure) and OUT/result.json,
+    staged so that OUT appears only when complete. `result["budget_met"]` is False when the budget
+    was not reached (the best model reached is still written).
+    """
+    from squeeze.passes.prune import MODEL_FILE, PruneConfig, check_float_model
+    from squeeze.passes.prune import prune as run_prune
+
+    budget_ms, budget_ratio = parse_latency_budget(latency_budget)
+    cfg = PruneConfig(latency_budget_ms=budget_ms, latency_budget_ratio=budget_ratio, **config)
+    out = Path(out)
+    if not out.resolve().parent.is_dir():
+        raise UserInputError(f"output directory's parent does not exist: {out.resolve().parent}")
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "result.json").exists())):
+        raise UserInputError(f"{out} exists and is not a squeeze prune output directory; choose another --out")
+    tgt = get_target(target)
+    model = load_model(path, arch=arch, input_shape=input_shape, trust_pickle=trust_pickle)
+    check_float_model(model)
+    teacher_art = load_model(teacher, trust_pickle=trust_pickle) if teacher is not None else None
+    bundle = open_data(data, model)
+    if bundle is None:
+        raise UserInputError("pruning needs data for calibration, recovery and evaluation: pass --data")
+    if not tgt.available().available and not callable(getattr(tgt, "predict", None)):
+        raise TargetUnavailableError(f"target {target} cannot measure latency here and has no offline predictor: {tgt.available().reason}")
+    with atomic_dir(out) as stage:
+        result = run_prune(model, bundle, tgt, cfg, stage, teacher=teacher_art, progress=progress)
+        result["model_file"] = str(out / MODEL_FILE)
+        write_json_atomic(stage / "result.json", result)
+    return {"out": str(out), **result, "versions": versions()}

@@ -696,6 +696,82 @@ def _search_progress(iterations: int):
     return on_event, bar
 
 
+@app.command()
+@handled
+def prune(
+    model: Path = typer.Argument(..., help="the float model to prune (squeeze checkpoint, or state_dict + --arch)"),
+    teacher: Optional[Path] = typer.Option(None, "--teacher", help="logit-KD teacher for recovery (default: the model itself, unpruned)"),
+    data: Optional[str] = DataOpt,
+    target: str = typer.Option("cpu", "--target", "-t", help="where latency is measured (see `squeeze targets`)"),
+    latency_budget: Optional[str] = typer.Option(None, "--latency-budget", help="median latency to reach, e.g. 1ms, or 0.5x of the input's (measured in the same run)"),
+    ratio: float = typer.Option(0.5, "--ratio", help="most channels removed from any layer over the run, in (0, 1)"),
+    steps: int = typer.Option(4, "--steps", help="prune + recover steps (stops early once the budget is met)"),
+    importance: str = typer.Option("l2", "--importance", help="channel importance: l2, taylor or bn"),
+    depth: bool = typer.Option(False, "--depth", help="also remove whole identity-shaped residual blocks (lowest 1 - cos(in, out) first)"),
+    layer_distill: bool = typer.Option(True, "--layer-distill/--no-layer-distill", help="per-block normalised MSE to the unpruned model during recovery"),
+    teacher_forced: bool = typer.Option(False, "--teacher-forced", help="after removing a block, first train its neighbour on the pre-step model's input (PPCL)"),
+    recover_epochs: float = typer.Option(1.0, "--recover-epochs", help="recovery epochs after each step (fractions allowed)"),
+    final_epochs: float = typer.Option(2.0, "--final-epochs", help="recovery epochs after the last step (best picked on the calibration split)"),
+    lr: float = typer.Option(0.01, "--lr", help="recovery learning rate (SGD, cosine)"),
+    batch_size: int = typer.Option(128, "--batch-size", "-b"),
+    candidates: int = typer.Option(3, "--candidates", help="width candidates measured per step when a budget is set"),
+    min_gain: float = typer.Option(0.02, "--min-gain", help="a step must be at least this much faster than the current model"),
+    threads: Optional[int] = typer.Option(None, "--threads", help="profiling threads (default: the target's)"),
+    exporter: str = typer.Option("dynamo", "--exporter", help="ONNX exporter for the timed graphs: dynamo (what `squeeze export` ships) or legacy (faster)"),
+    latency_stat: str = typer.Option("p50", "--latency-stat", help="per-round latency statistic compared: p50, min (robust on a busy machine) or mean"),
+    seed: int = typer.Option(0, "--seed"),
+    device: str = typer.Option("cpu", "--device", help="cpu or cuda (recovery training)"),
+    out: Path = typer.Option(Path("prune-out"), "--out", "-o", help="output directory (created when complete)"),
+    arch: Optional[str] = ArchOpt,
+    input_shape: Optional[str] = ShapeOpt,
+    trust_pickle: bool = TrustOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Structured pruning (Torch-Pruning dependency graph) chosen by latency measured on the target.
+
+    Each step measures candidate widths (and, with --depth, removing a block) next to the current
+    model and keeps one only if it is measurably faster; recovery distils logits from the teacher
+    and each kept block's output from the unpruned model. Writes OUT/model.pt and OUT/result.json
+    with a per-step table. Exit 1 when the budget is not met (the best model reached is still written).
+
+    Example: squeeze prune samples/teachers/resnet_mnist.pt --data mnist --target cpu --latency-budget 0.5x --depth --out prune/
+    """
+    from squeeze import api
+
+    result = api.prune(model, teacher=teacher, data=data, target=target, latency_budget=latency_budget, out=out, arch=arch,
+                       input_shape=input_shape, trust_pickle=trust_pickle, progress=_progress(as_json), ratio=ratio, steps=steps,
+                       importance=importance, depth=depth, layer_distill=layer_distill, teacher_forced=teacher_forced,
+                       recover_epochs=recover_epochs, final_epochs=final_epochs, lr=lr, batch_size=batch_size, candidates=candidates,
+                       min_gain=min_gain, profile_threads=threads, latency_stat=latency_stat, exporter=exporter, seed=seed, device=device)
+    if as_json:
+        _emit_json({k: v for k, v in result.items() if k != "structure"})
+    else:
+        fmt = lambda v: "-" if v is None else f"{v * 100:.2f}%"  # noqa: E731
+        table = Table(title=f"prune on {target} (latency {result['latency']['kind']})")
+        for col in ("step", "action", "kept", "params", "MACs", "MACs ratio", "latency ms", "latency ratio", "eval acc"):
+            table.add_column(col, justify="left" if col in ("action", "kept") else "right")
+        for row in result["steps"]:
+            kept = "yes" if row["accepted"] else "[red]rejected[/]"
+            if row["accepted"]:
+                table.add_row(str(row["step"]), row["action"], kept, _fmt_count(row["params"]), _fmt_count(row["macs"]), f"{row['macs_ratio']:.3f}",
+                              f"{row['latency_ms']:.3f}", f"{row['latency_ratio']:.3f}", fmt(row["eval_accuracy"]))
+            else:
+                best = next(c for c in row["candidates"] if c["action"] == row["action"])
+                table.add_row(str(row["step"]), row["action"], kept, _fmt_count(best["params"]), _fmt_count(best["macs"]), "-", "-",
+                              f"{best['ratio_to_current']:.3f}x cur", "-")
+        stdout.print(table)
+        lat, pr = result["latency"], result["pruned"]
+        stdout.print(f"wrote [bold]{result['model_file']}[/] and {out}/result.json")
+        stdout.print(f"input {lat['input_ms']:.3f} ms → pruned {lat['pruned_ms']:.3f} ms ({lat['ratio']:.3f}x, {lat['kind']}, interleaved); "
+                     f"MACs {result['macs_ratio']:.3f}x, params {result['params_ratio']:.3f}x")
+        stdout.print(f"eval accuracy: input {fmt(result['input']['eval_accuracy'])} → pruned {fmt(pr['eval_accuracy'])}"
+                     + (f", removed blocks: {', '.join(pr['removed_blocks'])}" if pr["removed_blocks"] else ""))
+    if result["budget_met"] is False:
+        stderr.print(f"latency budget not met: reached {result['latency']['pruned_ms']:.3f} ms ({result['latency']['ratio']:.3f}x of the input), "
+                     f"budget {result['budget_ms']:.3f} ms; the best model reached is in {out}")
+        raise typer.Exit(1)
+
+
 def _parse_pairs(text: str | None) -> tuple[tuple[str, str], ...]:
     if not text:
         return ()

@@ -321,10 +321,15 @@ def _from_checkpoint(obj: dict[str, Any], path: Path, digest: str, *, arch: str 
     else:
         kwargs = kwargs if arch == recorded_arch else {}
     module = _build(arch, kwargs, path)
+    structure = obj.get("structure")
+    if structure:  # a pruned model: repeat its recorded structural edits on the factory model (squeeze/structure.py)
+        from squeeze.structure import apply_structure
+
+        apply_structure(module, structure)
     _load_state(module, obj["state_dict"], path)
     recorded = InputSpec.from_dict(obj["input_spec"]) if obj.get("input_spec") else None
     spec = _spec_from(shape, recorded, path, "checkpoint")
-    metadata = {**(obj.get("metadata") or {}), "arch": arch, "arch_kwargs": kwargs}
+    metadata = {**(obj.get("metadata") or {}), "arch": arch, "arch_kwargs": kwargs, **({"structure": structure} if structure else {})}
     return ModelArtifact(module, spec, str(path), "checkpoint", digest, metadata)
 
 
@@ -353,8 +358,11 @@ def save_checkpoint(
     arch_kwargs: dict[str, Any],
     input_spec: InputSpec,
     metadata: dict[str, Any] | None = None,
+    structure: dict[str, Any] | None = None,
 ) -> None:
-    """squeeze's own format: only tensors and plain data, so it loads with weights_only=True."""
+    """squeeze's own format: only tensors and plain data, so it loads with weights_only=True.
+
+    `structure` records how a pruned model differs from its factory's (squeeze/structure.py)."""
     payload = {
         "format": CHECKPOINT_FORMAT,
         "version": 1,
@@ -364,6 +372,8 @@ def save_checkpoint(
         "input_spec": input_spec.to_dict(),
         "metadata": json.loads(json.dumps(metadata or {})),  # plain JSON types only
     }
+    if structure:
+        payload["structure"] = json.loads(json.dumps(structure))
     # Saved through a buffer: torch.save names the archive's root folder after the file, and the
     # atomic write's random temp name would make identical checkpoints differ byte for byte (their
     # sha256 keys the pass cache).
