@@ -121,7 +121,12 @@ def onnx_summary(path: Path) -> dict[str, Any]:
                 k = b[-1] if any(a.name == "transB" and a.i for a in node.attribute) else b[0]
             if isinstance(k, int):
                 macs += int(np.prod(known(shapes[node.output[0]]))) * k
-    params = sum(int(np.prod(t.dims)) for t in init.values() if numpy_helper.to_array(t).dtype.kind == "f")
+    # Weights: float initializers, and the integer ones a DequantizeLinear turns into weights (QDQ
+    # models). Quantization scales and zero points are bookkeeping, not parameters.
+    qdq_meta = {name for n in graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear") for name in n.input[1:]}
+    dequantized = {n.input[0] for n in graph.node if n.op_type == "DequantizeLinear"}
+    params = sum(int(np.prod(t.dims)) for name, t in init.items()
+                 if name not in qdq_meta and (numpy_helper.to_array(t).dtype.kind == "f" or name in dequantized))
     return {
         "inputs": [{"name": i.name, "shape": dims(i)} for i in graph.input if i.name not in init],
         "outputs": [{"name": o.name, "shape": dims(o)} for o in graph.output],

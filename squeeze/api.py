@@ -15,7 +15,7 @@ from squeeze import __version__
 from squeeze.artifacts import ModelArtifact, OnnxArtifact
 from squeeze.data import BUNDLED, DataBundle, SplitConfig, load_data
 from squeeze.errors import TargetUnavailableError, UserInputError
-from squeeze.fsutil import atomic_dir, check_output_path, sha256_file
+from squeeze.fsutil import atomic_dir, check_output_path, sha256_file, write_json_atomic
 from squeeze.modelio import load_any, load_model
 from squeeze.targets import get_target, target_names
 from squeeze.targets.base import ProfileSpec

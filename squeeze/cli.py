@@ -346,7 +346,7 @@ def _stage_table(result: dict[str, Any]) -> Table:
     for i, col in enumerate(keep):
         table.add_column(col, justify="left" if i == 0 else "right", overflow="fold")
     for row in stage_rows(result):
-        table.add_row(*(row[STAGE_HEADER.index(col)] for col in keep))
+        table.add_row(*(escape(row[STAGE_HEADER.index(col)]) for col in keep))
     return table
 
 

@@ -75,7 +75,14 @@ def _check_out(out: Path) -> None:
 
 
 class StageMeter:
-    """Measures a model the same way at every stage: accuracy, agreement, size, MACs, latency."""
+    """Measures a model the same way at every stage: accuracy, agreement, size, MACs, and latency.
+
+    Latency is measured last, for all stages together, in interleaved rounds (A B C ... then
+    again): on a shared machine, stages timed minutes apart differ by more than the passes changed
+    them. Each figure is the median over rounds of that round's statistic.
+    """
+
+    ROUNDS = 5
 
     def __init__(self, target: Any, spec: ProfileSpec, bundle: Any, teacher: ModelArtifact, progress: Progress):
         from squeeze.evaluate import torch_predictions
@@ -86,13 +93,7 @@ class StageMeter:
         self.teacher = teacher
         self.teacher_preds, self.labels = torch_predictions(teacher.module, self.loader) if self.loader is not None else (None, None)
         self.predictions: dict[str, Any] = {}  # stage -> eval-split predictions, for the final comparison
-
-    def latency(self, onnx: OnnxArtifact) -> dict[str, Any]:
-        if self.can_measure:
-            return self.target.profile(onnx, self.spec).to_dict()
-        stats = self.target.predict(onnx, self.spec).to_dict()
-        stats["measured"] = False
-        return stats
+        self.onnx_files: dict[str, OnnxArtifact] = {}  # stage -> the ONNX its latency is measured on
 
     def _scores(self, stage: str, preds: Any, labels: Any) -> dict[str, Any]:
         from squeeze.evaluate import accuracy
@@ -102,27 +103,25 @@ class StageMeter:
                 "teacher_agreement": float((preds == self.teacher_preds).mean()) if self.teacher_preds is not None else None,
                 "eval_samples": int(len(labels))}
 
-    def model(self, name: str, art: ModelArtifact, workdir: Path, keep_onnx: Path | None = None) -> dict[str, Any]:
-        """A torch-model stage: eval in torch, latency of its ONNX export on the target."""
+    def model(self, name: str, art: ModelArtifact, onnx_path: Path) -> dict[str, Any]:
+        """A torch-model stage: eval in torch; exported (with parity) to `onnx_path` for the latency rounds."""
         from squeeze.analysis import count_macs, count_params
         from squeeze.evaluate import torch_predictions
         from squeeze.passes.export import ExportConfig, export_onnx
 
-        self.progress(f"measuring stage '{name}': accuracy, size and latency on {self.target.name}")
+        self.progress(f"measuring stage '{name}': accuracy and size; exporting it for the latency rounds")
         row: dict[str, Any] = {"stage": name, "params": count_params(art.module), "macs": count_macs(art.module, art.input_spec.example())}
         if self.loader is not None:
             preds = (self.teacher_preds, self.labels) if art is self.teacher else torch_predictions(art.module, self.loader)
             row.update(self._scores(name, *preds))
-        onnx_path = keep_onnx or workdir / f"stage-{name}.onnx"
         onnx = export_onnx(art, onnx_path, ExportConfig(), self.bundle)
-        row.update({"onnx_bytes": onnx_path.stat().st_size, "parity": onnx.parity, "latency": self.latency(onnx)})
+        self.onnx_files[name] = onnx
+        row.update({"onnx_bytes": onnx_path.stat().st_size, "parity": onnx.parity})
         if Path(art.source).is_file():
             row["checkpoint_bytes"] = Path(art.source).stat().st_size
-        if keep_onnx is None:
-            onnx_path.unlink()
         return row
 
-    def onnx(self, name: str, art: OnnxArtifact, latency: dict[str, Any] | None = None) -> dict[str, Any]:
+    def onnx(self, name: str, art: OnnxArtifact) -> dict[str, Any]:
         from squeeze.analysis import onnx_summary
         from squeeze.evaluate import onnx_predictions
 
@@ -131,8 +130,48 @@ class StageMeter:
                                "parity": art.parity}
         if self.loader is not None:
             row.update(self._scores(name, *onnx_predictions(art.path, self.loader)))
-        row["latency"] = latency if latency is not None else self.latency(art)
+        self.onnx_files[name] = art
         return row
+
+    def add_onnx(self, name: str, art: OnnxArtifact) -> None:
+        """A stage whose figures came from the cache: only its latency is measured again, with the others."""
+        self.onnx_files[name] = art
+
+    def measure_latencies(self, rows: list[dict[str, Any]]) -> None:
+        """Fill row['latency'] for every stage: interleaved rounds on the target, or one labelled prediction each."""
+        by_hash: dict[str, OnnxArtifact] = {}
+        for row in rows:
+            art = self.onnx_files[row["stage"]]
+            by_hash.setdefault(art.sha256, art)
+        if not self.can_measure:
+            predicted = {h: {**self.target.predict(a, self.spec).to_dict(), "measured": False} for h, a in by_hash.items()}
+            for row in rows:
+                row["latency"] = predicted[self.onnx_files[row["stage"]].sha256]
+            return
+        rounds: dict[str, list[dict[str, Any]]] = {h: [] for h in by_hash}
+        order = list(by_hash)
+        for r in range(self.ROUNDS):
+            self.progress(f"latency round {r + 1}/{self.ROUNDS}: {len(order)} models interleaved on {self.target.name}")
+            for h in (order if r % 2 == 0 else order[::-1]):  # alternate direction: no model always runs first
+                rounds[h].append(self.target.profile(by_hash[h], self.spec).to_dict())
+        for row in rows:
+            row["latency"] = _median_of_rounds(rounds[self.onnx_files[row["stage"]].sha256], [r["stage"] for r in rows])
+
+
+def _median_of_rounds(stats: list[dict[str, Any]], stages: list[str]) -> dict[str, Any]:
+    import numpy as np
+
+    out = dict(stats[0])
+    for key in ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms", "min_ms", "max_ms", "cov", "throughput_per_s"):
+        out[key] = float(np.median([s[key] for s in stats]))
+    out["min_ms"] = float(min(s["min_ms"] for s in stats))
+    out["max_ms"] = float(max(s["max_ms"] for s in stats))
+    out["iterations"] = int(sum(s["iterations"] for s in stats))
+    out["options"] = {**stats[0].get("options", {}), "rounds": len(stats),
+                      "aggregation": "median over interleaved rounds of each round's statistic (min/max: over all runs)",
+                      "interleaved_with": stages,
+                      "p50_ms_per_round": [s["p50_ms"] for s in stats]}
+    return out
 
 
 def compress(
@@ -221,19 +260,17 @@ def compress(
     t0 = time.perf_counter()
     with atomic_dir(out) as stage:
         meter = StageMeter(tgt, spec, bundle, teacher, progress)
-        teacher_row = _teacher_stage(meter, teacher, bundle, tgt, spec, cache, stage)
+        teacher_row, teacher_budget_latency = _teacher_stage(meter, teacher, bundle, tgt, spec, cache, stage)
         stages = [teacher_row]
-        budget = _budget(budget_ms, teacher_row, steps)
-        for step in steps:  # passes that aim at a latency take compress's budget unless the recipe set their own
-            if getattr(step.config, "latency_budget_ms", "unset") is None and budget["latency_ms"] is not None:
-                step.config = dataclasses.replace(step.config, latency_budget_ms=budget["latency_ms"])
+        budget = _budget(budget_ms, teacher_budget_latency, steps)
+        _aim_passes(steps, budget)
         ctx = Context(run_dir=stage, target=tgt, data=bundle, teacher=teacher, progress=progress)
-        ctx.results["budget"] = {**budget, "teacher_latency": teacher_row["latency"]}
+        ctx.results["budget"] = {**budget, "teacher_latency": teacher_budget_latency}
         final, records = pipeline.run(steps, ctx, first, cache)
         for record in records:
             name = record["name"]
             if name in MODEL_STAGES and isinstance(ctx.results.get(name), dict):
-                stage_row = _stage_from_cache_or_measure(name, record, meter, stage, cache)
+                stage_row = _stage_row(name, record, meter)
                 stage_row.update(config=record["config"], seconds=record["seconds"], cached=record.get("cached", False))
                 stages.append(stage_row)
         if not isinstance(final, OnnxArtifact):  # a recipe without export: the driver exports (with parity)
@@ -246,23 +283,21 @@ def compress(
         # cpu/ssh "build" checks the runtime takes the ONNX; TensorRT targets build an engine (+ its manifest) on the device
         built = tgt.build(final_art, stage / "model.engine") if availability.available else final_art
         built_path = Path(built if isinstance(built, Path) else built.path)
-        latency = ctx.results.get("profile") or meter.latency(final_art)
-        final_row = meter.onnx("final", final_art, latency)
+        final_row = meter.onnx("final", final_art)
         final_row["seconds"] = sum(r["seconds"] for r in records if r["name"] in ("export", "profile"))
         stages.append(final_row)
+        meter.measure_latencies(stages)
+        latency, teacher_latency = final_row["latency"], teacher_row["latency"]
         layer_latency = None
         if availability.available and hasattr(tgt, "layer_profile"):
-            from squeeze.modelio import load_onnx
-
             progress("per-layer latency of the output and the teacher")
-            layer_latency = {"final": tgt.layer_profile(final_art, spec), "teacher": tgt.layer_profile(load_onnx(stage / "teacher.onnx"), spec)}
+            layer_latency = {"final": tgt.layer_profile(final_art, spec), "teacher": tgt.layer_profile(meter.onnx_files["teacher"], spec)}
 
         # teacher in torch vs the deployed ONNX in ONNX Runtime, both on the whole eval split (measured above)
         accuracy = (compare((meter.teacher_preds, meter.labels), (meter.predictions["final"], meter.labels), "eval")
                     if bundle is not None else None)
         parity = final.parity or {}
         gate = _gate(latency, accuracy, parity, budget_ms, max_accuracy_drop)
-        teacher_latency = teacher_row["latency"]
         artifacts = {p.name: {"sha256": sha256_file(p), "bytes": p.stat().st_size}
                      for p in (onnx_path, stage / "teacher.onnx", *([built_path] if built_path != onnx_path else []))}
         summary_row = final_row
@@ -323,7 +358,7 @@ def compress(
 DERIVED_SPEEDUP = 4.0  # no --latency-budget: passes that aim at a latency aim at 1/4 of the teacher's p50
 
 
-def _budget(budget_ms: float | None, teacher_row: dict[str, Any], steps: list[Any]) -> dict[str, Any]:
+def _budget(budget_ms: float | None, teacher_latency: dict[str, Any], steps: list[Any]) -> dict[str, Any]:
     """The latency the passes aim at: the user's budget, else (when a pass needs one) 1/4 of the teacher's p50.
 
     A derived budget steers search and pruning only; the gate checks latency only against a budget
@@ -331,18 +366,43 @@ def _budget(budget_ms: float | None, teacher_row: dict[str, Any], steps: list[An
     """
     if budget_ms is not None:
         return {"latency_ms": budget_ms, "source": "--latency-budget (p90, gated)"}
-    if any(getattr(s.config, "latency_budget_ms", "unset") is None for s in steps):
-        derived = round(teacher_row["latency"]["p50_ms"] / DERIVED_SPEEDUP, 6)
+    if any(hasattr(s.config, "latency_budget_ms") and not _sets_own_budget(s.config) for s in steps):
+        derived = round(teacher_latency["p50_ms"] / DERIVED_SPEEDUP, 6)
         return {"latency_ms": derived, "source": f"derived: the teacher's p50 / {DERIVED_SPEEDUP:g} (steers passes, not gated)"}
     return {"latency_ms": None, "source": "none"}
 
 
-def _teacher_stage(meter: StageMeter, teacher: ModelArtifact, bundle: Any, target: Any, spec: ProfileSpec, cache: Any,
-                   stage: Path) -> dict[str, Any]:
-    """The teacher exported (teacher.onnx) and measured once per (teacher, data, target, spec, versions).
+SEARCH_HEADROOM = 2.0  # with a prune pass after it, search may pick a student this much slower than the budget
 
-    Cached like a pass: a derived budget comes from this measurement, so a re-run must see the
-    same figure or every later pass key would change with the noise of a new measurement.
+
+def _sets_own_budget(config: Any) -> bool:
+    return getattr(config, "latency_budget_ms", None) is not None or getattr(config, "latency_budget_ratio", None) is not None
+
+
+def _aim_passes(steps: list[Any], budget: dict[str, Any]) -> None:
+    """Passes that aim at a latency take compress's budget unless the recipe set their own.
+
+    Search aims at SEARCH_HEADROOM x the budget when a prune pass follows: a larger student,
+    distilled and then pruned to the budget with layer distillation, has more to keep than a
+    student born at the budget (Minitron's recipe; methods.md §6).
+    """
+    if budget["latency_ms"] is None:
+        return
+    names = [s.pass_.name for s in steps]
+    for step in steps:
+        if not hasattr(step.config, "latency_budget_ms") or _sets_own_budget(step.config):
+            continue
+        aim = budget["latency_ms"] * (SEARCH_HEADROOM if step.pass_.name == "search" and "prune" in names else 1.0)
+        step.config = dataclasses.replace(step.config, latency_budget_ms=round(aim, 6))
+
+
+def _teacher_stage(meter: StageMeter, teacher: ModelArtifact, bundle: Any, target: Any, spec: ProfileSpec, cache: Any,
+                   stage: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The teacher's stage row and teacher.onnx, plus one latency measurement taken up front.
+
+    That measurement (the teacher's latency in the manifest comes from the interleaved rounds at
+    the end) only sets a derived budget, and is cached like a pass: a re-run must see the same
+    figure, or every later pass key would change with the noise of a new measurement.
     """
     import hashlib
     import json
@@ -358,37 +418,50 @@ def _teacher_stage(meter: StageMeter, teacher: ModelArtifact, bundle: Any, targe
     if cache.resume and row_file.exists() and onnx_file.exists():
         meter.progress("teacher: measured earlier, reusing " + str(entry))
         shutil.copy2(onnx_file, stage / "teacher.onnx")
-        row = json.loads(row_file.read_text())
-        meter.predictions["teacher"] = meter.teacher_preds
-        return row
+        saved = json.loads(row_file.read_text())
+        meter.add_onnx("teacher", _load_onnx_like(stage / "teacher.onnx", saved["row"]))
+        return saved["row"], saved["budget_latency"]
     meter.progress(f"exporting and measuring the teacher on {target.name}")
-    row = json.loads(json.dumps(meter.model("teacher", teacher, stage, keep_onnx=stage / "teacher.onnx"), default=str))
+    row = json.loads(json.dumps(meter.model("teacher", teacher, stage / "teacher.onnx"), default=str))
+    teacher_onnx = meter.onnx_files["teacher"]
+    budget_latency = (target.profile(teacher_onnx, spec) if meter.can_measure else target.predict(teacher_onnx, spec)).to_dict()
     entry.mkdir(parents=True, exist_ok=True)
     shutil.copy2(stage / "teacher.onnx", onnx_file)
-    write_json_atomic(row_file, row)
-    return row
+    write_json_atomic(row_file, json.loads(json.dumps({"row": row, "budget_latency": budget_latency}, default=str)))
+    return row, budget_latency
 
 
-def _stage_from_cache_or_measure(name: str, record: dict[str, Any], meter: StageMeter, stage: Path, cache: Any) -> dict[str, Any]:
-    """Stage figures are stored beside the pass's cache entry, so a resumed run does not re-measure them."""
+def _load_onnx_like(path: Path, row: dict[str, Any]) -> OnnxArtifact:
+    from squeeze.modelio import load_onnx
+
+    art = load_onnx(path)
+    art.parity = row.get("parity")
+    return art
+
+
+def _stage_row(name: str, record: dict[str, Any], meter: StageMeter) -> dict[str, Any]:
+    """A pass's stage figures (all but latency), stored beside its cache entry with the ONNX they were taken on,
+    so that a resumed run does not evaluate them again; latency is measured afresh with the other stages."""
     import json
 
     from squeeze.fsutil import write_json_atomic
     from squeeze.pipeline import load_artifact
 
     entry = Path(record["cache_entry"])
-    stored = entry / "stage.json"
-    if stored.exists():
-        return json.loads(stored.read_text())
+    stored, stage_onnx = entry / "stage.json", entry / "stage.onnx"
     saved = json.loads((entry / "done.json").read_text())
     art = load_artifact(entry, saved["artifact"])
+    if stored.exists():
+        row = json.loads(stored.read_text())
+        meter.add_onnx(name, art if isinstance(art, OnnxArtifact) else _load_onnx_like(stage_onnx, row))
+        return row
     if isinstance(art, OnnxArtifact):
         row = meter.onnx(name, art)
         shipped = (saved.get("result") or {}).get("shipped")
         if shipped and shipped != "int8":
             row["note"] = shipped
     else:
-        row = meter.model(name, art, stage)
+        row = meter.model(name, art, stage_onnx)
     row = json.loads(json.dumps(row, default=str))
     write_json_atomic(stored, row)
     return row

@@ -28,7 +28,7 @@ from squeeze.fsutil import write_json_atomic
 from squeeze.passes.base import Context, Pass
 
 DONE = "done.json"
-CACHE_LAYOUT = 1  # bump when the entry format changes: old entries then simply miss
+CACHE_LAYOUT = 2  # bump when the entry format changes: old entries then simply miss
 
 
 @dataclass

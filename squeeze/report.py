@@ -41,7 +41,7 @@ def stage_rows(manifest: dict[str, Any]) -> list[list[str]]:
         lat = s.get("latency") or {}
         parity = s.get("parity") or {}
         rows.append([
-            STAGE_LABELS.get(s["stage"], s["stage"]) + (f" [{s['note']}]" if s.get("note") else ""),
+            STAGE_LABELS.get(s["stage"], s["stage"]) + (f" — {s['note']}" if s.get("note") else ""),
             _pct(s.get("accuracy")),
             _pct(s.get("teacher_agreement")),
             _count(s.get("params")),
