@@ -19,9 +19,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
 	touch $(STAMP)
 
+# the whole chain (search -> distill -> prune -> INT8 QAD -> profile) at quick settings, ~3-4 min on 2 cores
 sample: setup
 	mkdir -p $(dir $(OUT))
-	$(BIN)/squeeze compress samples/teachers/resnet_mnist.pt --target cpu --out $(OUT)
+	$(BIN)/squeeze compress samples/teachers/resnet_mnist.pt --recipe samples/recipes/quick.yaml --target cpu --out $(OUT)
 
 # compress for real: distil a small ResNet student from the teacher, then export + profile both (~1.5 min)
 sample-distill: setup
