@@ -121,8 +121,22 @@ def test_unknown_target(cli, tiny, tmp_path):
 
 def test_unavailable_target_is_bad_input_not_a_number(cli, tiny, tmp_path):
     out = tmp_path / "run"
-    assert_one_line_error(cli("compress", tiny.checkpoint, "--target", "jetson-orin-nano", "--out", out), "unavailable here")
+    assert_one_line_error(cli("compress", tiny.checkpoint, "--target", "cuda", "--out", out), "can neither measure nor predict here")
     assert not out.exists()
+
+
+def test_compress_for_a_jetson_without_device_predicts_and_labels_every_figure(cli, tiny, tmp_path):
+    out = tmp_path / "run"
+    result = cli("compress", tiny.checkpoint, "--target", "jetson-orin-nano", "--out", out, "--latency-budget", "1s", "--json")
+    assert result.code == 0, result.stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["target"]["can_measure"] is False
+    assert manifest["latency"]["measured"] is False and manifest["teacher_latency"]["measured"] is False
+    assert all(stage["latency"]["measured"] is False for stage in manifest["stages"])
+    latency_check = next(c for c in manifest["gate"]["checks"] if c["check"] == "latency_p90_ms")
+    assert latency_check["measured"] is False  # the verdict says it rests on a prediction
+    assert "(predicted)" in (out / "report.md").read_text()
+    assert not (out / "model.engine").exists()  # an engine is only built on the device
 
 
 def test_unreadable_dataset(cli, tiny, tmp_path):
