@@ -32,7 +32,7 @@ from squeeze.analysis import count_macs, count_params
 from squeeze.artifacts import InputSpec, ModelArtifact, OnnxArtifact
 from squeeze.data import DataBundle
 from squeeze.errors import ParityError, SqueezeError, UserInputError
-from squeeze.evaluate import accuracy
+from squeeze.evaluate import accuracy, onnx_predictions, torch_predictions
 from squeeze.fsutil import atomic_path, sha256_file, write_json_atomic
 from squeeze.passes.base import Context
 from squeeze.quant_backends import BACKENDS, QuantBackend, fold_batchnorm, get_backend
@@ -137,35 +137,14 @@ def calibration_batches(data: DataBundle, n: int, batch: int = 128) -> list[torc
     return [x[i : i + batch] for i in range(0, len(x), batch)]
 
 
-@torch.no_grad()
-def predictions(module: nn.Module, loader) -> tuple[np.ndarray, np.ndarray]:
-    """Top-1 predictions and labels on one split (eval mode; the training flag is restored)."""
-    was = module.training
-    module.eval()
-    preds, labels = [], []
-    for x, y in loader:
-        preds.append(module(x).argmax(-1).numpy())
-        labels.append(np.asarray(y))
-    module.train(was)
-    return np.concatenate(preds), np.concatenate(labels)
-
-
 def evaluate(module: nn.Module, teacher_preds: np.ndarray, loader) -> dict[str, Any]:
     """Accuracy (if labelled) and top-1 agreement with the teacher's (cached) predictions on one split."""
-    p, y = predictions(module, loader)
+    p, y = torch_predictions(module, loader)
     return {"samples": int(len(y)), "accuracy": accuracy(p, y), "teacher_agreement": float((p == teacher_preds).mean())}
 
 
 def _onnx_eval(path: Path, teacher_preds: np.ndarray, loader) -> dict[str, Any]:
-    from squeeze.targets.ort_runtime import create_session
-
-    session, _ = create_session(str(path), ["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
-    preds, labels = [], []
-    for x, y in loader:
-        preds.append(session.run(None, {name: x.numpy()})[0].argmax(-1))
-        labels.append(np.asarray(y))
-    p, y = np.concatenate(preds), np.concatenate(labels)
+    p, y = onnx_predictions(path, loader)
     return {"samples": int(len(y)), "accuracy": accuracy(p, y), "teacher_agreement": float((p == teacher_preds).mean()),
             "runtime": "onnxruntime CPUExecutionProvider"}
 
@@ -207,7 +186,7 @@ def qat(qmodel: nn.Module, backend: QuantBackend, teacher: nn.Module, data: Data
     total = max(1, cfg.epochs * steps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
     cal_loader = data.loader("calibration", batch_size=512)
-    cal_teacher = predictions(teacher, cal_loader)[0]
+    cal_teacher = torch_predictions(teacher, cal_loader)[0]
     fingerprint = cfg.fingerprint() + data.fingerprint
     state_path = work_dir / STATE_FILE
     ptq_cal = evaluate(qmodel, cal_teacher, cal_loader)
@@ -388,7 +367,7 @@ def quantize(model: ModelArtifact, teacher: ModelArtifact, data: DataBundle | No
     example = spec.example(batch=2)
     teacher_module = teacher.module.eval()
     eval_loader = data.loader("eval", batch_size=512)
-    eval_teacher = predictions(teacher_module, eval_loader)[0]
+    eval_teacher = torch_predictions(teacher_module, eval_loader)[0]
     n_calib = min(cfg.calib_samples, len(data.calibration))
     calibration = calibration_batches(data, n_calib)
 
