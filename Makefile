@@ -22,12 +22,12 @@ $(STAMP): pyproject.toml
 # the whole chain (search -> distill -> prune -> INT8 QAD -> profile) at quick settings, ~3-4 min on 2 cores
 sample: setup
 	mkdir -p $(dir $(OUT))
-	$(BIN)/squeeze compress samples/teachers/resnet_mnist.pt --recipe samples/recipes/quick.yaml --target cpu --out $(OUT)
+	$(BIN)/squeeze compress samples/teachers/resnet_mnist.pt --recipe quick --target cpu --out $(OUT)
 
 # compress for real: distil a small ResNet student from the teacher, then export + profile both (~1.5 min)
 sample-distill: setup
 	mkdir -p out
-	$(BIN)/squeeze compress samples/teachers/resnet_mnist.pt --student samples/students/resnet_small.json --epochs 4 --target cpu --out out/resnet_small
+	$(BIN)/squeeze compress samples/teachers/resnet_mnist.pt --recipe distill --student samples/students/resnet_small.json --epochs 4 --target cpu --out out/resnet_small
 
 # the remote-target tests need an OpenSSH server binary (they start their own on loopback)
 sshd:

@@ -268,7 +268,7 @@ def compress(
     data: Optional[str] = DataOpt,
     latency_budget: Optional[str] = typer.Option(None, "--latency-budget", help="gate: p90 latency on the target, e.g. 5ms"),
     max_accuracy_drop: Optional[float] = typer.Option(None, "--max-accuracy-drop", help="gate: accuracy drop allowed, percentage points"),
-    recipe: Optional[Path] = typer.Option(None, "--recipe", help="YAML pass list with each pass's config (see --print-recipe)"),
+    recipe: Optional[str] = typer.Option(None, "--recipe", help="full (default: search, distill, prune, INT8 QAD, profile), quick, distill (of --student), export (no compression), or a YAML file; see --print-recipe"),
     print_recipe: bool = typer.Option(False, "--print-recipe", help="print the effective recipe as YAML and exit (no work)"),
     iterations: Optional[int] = typer.Option(None, "--iterations", "-n", help="timed runs when profiling (default 200)"),
     student: Optional[str] = typer.Option(None, "--student", help="distil this student (JSON spec or pkg.mod:factory) instead of searching one"),
@@ -288,7 +288,10 @@ def compress(
     trust_pickle: bool = TrustOpt,
     as_json: bool = JsonOpt,
 ) -> None:
-    """Run the recipe's pass pipeline for a target; write model.onnx, manifest.json and report.html/.md.
+    """Compress a model for a target: search a student, distil, prune, quantize (INT8), measure, gate.
+
+    Runs a recipe of passes (default `full`; `--recipe quick` for a few minutes; a YAML file for
+    your own); writes model.onnx, teacher.onnx, manifest.json and report.html/.md.
 
     Every stage is measured (accuracy and teacher agreement on the eval split, params, MACs, size,
     latency on the target). Finished passes are cached by content: re-running skips them, and a

@@ -22,20 +22,21 @@ from typing import Any
 from squeeze import __version__
 from squeeze.artifacts import ModelArtifact, OnnxArtifact
 from squeeze.errors import TargetUnavailableError, UserInputError
-from squeeze.recipe import Recipe, RecipeStep, build_config, load_recipe, pass_class, validate_order
+from squeeze.recipe import Recipe, RecipeStep, build_config, load_recipe, parse_recipe, pass_class, validate_order
 from squeeze.targets.base import ProfileSpec
 
 Progress = Callable[[str], None]
 MODEL_STAGES = ("search", "distill", "prune", "quantize")  # passes whose output is a new model, measured as a stage
 
 
-def default_recipe(*, student: bool) -> Recipe:
-    """What plain `squeeze compress` runs: [distill --student] -> export -> profile."""
-    from squeeze.passes.distill import DistillConfig
+def builtin_recipe(name: str, *, student: bool) -> Recipe:
+    """A built-in recipe (squeeze.recipe.BUILTIN_RECIPES); with a given student there is nothing to search."""
+    from squeeze.recipe import BUILTIN_RECIPES
 
-    steps = [RecipeStep("distill", DistillConfig(epochs=8))] if student else []
-    steps += [RecipeStep(n, pass_class(n).Config()) for n in ("export", "profile")]
-    return Recipe(steps, "defaults")
+    data = BUILTIN_RECIPES[name]
+    if student:
+        data = {**data, "passes": [p for p in data["passes"] if not (isinstance(p, dict) and "search" in p) and p != "search"]}
+    return parse_recipe(data, f"built-in recipe {name!r}")
 
 
 def apply_overrides(recipe: Recipe, overrides: dict[str, dict[str, Any]]) -> Recipe:
@@ -58,12 +59,15 @@ def apply_overrides(recipe: Recipe, overrides: dict[str, dict[str, Any]]) -> Rec
 
 
 def effective_recipe(recipe: str | Path | Recipe | None, *, student: bool, overrides: dict[str, dict[str, Any]] | None = None) -> Recipe:
+    """The recipe compress runs: a Recipe, a built-in name (full, quick, distill, export; default full), or a YAML file."""
+    from squeeze.recipe import BUILTIN_RECIPES
+
     if isinstance(recipe, Recipe):
         base = recipe
-    elif recipe is not None:
-        base = load_recipe(recipe)
+    elif recipe is None or str(recipe) in BUILTIN_RECIPES:
+        base = builtin_recipe(str(recipe or "full"), student=student)
     else:
-        base = default_recipe(student=student)
+        base = load_recipe(recipe)
     return apply_overrides(base, overrides or {})
 
 

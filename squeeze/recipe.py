@@ -37,6 +37,31 @@ PASSES: dict[str, str] = {
 # Config fields the driver owns (set from the command line / context), not the recipe.
 DRIVER_FIELDS = {"device", "nproc"}
 
+# Recipes `--recipe NAME` selects without a file. With --student, `search` is dropped from them.
+BUILTIN_RECIPES: dict[str, dict[str, Any]] = {
+    # the default: the whole chain (about 15-25 minutes for the MNIST sample teachers on 2 cores)
+    "full": {"version": 1, "passes": [
+        {"search": {"population": 24, "iterations": 96}},
+        {"distill": {"epochs": 15, "augment": "shift"}},
+        {"prune": {"steps": 3, "candidates": 3, "recover_epochs": 1.0, "final_epochs": 3.0}},
+        {"quantize": {"epochs": 2, "fallback_to_float": True}},
+        {"profile": {"spec": {"iterations": 300}}},
+    ]},
+    # the whole chain at small settings (a few minutes): what `make sample` runs
+    "quick": {"version": 1, "passes": [
+        {"search": {"population": 12, "iterations": 24, "profile_iterations": 30}},
+        {"distill": {"epochs": 3, "augment": "shift"}},
+        {"prune": {"steps": 2, "candidates": 2, "recover_epochs": 0.25, "final_epochs": 0.5, "profile_rounds": 3,
+                   "profile_iterations": 60, "final_rounds": 3}},
+        {"quantize": {"epochs": 1, "train_samples": 2048, "fallback_to_float": True}},
+        {"profile": {"spec": {"iterations": 200}}},
+    ]},
+    # distil the given --student, then export and profile (no pruning or quantization)
+    "distill": {"version": 1, "passes": [{"distill": {"epochs": 8}}, "export", "profile"]},
+    # no compression: export the model with a parity check and profile it (a baseline)
+    "export": {"version": 1, "passes": ["export", "profile"]},
+}
+
 
 @dataclass
 class RecipeStep:

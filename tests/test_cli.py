@@ -127,7 +127,7 @@ def test_unavailable_target_is_bad_input_not_a_number(cli, tiny, tmp_path):
 
 def test_compress_for_a_jetson_without_device_predicts_and_labels_every_figure(cli, tiny, tmp_path):
     out = tmp_path / "run"
-    result = cli("compress", tiny.checkpoint, "--target", "jetson-orin-nano", "--out", out, "--latency-budget", "1s", "--json")
+    result = cli("compress", tiny.checkpoint, "--recipe", "export", "--target", "jetson-orin-nano", "--out", out, "--latency-budget", "1s", "--json")
     assert result.code == 0, result.stderr
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["target"]["can_measure"] is False

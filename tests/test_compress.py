@@ -18,7 +18,7 @@ FAST = ProfileSpec(warmup=2, iterations=20)
 
 def test_compress_sample_teacher_writes_model_and_manifest(tmp_path):
     out = tmp_path / "run"
-    result = api.compress(TEACHER, target="cpu", out=out, profile_spec=FAST, latency_budget="10s", max_accuracy_drop=0.5)
+    result = api.compress(TEACHER, target="cpu", out=out, recipe="export", profile_spec=FAST, latency_budget="10s", max_accuracy_drop=0.5)
     manifest = json.loads((out / "manifest.json").read_text())
     assert result["gate"] == manifest["gate"] and manifest["gate"]["verdict"] == "pass"
     assert {c["check"] for c in manifest["gate"]["checks"]} == {"onnx_parity", "latency_p90_ms", "accuracy_drop_pct_points"}
@@ -46,13 +46,13 @@ def test_compress_sample_teacher_writes_model_and_manifest(tmp_path):
 
 
 def test_onnx_macs_match_torch_count(tiny, tmp_path):
-    result = api.compress(tiny.checkpoint, out=tmp_path / "run", profile_spec=FAST)
+    result = api.compress(tiny.checkpoint, out=tmp_path / "run", recipe="export", profile_spec=FAST)
     assert result["outputs"]["model.onnx"]["macs"] == result["teacher"]["macs"] == 70720
 
 
 def test_gate_failure_exits_1_but_keeps_artifacts(cli, tiny, tmp_path):
     out = tmp_path / "run"
-    result = cli("compress", tiny.checkpoint, "--out", out, "--latency-budget", "1us", "-n", "10", "--json")
+    result = cli("compress", tiny.checkpoint, "--recipe", "export", "--out", out, "--latency-budget", "1us", "-n", "10", "--json")
     assert result.code == 1, result.stderr
     manifest = result.json()
     assert manifest["gate"]["verdict"] == "fail"
@@ -63,9 +63,9 @@ def test_gate_failure_exits_1_but_keeps_artifacts(cli, tiny, tmp_path):
 
 def test_rerun_replaces_previous_output(tiny, tmp_path):
     out = tmp_path / "run"
-    api.compress(tiny.checkpoint, out=out, profile_spec=FAST)
+    api.compress(tiny.checkpoint, out=out, recipe="export", profile_spec=FAST)
     first = json.loads((out / "manifest.json").read_text())["created_utc"]
-    api.compress(tiny.checkpoint, out=out, profile_spec=FAST)
+    api.compress(tiny.checkpoint, out=out, recipe="export", profile_spec=FAST)
     assert json.loads((out / "manifest.json").read_text())["created_utc"] >= first
     assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "model.onnx", "report.html", "report.md", "teacher.onnx"]
 
@@ -75,14 +75,14 @@ def test_refuses_foreign_output_directory(tiny, tmp_path):
     out.mkdir()
     (out / "thesis.tex").write_text("precious")
     with pytest.raises(UserInputError, match="not a squeeze output directory"):
-        api.compress(tiny.checkpoint, out=out, profile_spec=FAST)
+        api.compress(tiny.checkpoint, out=out, recipe="export", profile_spec=FAST)
     assert (out / "thesis.tex").read_text() == "precious"
 
 
 def test_failed_run_leaves_no_output(tiny, tmp_path):
     out = tmp_path / "run"
     with pytest.raises(UserInputError):
-        api.compress(tiny.checkpoint, out=out, data="digits", profile_spec=FAST)  # 8x8 data for a 28x28 model
+        api.compress(tiny.checkpoint, out=out, recipe="export", data="digits", profile_spec=FAST)  # 8x8 data for a 28x28 model
     assert not out.exists() and not list(tmp_path.iterdir())
 
 
@@ -92,7 +92,7 @@ def test_accuracy_gate_needs_labels(tiny, tmp_path):
     data = tmp_path / "unlabelled.npz"
     np.savez(data, x=np.random.default_rng(0).random((20, 1, 28, 28), dtype=np.float32))
     with pytest.raises(UserInputError, match="labelled dataset"):
-        api.compress(tiny.checkpoint, out=tmp_path / "run", data=str(data), max_accuracy_drop=1.0, profile_spec=FAST)
+        api.compress(tiny.checkpoint, out=tmp_path / "run", recipe="export", data=str(data), max_accuracy_drop=1.0, profile_spec=FAST)
 
 
 @pytest.mark.parametrize("text, ms", [("2ms", 2.0), ("500us", 0.5), ("0.5s", 500.0), ("3", 3.0)])
@@ -110,7 +110,7 @@ def test_compress_with_student_distils_and_compares_to_teacher(tmp_path):
     spec.write_text(json.dumps({"arch": "squeeze.zoo:tiny_cnn", "kwargs": {"width": 16}}))
     digits_teacher = TEACHER.with_name("resnet_digits.pt")
     out = tmp_path / "run"
-    result = api.compress(digits_teacher, out=out, student=str(spec), distill_options={"epochs": 3}, profile_spec=FAST,
+    result = api.compress(digits_teacher, out=out, recipe="distill", student=str(spec), distill_options={"epochs": 3}, profile_spec=FAST,
                           max_accuracy_drop=50.0)
     manifest = json.loads((out / "manifest.json").read_text())
     assert [p["name"] for p in manifest["passes"]] == ["distill", "export", "profile"]
@@ -121,6 +121,6 @@ def test_compress_with_student_distils_and_compares_to_teacher(tmp_path):
     assert manifest["teacher_latency"]["providers"] == ["CPUExecutionProvider"]
     assert manifest["speedup_p50"] == pytest.approx(manifest["teacher_latency"]["p50_ms"] / manifest["latency"]["p50_ms"])
     assert (out / "distill" / "student.pt").exists() and result["gate"]["verdict"] == "pass"
-    strict = api.compress(digits_teacher, out=tmp_path / "strict", student=str(spec), distill_options={"epochs": 1},
+    strict = api.compress(digits_teacher, out=tmp_path / "strict", recipe="distill", student=str(spec), distill_options={"epochs": 1},
                           profile_spec=FAST, max_accuracy_drop=0.0)
     assert strict["gate"]["verdict"] == "fail"  # one epoch of a 5k-parameter student cannot match the teacher

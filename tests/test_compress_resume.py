@@ -23,7 +23,7 @@ FAST = ProfileSpec(warmup=2, iterations=20)
 
 
 def _compress_cmd(out: Path, cache: Path, epochs: int) -> list[str]:
-    return [sys.executable, "-m", "squeeze", "compress", str(TEACHER), "--student", str(STUDENT), "--epochs", str(epochs),
+    return [sys.executable, "-m", "squeeze", "compress", str(TEACHER), "--recipe", "distill", "--student", str(STUDENT), "--epochs", str(epochs),
             "--out", str(out), "--cache-dir", str(cache), "-n", "20", "--json"]
 
 
@@ -69,7 +69,7 @@ def test_kill_9_during_passes_resumes_and_matches_an_uninterrupted_run(tmp_path)
 
 
 def test_rerun_reuses_finished_passes_and_no_resume_recomputes(tmp_path):
-    kwargs = dict(student=str(STUDENT), distill_options={"epochs": 1}, profile_spec=FAST, cache_dir=tmp_path / "cache")
+    kwargs = dict(recipe="distill", student=str(STUDENT), distill_options={"epochs": 1}, profile_spec=FAST, cache_dir=tmp_path / "cache")
     first = api.compress(TEACHER, out=tmp_path / "a", **kwargs)
     assert [p["cached"] for p in first["passes"]] == [False, False, False]
     again = api.compress(TEACHER, out=tmp_path / "b", **kwargs)

@@ -30,7 +30,7 @@ def built(tmp_path_factory):
     big = zoo.tiny_cnn(width=128)
     save_checkpoint(small, d / "small.pt", arch="squeeze.zoo:tiny_cnn", arch_kwargs={"width": 8}, input_spec=MNIST_SPEC)
     save_checkpoint(big, d / "big.pt", arch="squeeze.zoo:tiny_cnn", arch_kwargs={"width": 128}, input_spec=MNIST_SPEC)
-    api.compress(d / "small.pt", out=d / "run", profile_spec=FAST, data="mnist")
+    api.compress(d / "small.pt", out=d / "run", recipe="export", profile_spec=FAST, data="mnist")
     api.export(d / "big.pt", d / "big.onnx", data="mnist")
     return d
 

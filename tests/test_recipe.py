@@ -72,15 +72,24 @@ def test_invalid_yaml_and_missing_file(tmp_path):
 
 
 def test_print_recipe_round_trips_and_applies_overrides(tmp_path):
-    text = api.print_recipe(student=True, overrides={"distill": {"epochs": 5, "loss": "kd+dist"}})
-    assert text.startswith("# squeeze recipe (effective; from defaults)")
+    text = api.print_recipe("distill", student=True, overrides={"distill": {"epochs": 5, "loss": "kd+dist"}})
+    assert text.startswith("# squeeze recipe (effective; from built-in recipe 'distill')")
     reparsed = parse_recipe(yaml.safe_load(text), "printed")
-    assert reparsed.to_dict() == effective_recipe(None, student=True, overrides={"distill": {"epochs": 5, "loss": "kd+dist"}}).to_dict()
+    assert reparsed.to_dict() == effective_recipe("distill", student=True, overrides={"distill": {"epochs": 5, "loss": "kd+dist"}}).to_dict()
     assert reparsed.step("distill").config.epochs == 5 and reparsed.step("distill").config.loss == "kd+dist"
     with pytest.raises(UserInputError, match="distill options.epochs: expected an integer"):
-        api.print_recipe(student=True, overrides={"distill": {"epochs": "many"}})
+        api.print_recipe("distill", student=True, overrides={"distill": {"epochs": "many"}})
     with pytest.raises(UserInputError, match="recipe has no 'distill' pass"):
-        api.print_recipe(student=False, overrides={"distill": {"epochs": 5}})
+        api.print_recipe("export", student=False, overrides={"distill": {"epochs": 5}})
+
+
+def test_builtin_recipes():
+    full = effective_recipe(None, student=False)
+    assert full.names() == ["search", "distill", "prune", "quantize", "profile"] and full.source == "built-in recipe 'full'"
+    assert effective_recipe("full", student=True).names() == ["distill", "prune", "quantize", "profile"]  # a given student is not searched
+    assert effective_recipe("quick", student=False).step("distill").config.epochs == 3
+    assert effective_recipe("quick", student=False).step("quantize").config.fallback_to_float
+    assert effective_recipe("export", student=False).names() == ["export", "profile"]
 
 
 def test_cli_print_recipe_and_bad_recipe_exit_codes(cli, tmp_path):

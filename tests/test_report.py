@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("report") / "run"
-    api.compress(ROOT / "samples" / "teachers" / "resnet_digits.pt", out=out, student=str(ROOT / "samples" / "students" / "tiny_cnn16.json"),
+    api.compress(ROOT / "samples" / "teachers" / "resnet_digits.pt", out=out, recipe="distill", student=str(ROOT / "samples" / "students" / "tiny_cnn16.json"),
                  distill_options={"epochs": 1}, profile_spec=ProfileSpec(warmup=2, iterations=20), latency_budget="50ms",
                  max_accuracy_drop=90)
     return out
