@@ -436,8 +436,8 @@ def run_teacher(name: str, dataset: str, s: Settings, work: Path, progress: Prog
     attempt("kd-small", {"student": json.loads(SMALL_STUDENT.read_text()), "epochs": s.kd_epochs, "augment": augment},
             lambda d: kd_small(teacher_path, bundle, d, s, augment, say))
 
-    # squeeze's budgets: fractions of the teacher's p50, measured once here (same threads as the
-    # table) and cached, so a re-run derives the same budgets and its compress runs hit their caches
+    # squeeze's budgets: fractions of the teacher's p50, measured once here (every usable core, as
+    # compress measures) and cached, so a re-run derives the same budgets and its compress runs hit their caches
     teacher_p50 = _teacher_reference_latency(folder, load_onnx(teacher_onnx), s, say, CpuTarget(), ProfileSpec)
     recipe_file = folder / f"recipe-{key_of(s.recipe)}.yaml"
     _write_recipe(s.recipe, recipe_file)
@@ -445,11 +445,10 @@ def run_teacher(name: str, dataset: str, s: Settings, work: Path, progress: Prog
         budget = round(teacher_p50 / k, 6)
         attempt(f"squeeze@1/{k:g}", {"recipe": s.recipe, "budget_ms": budget},
                 lambda d, b=budget: squeeze_compress(teacher_path, dataset, d, b, s, recipe_file, say))
-    rows = records
-    _score(rows, bundle, teacher_onnx, say)
-    for r in rows:
+    _score(records, bundle, teacher_onnx, say)
+    for r in records:
         r.update(teacher_name=name, dataset=dataset)
-    return rows
+    return records
 
 
 def _distill_augment(recipe: dict[str, Any]) -> str:
