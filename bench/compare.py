@@ -19,7 +19,7 @@ For every teacher, each method below produces one ONNX model, run on ONNX Runtim
                    cross-entropy fine-tuning (as many epochs as squeeze's prune pass trains)
   kd-small         a hand-picked small student (samples/students/resnet_small.json) + plain KD
                    (`api.distill`, as many epochs as squeeze's distill pass trains)
-  squeeze@1/k      `squeeze compress` with the recipe (default samples/recipes/full.yaml) at a latency
+  squeeze@1/k      `squeeze compress` with the recipe (default: the built-in full one) at a latency
                    budget of 1/k of the teacher's p50 measured here, for each k in --budgets
 
 Every row is scored the same way: accuracy and top-1 agreement with the float teacher on the eval
@@ -65,7 +65,7 @@ import torch  # noqa: E402
 BENCH_VERSION = 1  # bump when a method's code changes what it produces: cached ONNX files are then redone
 TEACHERS = {"mnist": ("resnet_mnist", "mobilenetv2_mnist"), "digits": ("resnet_digits",)}
 SMALL_STUDENT = ROOT / "samples" / "students" / "resnet_small.json"
-DEFAULT_RECIPE = ROOT / "samples" / "recipes" / "full.yaml"
+DEFAULT_RECIPE = "full"  # compress's default built-in recipe (squeeze.recipe.BUILTIN_RECIPES)
 BASELINES = ("ort-ptq", "nncf-ptq", "modelopt-ptq", "tp-prune50", "kd-small")
 
 Progress = Callable[[str], None]
@@ -114,24 +114,26 @@ QUICK_OVERRIDES = {
 
 def make_settings(args: argparse.Namespace) -> Settings:
     from squeeze.compress import effective_recipe
+    from squeeze.recipe import BUILTIN_RECIPES
 
-    recipe_path = Path(args.recipe) if args.recipe else (ROOT / "samples" / "recipes" / "quick.yaml" if args.quick else DEFAULT_RECIPE)
+    recipe_path = args.recipe or ("quick" if args.quick else DEFAULT_RECIPE)  # a built-in name or a YAML file
     overrides = {k: v for k, v in QUICK_OVERRIDES.items()} if args.quick else {}
     plan = effective_recipe(recipe_path, student=False, overrides=_present(recipe_path, overrides))
     recipe = plan.to_dict()
     kd_epochs, finetune = recipe_budgets(recipe)
     budgets = tuple(args.budgets) if args.budgets else ((8.0,) if args.quick else (4.0, 8.0, 12.0))
-    return Settings(recipe=recipe, recipe_source=str(_rel(recipe_path)) + (" + quick overrides" if args.quick else ""),
+    source = f"built-in recipe {recipe_path!r}" if str(recipe_path) in BUILTIN_RECIPES else str(_rel(Path(recipe_path)))
+    return Settings(recipe=recipe, recipe_source=source + (" + quick overrides" if args.quick else ""),
                     budgets=budgets, kd_epochs=kd_epochs, finetune_epochs=finetune, threads=args.threads,
                     rounds=2 if args.quick else args.rounds, iterations=50 if args.quick else args.iterations,
                     batch32_iterations=5 if args.quick else args.batch32_iterations, quick=args.quick)
 
 
-def _present(recipe_path: Path, overrides: dict[str, Any]) -> dict[str, Any]:
+def _present(recipe_path: str | Path, overrides: dict[str, Any]) -> dict[str, Any]:
     """Only the overrides for passes the recipe has (apply_overrides refuses the others)."""
-    from squeeze.recipe import load_recipe
+    from squeeze.compress import effective_recipe
 
-    names = set(load_recipe(recipe_path).names())
+    names = set(effective_recipe(recipe_path, student=False).names())
     return {k: v for k, v in overrides.items() if k in names}
 
 
@@ -754,7 +756,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--digits", action="store_true", help="also the digits teacher (resnet_digits)")
     parser.add_argument("--teachers", nargs="+", help="only these teachers (default: both MNIST ones, + digits with --digits; --quick: resnet_mnist)")
     parser.add_argument("--methods", nargs="+", help=f"only these methods (teacher always): {', '.join(BASELINES)}, squeeze")
-    parser.add_argument("--recipe", help="squeeze's recipe (default samples/recipes/full.yaml; quick.yaml + tiny overrides with --quick)")
+    parser.add_argument("--recipe", help="squeeze's recipe (a built-in name or a YAML file; default full; quick + tiny overrides with --quick)")
     parser.add_argument("--budgets", nargs="+", type=float, help="squeeze budgets as divisors of the teacher's p50 (default 4 8 12)")
     parser.add_argument("--threads", type=int, default=1, help="ORT intra-op threads of the table (default 1: steadiest on a shared "
                         "machine); a second batch-1 pass uses every usable core, the cpu target's default")
