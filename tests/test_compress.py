@@ -124,3 +124,30 @@ def test_compress_with_student_distils_and_compares_to_teacher(tmp_path):
     strict = api.compress(digits_teacher, out=tmp_path / "strict", recipe="distill", student=str(spec), distill_options={"epochs": 1},
                           profile_spec=FAST, max_accuracy_drop=0.0)
     assert strict["gate"]["verdict"] == "fail"  # one epoch of a 5k-parameter student cannot match the teacher
+
+
+def test_whole_chain_for_a_jetson_without_device_runs_on_predicted_latency(tmp_path):
+    """The headline command (`--target jetson-orin-nano`, no device): search and prune steer by the
+    target's roofline prediction, quantize keeps INT8 (predicted faster on the GPU), and every
+    latency in the manifest is labelled as a prediction."""
+    digits_teacher = TEACHER.with_name("resnet_digits.pt")
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(
+        "version: 1\npasses:\n"
+        "  - search: {population: 4, iterations: 4}\n"
+        "  - distill: {epochs: 1}\n"
+        "  - prune: {steps: 1, candidates: 1, recover_epochs: 0.1, final_epochs: 0.1}\n"
+        "  - quantize: {epochs: 0}\n"
+        "  - profile\n")
+    result = api.compress(digits_teacher, target="jetson-orin-nano", out=tmp_path / "run", data="digits", recipe=recipe,
+                          cache_dir=tmp_path / "cache")
+    stages = {s["stage"]: s for s in result["stages"]}
+    assert list(stages) == ["teacher", "search", "distill", "prune", "quantize", "final"]
+    assert all(s["latency"]["measured"] is False for s in stages.values())
+    assert "derived" in result["budget"]["source"] and result["budget"]["latency_ms"] == pytest.approx(
+        stages["teacher"]["latency"]["p50_ms"] / 4, rel=0.01)
+    # the searched student aims at 2x the budget (prune follows) and prune does not make it slower
+    assert stages["search"]["latency"]["p50_ms"] <= 2 * result["budget"]["latency_ms"] * 1.05
+    assert stages["prune"]["latency"]["p50_ms"] <= stages["distill"]["latency"]["p50_ms"]
+    assert stages["quantize"]["latency"]["p50_ms"] < stages["prune"]["latency"]["p50_ms"]  # INT8 on the GPU's tensor cores
+    assert not (tmp_path / "run" / "model.engine").exists()
