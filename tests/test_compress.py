@@ -151,3 +151,25 @@ def test_whole_chain_for_a_jetson_without_device_runs_on_predicted_latency(tmp_p
     assert stages["prune"]["latency"]["p50_ms"] <= stages["distill"]["latency"]["p50_ms"]
     assert stages["quantize"]["latency"]["p50_ms"] < stages["prune"]["latency"]["p50_ms"]  # INT8 on the GPU's tensor cores
     assert not (tmp_path / "run" / "model.engine").exists()
+
+
+def test_gated_budget_is_aimed_at_with_a_p50_margin_and_search_gets_headroom():
+    """The gate bounds p90, search/prune compare p50: a user's budget is aimed at below itself."""
+    from squeeze import compress, pipeline
+    from squeeze.recipe import pass_class, parse_recipe
+
+    recipe = parse_recipe({"version": 1, "passes": ["search", "distill", "prune", "export", "profile"]}, "test")
+
+    def aims(budget_ms):
+        steps = [pipeline.Step(pass_class(s.name)(), s.config) for s in recipe.passes]
+        budget = compress._budget(budget_ms, {"p50_ms": 2.0}, steps)
+        compress._aim_passes(steps, budget)
+        return budget, {s.pass_.name: s.config.latency_budget_ms for s in steps if hasattr(s.config, "latency_budget_ms")}
+
+    budget, aim = aims(1.0)
+    assert budget["gated"] and budget["passes_aim_p50_ms"] == pytest.approx(compress.GATED_P50_MARGIN)
+    assert compress.GATED_P50_MARGIN < 1.0 and aim["prune"] == pytest.approx(compress.GATED_P50_MARGIN)
+    assert aim["search"] == pytest.approx(compress.GATED_P50_MARGIN * compress.SEARCH_HEADROOM)
+    # no user budget: 1/4 of the teacher's p50 steers the passes as is (nothing is gated)
+    budget, aim = aims(None)
+    assert not budget.get("gated") and aim["prune"] == pytest.approx(0.5)
