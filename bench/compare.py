@@ -698,6 +698,7 @@ def pareto_plot(by_teacher: dict[str, list[dict[str, Any]]], path: Path, title: 
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     fig, axes = plt.subplots(1, len(by_teacher), figsize=(6.2 * len(by_teacher), 4.8), squeeze=False)
     for ax, (name, rows) in zip(axes[0], by_teacher.items()):
@@ -730,6 +731,8 @@ def pareto_plot(by_teacher: dict[str, list[dict[str, Any]]], path: Path, title: 
             ax.plot(r["latency_b1"]["p50_ms"], y(r), marker, color=color, ms=10 if marker == "*" else 7, ls="none", label=r["method"])
             clipped(r, color)
         ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))  # plain ms; log minor labels overlap
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_ylim(floor, top)
         ax.set_xlabel("latency p50, batch 1, ORT CPU (ms, log scale)")
         ax.set_ylabel("eval accuracy (%)")
