@@ -360,27 +360,30 @@ def compress(
 
 
 DERIVED_SPEEDUP = 4.0  # no --latency-budget: passes that aim at a latency aim at 1/4 of the teacher's p50
+# The gate bounds p90 of the final measurement, while search and prune compare p50 (steadier on a
+# shared CPU). On this machine p90 ran 5-20 % above p50 at sub-millisecond latencies, so a gated
+# budget is aimed at with this much margin; a derived budget (not gated) is aimed at as is.
+GATED_P50_MARGIN = 0.85
 
 
 def _budget(budget_ms: float | None, teacher_latency: dict[str, Any], steps: list[Any]) -> dict[str, Any]:
     """The latency the passes aim at: the user's budget, else (when a pass needs one) 1/4 of the teacher's p50.
 
     A derived budget steers search and pruning only; the gate checks latency only against a budget
-    the user gave.
+    the user gave. `passes_aim_p50_ms` is what the passes aim at: a gated budget bounds p90 while
+    they compare p50, so they aim GATED_P50_MARGIN below it.
     """
     if budget_ms is not None:
-        return {"latency_ms": budget_ms, "source": "--latency-budget (p90, gated)", "gated": True}
+        return {"latency_ms": budget_ms, "source": "--latency-budget (p90, gated)", "gated": True,
+                "passes_aim_p50_ms": round(budget_ms * GATED_P50_MARGIN, 6)}
     if any(hasattr(s.config, "latency_budget_ms") and not _sets_own_budget(s.config) for s in steps):
         derived = round(teacher_latency["p50_ms"] / DERIVED_SPEEDUP, 6)
-        return {"latency_ms": derived, "source": f"derived: the teacher's p50 / {DERIVED_SPEEDUP:g} (steers passes, not gated)"}
+        return {"latency_ms": derived, "source": f"derived: the teacher's p50 / {DERIVED_SPEEDUP:g} (steers passes, not gated)",
+                "passes_aim_p50_ms": derived}
     return {"latency_ms": None, "source": "none"}
 
 
 SEARCH_HEADROOM = 2.0  # with a prune pass after it, search may pick a student this much slower than the budget
-# The gate bounds p90 of the final measurement, while search and prune compare p50 (steadier on a
-# shared CPU). On this machine p90 ran 5-20 % above p50 at sub-millisecond latencies, so a gated
-# budget is aimed at with this much margin; a derived budget (not gated) is aimed at as is.
-GATED_P50_MARGIN = 0.85
 
 
 def _sets_own_budget(config: Any) -> bool:
@@ -392,18 +395,15 @@ def _aim_passes(steps: list[Any], budget: dict[str, Any]) -> None:
 
     Search aims at SEARCH_HEADROOM x the budget when a prune pass follows: a larger student,
     distilled and then pruned to the budget with layer distillation, has more to keep than a
-    student born at the budget (Minitron's recipe; methods.md §6). A gated budget bounds p90, the
-    passes compare p50: they aim GATED_P50_MARGIN below it.
+    student born at the budget (Minitron's recipe; methods.md §6).
     """
     if budget["latency_ms"] is None:
         return
     names = [s.pass_.name for s in steps]
-    margin = GATED_P50_MARGIN if budget.get("gated") else 1.0
-    budget["passes_aim_p50_ms"] = round(budget["latency_ms"] * margin, 6)
     for step in steps:
         if not hasattr(step.config, "latency_budget_ms") or _sets_own_budget(step.config):
             continue
-        aim = budget["latency_ms"] * margin * (SEARCH_HEADROOM if step.pass_.name == "search" and "prune" in names else 1.0)
+        aim = budget["passes_aim_p50_ms"] * (SEARCH_HEADROOM if step.pass_.name == "search" and "prune" in names else 1.0)
         step.config = dataclasses.replace(step.config, latency_budget_ms=round(aim, 6))
 
 
