@@ -25,6 +25,7 @@ class Context:
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("squeeze"))
     progress: Callable[[str], None] = lambda message: None  # status line for humans
     results: dict[str, dict[str, Any]] = field(default_factory=dict)  # per-pass figures for the manifest
+    artifacts: dict[str, Any] = field(default_factory=dict)  # each pass's output (verified when it came from the cache)
 
 
 @runtime_checkable

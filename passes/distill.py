@@ -28,7 +28,7 @@ from squeeze.data import DataBundle, random_shift
 from squeeze.errors import SqueezeError, UserInputError
 from squeeze.evaluate import accuracy, torch_predictions
 from squeeze.features import FeatureTap, classifier_name, stage_names
-from squeeze.fsutil import atomic_path, sha256_file, write_json_atomic
+from squeeze.fsutil import atomic_path, load_resume_state, sha256_file, write_json_atomic
 from squeeze.passes.base import Context
 
 LOGIT_TERMS = ("kd", "dist")
@@ -345,8 +345,8 @@ def distill(
     best: dict[str, Any] = {"score": -1.0, "epoch": 0, "student": copy.deepcopy(student.state_dict())}
     start_epoch, rollbacks = 0, 0
 
-    if state_path.exists():
-        state = torch.load(state_path, map_location=device, weights_only=True)
+    state = load_resume_state(state_path, progress, map_location=device)
+    if state is not None:
         if state.get("fingerprint") != fingerprint:
             raise UserInputError(f"{out_dir} holds a distillation run with a different config or data; use another --out or delete {state_path}")
         student.load_state_dict(state["student"])

@@ -16,7 +16,7 @@ import torch
 
 from squeeze.artifacts import InputSpec, ModelArtifact, OnnxArtifact
 from squeeze.errors import ParityError, UserInputError
-from squeeze.fsutil import atomic_path, sha256_file
+from squeeze.fsutil import atomic_path, sha256_file, write_failure
 from squeeze.passes.base import Context
 from squeeze.targets.ort_runtime import create_session
 
@@ -104,7 +104,7 @@ def check_parity(module: torch.nn.Module, onnx_path: Path, inputs: torch.Tensor,
         got_single_diff = None
     diff = np.abs(got - reference)
     max_abs = float(diff.max())
-    top1 = float((got.argmax(-1) == reference.argmax(-1)).mean()) if reference.ndim >= 2 else None
+    top1 = float((got.argmax(-1) == reference.argmax(-1)).mean()) if reference.ndim == 2 else None  # logits only
     limit = cfg.parity_atol + cfg.parity_rtol * float(np.abs(reference).max())
     passed = max_abs <= limit and (top1 is None or top1 >= cfg.parity_min_top1)
     if got_single_diff is not None:
@@ -145,6 +145,8 @@ def export_onnx(art: ModelArtifact, out: Path, cfg: ExportConfig, data: Any = No
         except UserInputError:
             raise
         except Exception as exc:
+            if write_failure(exc, Path(out)) is not None:
+                raise write_failure(exc, Path(out)) from None  # a full or read-only disk, not an export bug
             raise UserInputError(f"ONNX export failed ({cfg.exporter}): {type(exc).__name__}: {str(exc).splitlines()[0][:240]}") from None
         model = onnx.load(str(tmp))
         onnx.checker.check_model(model)

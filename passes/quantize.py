@@ -33,7 +33,7 @@ from squeeze.artifacts import InputSpec, ModelArtifact, OnnxArtifact
 from squeeze.data import DataBundle
 from squeeze.errors import ParityError, SqueezeError, UserInputError
 from squeeze.evaluate import accuracy, onnx_predictions, torch_predictions
-from squeeze.fsutil import atomic_path, sha256_file, write_json_atomic
+from squeeze.fsutil import atomic_path, load_resume_state, sha256_file, write_json_atomic
 from squeeze.passes.base import Context
 from squeeze.quant_backends import BACKENDS, QuantBackend, fold_batchnorm, get_backend
 from squeeze.qdq import enforce_rules, fold_weight_quantizers, qdq_summary
@@ -193,8 +193,8 @@ def qat(qmodel: nn.Module, backend: QuantBackend, teacher: nn.Module, data: Data
     history: list[dict[str, Any]] = [{"epoch": 0, "phase": "ptq", "calibration": ptq_cal}]
     best = {"score": _score(ptq_cal), "epoch": 0, "state": copy.deepcopy(qmodel.state_dict())}
     start = 0
-    if state_path.exists():
-        state = torch.load(state_path, map_location="cpu", weights_only=False)  # our own file, written below
+    state = load_resume_state(state_path, progress)
+    if state is not None:
         if state.get("fingerprint") != fingerprint:
             raise UserInputError(f"{work_dir} holds a quantization run with a different config or data; delete it or change --out")
         qmodel.load_state_dict(state["model"])

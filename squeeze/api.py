@@ -47,12 +47,20 @@ def versions() -> dict[str, str]:
 def parse_duration_ms(text: str | float | None) -> float | None:
     """'2ms', '500us', '0.5s' or a bare number of milliseconds."""
     if text is None or isinstance(text, (int, float)):
-        return None if text is None else float(text)
+        return None if text is None else _positive_budget(float(text), text)
     match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*(ms|us|µs|s)?\s*", text)
     if not match:
         raise UserInputError(f"latency budget must look like 2ms, 500us or 0.5s, got {text!r}")
     value, unit = float(match.group(1)), match.group(2) or "ms"
-    return value * {"ms": 1.0, "us": 1e-3, "µs": 1e-3, "s": 1e3}[unit]
+    return _positive_budget(value * {"ms": 1.0, "us": 1e-3, "µs": 1e-3, "s": 1e3}[unit], text)
+
+
+def _positive_budget(value: float, text: Any) -> float:
+    import math
+
+    if not math.isfinite(value) or value <= 0:
+        raise UserInputError(f"a latency budget must be a positive duration, got {text!r}")
+    return value
 
 
 def open_data(spec: str | None, model: ModelArtifact | None = None, split_seed: int | None = None) -> DataBundle | None:
@@ -67,7 +75,26 @@ def open_data(spec: str | None, model: ModelArtifact | None = None, split_seed: 
         spec = recorded["dataset"]
     if split_seed is None:
         split_seed = int(recorded.get("split", {}).get("seed", 0)) if recorded.get("dataset") == spec else 0
-    return load_data(spec, SplitConfig(seed=split_seed)) if spec else None
+    bundle = load_data(spec, SplitConfig(seed=split_seed)) if spec else None
+    if bundle is not None and model is not None:
+        check_data_fits(bundle, model)
+    return bundle
+
+
+def check_data_fits(bundle: DataBundle, model: ModelArtifact) -> None:
+    """Before any work: the samples have the model's input shape, and no label names a class the model lacks."""
+    expected = tuple(model.input_spec.shape[1:])
+    if tuple(bundle.sample_shape) != expected:
+        got, want = "x".join(map(str, bundle.sample_shape)), "x".join(map(str, expected))
+        raise UserInputError(f"data {bundle.source} has samples of shape {got}, but the model takes {want}")
+    classes = model.output_classes
+    if bundle.has_labels and classes is not None and bundle.num_classes is not None and bundle.num_classes > classes:
+        from squeeze.data import all_labels
+
+        labels = all_labels(bundle)
+        bad = labels >= classes
+        raise UserInputError(f"data {bundle.source}: {int(bad.sum())} labels are >= {classes}, the model's number of classes "
+                             f"(values {sorted(set(labels[bad].tolist()))[:5]})")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -355,6 +382,7 @@ def gate(
     ratio_ci: float = 0.03,
     time_cap_s: float = 60.0,
     allow_predicted: bool = False,
+    override_verdict: bool = False,
     junit: str | Path | None = None,
     progress: Progress = silent,
 ) -> dict[str, Any]:
@@ -376,6 +404,7 @@ def gate(
         ratio_ci=ratio_ci,
         time_cap_s=time_cap_s,
         allow_predicted=allow_predicted,
+        override_verdict=override_verdict,
     )
     result = gating.evaluate(Path(manifest), cfg, progress=progress)
     if junit_path is not None:
@@ -566,9 +595,10 @@ def parse_latency_budget(text: str | float | None) -> tuple[float | None, float 
     """'1ms' / '500us' -> (1.0, None) in ms; '0.5x' -> (None, 0.5), a fraction of the input model's measured latency."""
     if isinstance(text, str) and text.strip().lower().endswith("x"):
         try:
-            return None, float(text.strip()[:-1])
+            ratio = float(text.strip()[:-1])
         except ValueError:
             raise UserInputError(f"relative latency budget must look like 0.5x, got {text!r}") from None
+        return None, _positive_budget(ratio, text)
     return parse_duration_ms(text), None
 
 

@@ -65,9 +65,23 @@ class ModelArtifact:
     metadata: dict[str, Any] = field(default_factory=dict)  # e.g. dataset and accuracy recorded with a checkpoint
     provenance: list[dict[str, Any]] = field(default_factory=list)
     exported_program: Any = None  # torch.export.ExportedProgram when loaded from .pt2
+    output_shape: tuple[int, ...] | None = None  # per-sample output shape (set by the load-time forward check)
 
     def describe(self) -> dict[str, Any]:
         return {"source": self.source, "format": self.format, "sha256": self.sha256, "input_spec": self.input_spec.to_dict()}
+
+    def probe_output_shape(self) -> tuple[int, ...]:
+        if self.output_shape is None:
+            with torch.no_grad():
+                out = self.module(self.input_spec.example(batch=2))
+            self.output_shape = tuple(out.shape[1:]) if isinstance(out, torch.Tensor) else ()
+        return self.output_shape
+
+    @property
+    def output_classes(self) -> int | None:
+        """The number of classes when the model outputs (N, classes) logits, else None."""
+        shape = self.probe_output_shape()
+        return shape[0] if len(shape) == 1 else None
 
 
 @dataclass

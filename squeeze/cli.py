@@ -39,8 +39,19 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-stdout = Console()
-stderr = Console(stderr=True)
+
+
+def _console(to_stderr: bool) -> Console:
+    """A terminal gets rich's wrapping at its width; a pipe or log file gets whole lines (no 80-column
+    wrap in the middle of a path or a table cell)."""
+    stream = sys.stderr if to_stderr else sys.stdout
+    if stream.isatty():
+        return Console(stderr=to_stderr)
+    return Console(stderr=to_stderr, width=1000, soft_wrap=True)
+
+
+stdout = _console(False)
+stderr = _console(True)
 _state = {"debug": bool(os.environ.get("SQUEEZE_DEBUG"))}
 
 # Options shared by the commands that load a model.
@@ -65,21 +76,21 @@ def handled(fn: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        _quiet_libraries()
         try:
             return fn(*args, **kwargs)
         except typer.Exit:
             raise
-        except SqueezeError as exc:
-            if _state["debug"]:
-                traceback.print_exc()
-            stderr.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
-            raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
-            stderr.print("interrupted")
+            stderr.print("interrupted; re-running the same command resumes from the last finished step")
             raise typer.Exit(130) from None
         except Exception as exc:
             if _state["debug"]:
                 traceback.print_exc()
+            exc = _as_user_error(exc)
+            if isinstance(exc, SqueezeError):
+                stderr.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+                raise typer.Exit(exc.exit_code) from None
             fd, log = tempfile.mkstemp(prefix="squeeze-error-", suffix=".log")
             with os.fdopen(fd, "w") as fh:
                 fh.write(traceback.format_exc())
@@ -88,6 +99,28 @@ def handled(fn: Callable[..., Any]) -> Callable[..., Any]:
             raise typer.Exit(3) from None
 
     return wrapper
+
+
+def _as_user_error(exc: Exception) -> Exception:
+    """A write that failed on the user's disk (full, read-only, no permission) is bad input, not a bug."""
+    from squeeze.errors import UserInputError
+    from squeeze.fsutil import WRITE_ERRNOS
+
+    if isinstance(exc, OSError) and exc.errno in WRITE_ERRNOS:
+        return UserInputError(f"cannot write {exc.filename or 'a file'}: {exc.strerror}")
+    return exc
+
+
+def _quiet_libraries() -> None:
+    """Library log lines and warnings are not ours to show: a bad input gets one line. --debug shows them."""
+    if _state["debug"]:
+        return
+    import logging
+    import warnings
+
+    warnings.simplefilter("ignore")
+    for name in ("torch", "paramiko", "onnxscript", "onnx_ir", "nncf", "modelopt"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
 def _emit_json(obj: Any) -> None:
@@ -353,6 +386,10 @@ def _stage_table(result: dict[str, Any]) -> Table:
     return table
 
 
+def _cell(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, (int, float)) and not isinstance(value, bool) else str(value)
+
+
 @app.command()
 @handled
 def gate(
@@ -369,6 +406,8 @@ def gate(
     ratio_ci: float = typer.Option(0.03, "--ratio-ci", help="ratio mode: measure until the 95% CI half-width is within this fraction"),
     time_cap: float = typer.Option(60.0, "--time-cap", help="ratio mode: stop measuring after this many seconds"),
     allow_predicted: bool = typer.Option(False, "--allow-predicted", help="gate on predicted (not measured) latency"),
+    override_verdict: bool = typer.Option(False, "--override-verdict",
+                                          help="let these checks replace a failed compress-time verdict (parity still binds; recorded)"),
     junit: Optional[Path] = typer.Option(None, "--junit", help="also write JUnit XML here (one testcase per check)"),
     as_json: bool = JsonOpt,
 ) -> None:
@@ -387,7 +426,7 @@ def gate(
                       max_size_mb=max_size_mb, baseline=baseline, max_regression=max_regression,
                       max_accuracy_regression=max_accuracy_regression, reference=reference, max_latency_ratio=max_latency_ratio,
                       ratio_ci=ratio_ci, time_cap_s=time_cap, allow_predicted=allow_predicted, junit=junit,
-                      progress=_progress(as_json))
+                      override_verdict=override_verdict, progress=_progress(as_json))
     if as_json:
         _emit_json(result)
     else:
@@ -395,7 +434,7 @@ def gate(
         for col in ("check", "value", "limit", "result"):
             table.add_column(col, justify="left" if col == "check" else "right")
         for c in result["checks"]:
-            table.add_row(c["check"], f"{c['value']:.4g}", f"{c['limit']:.4g}", "[green]pass[/]" if c["passed"] else "[red]FAIL[/]")
+            table.add_row(c["check"], _cell(c["value"]), _cell(c["limit"]), "[green]pass[/]" if c["passed"] else "[red]FAIL[/]")
         stdout.print(table)
         if "ratio" in result:
             r = result["ratio"]

@@ -22,6 +22,7 @@ from typing import Any
 from squeeze import __version__
 from squeeze.artifacts import ModelArtifact, OnnxArtifact
 from squeeze.errors import TargetUnavailableError, UserInputError
+from squeeze.manifest_schema import SCHEMA_VERSION
 from squeeze.recipe import Recipe, RecipeStep, build_config, load_recipe, parse_recipe, pass_class, validate_order
 from squeeze.targets.base import ProfileSpec
 
@@ -66,14 +67,21 @@ def effective_recipe(recipe: str | Path | Recipe | None, *, student: bool, overr
         base = recipe
     elif recipe is None or str(recipe) in BUILTIN_RECIPES:
         base = builtin_recipe(str(recipe or "full"), student=student)
+    elif not Path(recipe).exists() and not str(recipe).endswith((".yaml", ".yml")) and "/" not in str(recipe):
+        raise UserInputError(f"unknown recipe {str(recipe)!r}: the built-in recipes are {', '.join(BUILTIN_RECIPES)}; "
+                             "or give a recipe file (.yaml)")
     else:
         base = load_recipe(recipe)
     return apply_overrides(base, overrides or {})
 
 
 def _check_out(out: Path) -> None:
+    import os
+
     if not out.resolve().parent.is_dir():
         raise UserInputError(f"output directory's parent does not exist: {out.resolve().parent}")
+    if not os.access(out.resolve().parent, os.W_OK):
+        raise UserInputError(f"cannot write {out}: {out.resolve().parent} is not writable (read-only file system or no permission)")
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "manifest.json").exists())):
         raise UserInputError(f"{out} exists and is not a squeeze output directory; choose another --out")
 
@@ -93,11 +101,13 @@ class StageMeter:
 
         self.target, self.spec, self.bundle, self.progress = target, spec, bundle, progress
         self.can_measure = target.available().available  # else every latency is a labelled prediction
-        self.loader = bundle.loader("eval", batch_size=256) if bundle is not None else None
+        # accuracy and agreement need class logits; other outputs (dense maps, boxes) are exported and timed only
+        self.loader = bundle.loader("eval", batch_size=256) if bundle is not None and teacher.output_classes is not None else None
         self.teacher = teacher
         self.teacher_preds, self.labels = torch_predictions(teacher.module, self.loader) if self.loader is not None else (None, None)
         self.predictions: dict[str, Any] = {}  # stage -> eval-split predictions, for the final comparison
         self.onnx_files: dict[str, OnnxArtifact] = {}  # stage -> the ONNX its latency is measured on
+        self.pass_results: dict[str, Any] = {}
 
     def _scores(self, stage: str, preds: Any, labels: Any) -> dict[str, Any]:
         from squeeze.evaluate import accuracy
@@ -208,7 +218,7 @@ def compress(
     from squeeze import pipeline
     from squeeze.api import _initial_student, open_data, parse_duration_ms, remote_target, versions
     from squeeze.evaluate import compare
-    from squeeze.fsutil import atomic_dir, sha256_file, write_json_atomic
+    from squeeze.fsutil import atomic_dir, copy_atomic, sha256_file, write_json_atomic
     from squeeze.modelio import load_model
     from squeeze.passes.base import Context
     from squeeze.passes.export import ExportConfig, export_onnx
@@ -229,6 +239,14 @@ def compress(
     out = Path(out)
     _check_out(out)
     names = plan.names()
+    search_step = plan.step("search")
+    if search_step is not None:
+        from squeeze.passes.search.spaces import get_space
+
+        get_space(search_step.config.space)  # an unknown space fails here, before the teacher is loaded
+    if availability.available and callable(getattr(tgt, "preflight", None)):
+        progress(f"checking that {target} is reachable")
+        tgt.preflight()
     if "distill" in names and "search" not in names and student is None:
         raise UserInputError("the recipe distils a student but none is given: add a 'search' pass before 'distill' or pass --student")
     if student is not None and "search" in names:
@@ -240,8 +258,12 @@ def compress(
     needs_data = [n for n in names if n in ("search", "distill", "prune", "quantize")]
     if needs_data and bundle is None:
         raise UserInputError(f"pass {needs_data[0]!r} needs data: pass --data")
-    if max_accuracy_drop is not None and (bundle is None or not bundle.has_labels):
-        raise UserInputError("--max-accuracy-drop needs a labelled dataset (--data)")
+    if needs_data and teacher.output_classes is None:
+        shape = "x".join(map(str, teacher.output_shape or ()))
+        raise UserInputError(f"pass {needs_data[0]!r} needs a model that outputs class logits (N, classes); {path} outputs N x {shape}. "
+                             "Use --recipe export to export and profile it")
+    if max_accuracy_drop is not None and (bundle is None or not bundle.has_labels or teacher.output_classes is None):
+        raise UserInputError("--max-accuracy-drop needs a classifier and a labelled dataset (--data)")
     profile_step = plan.step("profile")
     spec = profile_step.config.spec if profile_step is not None else (profile_spec or ProfileSpec())
     steps = [pipeline.Step(pass_class(s.name)(), s.config) for s in plan.passes]
@@ -274,7 +296,8 @@ def compress(
         for record in records:
             name = record["name"]
             if name in MODEL_STAGES and isinstance(ctx.results.get(name), dict):
-                stage_row = _stage_row(name, record, meter)
+                meter.pass_results = ctx.results
+                stage_row = _stage_row(name, record, ctx.artifacts[name], meter)
                 stage_row.update(config=record["config"], seconds=record["seconds"], cached=record.get("cached", False))
                 stages.append(stage_row)
         if not isinstance(final, OnnxArtifact):  # a recipe without export: the driver exports (with parity)
@@ -282,7 +305,7 @@ def compress(
             final = export_onnx(final, stage / "model.onnx", ExportConfig(), bundle)
         onnx_path = stage / "model.onnx"
         if final.path.resolve() != onnx_path.resolve():
-            onnx_path.write_bytes(final.path.read_bytes())
+            copy_atomic(final.path, onnx_path)
         final_art = dataclasses.replace(final, path=onnx_path)
         # cpu/ssh "build" checks the runtime takes the ONNX; TensorRT targets build an engine (+ its manifest) on the device
         built = tgt.build(final_art, stage / "model.engine") if availability.available else final_art
@@ -299,14 +322,15 @@ def compress(
 
         # teacher in torch vs the deployed ONNX in ONNX Runtime, both on the whole eval split (measured above)
         accuracy = (compare((meter.teacher_preds, meter.labels), (meter.predictions["final"], meter.labels), "eval")
-                    if bundle is not None else None)
+                    if meter.loader is not None else None)
         parity = final.parity or {}
         gate = _gate(latency, accuracy, parity, budget_ms, max_accuracy_drop)
         artifacts = {p.name: {"sha256": sha256_file(p), "bytes": p.stat().st_size}
                      for p in (onnx_path, stage / "teacher.onnx", *([built_path] if built_path != onnx_path else []))}
         summary_row = final_row
-        _copy_student_checkpoints(records, stage)
+        _copy_student_checkpoints(records, ctx.artifacts, stage)
         manifest = {
+            "schema_version": SCHEMA_VERSION,
             "squeeze_version": __version__,
             "created_utc": started.isoformat(timespec="seconds"),
             "finished_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -419,26 +443,32 @@ def _teacher_stage(meter: StageMeter, teacher: ModelArtifact, bundle: Any, targe
     import json
     import shutil
 
-    from squeeze.fsutil import write_json_atomic
-    from squeeze.pipeline import CACHE_LAYOUT, _versions
+    from squeeze.fsutil import copy_atomic, sha256_file, write_json_atomic
+    from squeeze.pipeline import CACHE_LAYOUT, CacheEntryInvalid, _versions, discard_entry, entry_lock, read_json_record, verified_file
 
     material = {"layout": CACHE_LAYOUT, "teacher": teacher.sha256, "data": bundle.fingerprint if bundle else None, "target": target.name,
                 "spec": dataclasses.asdict(spec), "versions": _versions()}
     entry = cache.entry("teacher", hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest())
     row_file, onnx_file = entry / "stage.json", entry / "teacher.onnx"
-    if cache.resume and row_file.exists() and onnx_file.exists():
-        meter.progress("teacher: measured earlier, reusing " + str(entry))
-        shutil.copy2(onnx_file, stage / "teacher.onnx")
-        saved = json.loads(row_file.read_text())
-        meter.add_onnx("teacher", _load_onnx_like(stage / "teacher.onnx", saved["row"]))
-        return saved["row"], saved["budget_latency"]
-    meter.progress(f"exporting and measuring the teacher on {target.name}")
-    row = json.loads(json.dumps(meter.model("teacher", teacher, stage / "teacher.onnx"), default=str))
-    teacher_onnx = meter.onnx_files["teacher"]
-    budget_latency = (target.profile(teacher_onnx, spec) if meter.can_measure else target.predict(teacher_onnx, spec)).to_dict()
-    entry.mkdir(parents=True, exist_ok=True)
-    shutil.copy2(stage / "teacher.onnx", onnx_file)
-    write_json_atomic(row_file, json.loads(json.dumps({"row": row, "budget_latency": budget_latency}, default=str)))
+    with entry_lock(entry, meter.progress):
+        if cache.resume and row_file.exists():
+            try:
+                saved = read_json_record(row_file, ("row", "budget_latency", "onnx_sha256"))
+                verified_file(entry, onnx_file.name, saved["onnx_sha256"])
+                meter.progress("teacher: measured earlier, reusing " + str(entry))
+                copy_atomic(onnx_file, stage / "teacher.onnx")
+                meter.add_onnx("teacher", _load_onnx_like(stage / "teacher.onnx", saved["row"]))
+                return saved["row"], saved["budget_latency"]
+            except CacheEntryInvalid as exc:
+                discard_entry(entry, exc, meter.progress)
+        meter.progress(f"exporting and measuring the teacher on {target.name}")
+        row = json.loads(json.dumps(meter.model("teacher", teacher, stage / "teacher.onnx"), default=str))
+        teacher_onnx = meter.onnx_files["teacher"]
+        budget_latency = (target.profile(teacher_onnx, spec) if meter.can_measure else target.predict(teacher_onnx, spec)).to_dict()
+        entry.mkdir(parents=True, exist_ok=True)
+        copy_atomic(stage / "teacher.onnx", onnx_file)
+        record = {"row": row, "budget_latency": budget_latency, "onnx_sha256": sha256_file(onnx_file)}
+        write_json_atomic(row_file, json.loads(json.dumps(record, default=str)))
     return row, budget_latency
 
 
@@ -450,49 +480,56 @@ def _load_onnx_like(path: Path, row: dict[str, Any]) -> OnnxArtifact:
     return art
 
 
-def _stage_row(name: str, record: dict[str, Any], meter: StageMeter) -> dict[str, Any]:
+def _stage_row(name: str, record: dict[str, Any], art: Any, meter: StageMeter) -> dict[str, Any]:
     """A pass's stage figures (all but latency), stored beside its cache entry with the ONNX they were taken on,
-    so that a resumed run does not evaluate them again; latency is measured afresh with the other stages."""
+    so that a resumed run does not evaluate them again; latency is measured afresh with the other stages.
+    A stored row is reused only when its ONNX still has the recorded sha256."""
     import json
 
-    from squeeze.fsutil import write_json_atomic
-    from squeeze.pipeline import load_artifact
+    from squeeze.fsutil import sha256_file, write_json_atomic
+    from squeeze.pipeline import CacheEntryInvalid, read_json_record, verified_file
 
     entry = Path(record["cache_entry"])
     stored, stage_onnx = entry / "stage.json", entry / "stage.onnx"
-    saved = json.loads((entry / "done.json").read_text())
-    art = load_artifact(entry, saved["artifact"])
     if stored.exists():
-        row = json.loads(stored.read_text())
-        meter.add_onnx(name, art if isinstance(art, OnnxArtifact) else _load_onnx_like(stage_onnx, row))
-        return row
+        try:
+            saved = read_json_record(stored, ("row", "onnx_sha256"))
+            if isinstance(art, OnnxArtifact):
+                if saved["onnx_sha256"] != art.sha256:
+                    raise CacheEntryInvalid("its stage figures belong to another ONNX")
+                meter.add_onnx(name, art)
+            else:
+                verified_file(entry, stage_onnx.name, saved["onnx_sha256"])
+                meter.add_onnx(name, _load_onnx_like(stage_onnx, saved["row"]))
+            return saved["row"]
+        except CacheEntryInvalid as exc:
+            meter.progress(f"{name}: stored stage figures in {entry} are damaged ({exc}); measuring the stage again")
+            stored.unlink(missing_ok=True)
     if isinstance(art, OnnxArtifact):
         row = meter.onnx(name, art)
-        shipped = (saved.get("result") or {}).get("shipped")
+        shipped = (meter.pass_results.get(name) or {}).get("shipped")
         if shipped and shipped != "int8":
             row["note"] = shipped
+        onnx_sha = art.sha256
     else:
         row = meter.model(name, art, stage_onnx)
+        onnx_sha = sha256_file(stage_onnx)
     row = json.loads(json.dumps(row, default=str))
-    write_json_atomic(stored, row)
+    write_json_atomic(stored, {"row": row, "onnx_sha256": onnx_sha})
     return row
 
 
-def _copy_student_checkpoints(records: list[dict[str, Any]], stage: Path) -> None:
+def _copy_student_checkpoints(records: list[dict[str, Any]], artifacts: dict[str, Any], stage: Path) -> None:
     """Each model-producing pass's checkpoint goes into the output as <pass>/<file>, for reuse and inspection."""
-    import json
     import shutil
 
     for record in records:
-        if record["name"] not in MODEL_STAGES or "cache_entry" not in record:
+        art = artifacts.get(record["name"])
+        if record["name"] not in MODEL_STAGES or not isinstance(art, ModelArtifact) or not Path(art.source).is_file():
             continue
-        entry = Path(record["cache_entry"])
-        saved = json.loads((entry / "done.json").read_text())["artifact"]
-        src = (entry / saved["path"]).resolve()
-        if saved["kind"] == "model" and src.is_file():
-            dest = stage / record["name"] / src.name
-            dest.parent.mkdir(exist_ok=True)
-            shutil.copy2(src, dest)
+        dest = stage / record["name"] / Path(art.source).name
+        dest.parent.mkdir(exist_ok=True)
+        shutil.copy2(art.source, dest)
 
 
 def _gate(latency: dict[str, Any], accuracy: dict[str, Any] | None, parity: dict[str, Any],

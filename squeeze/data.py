@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 
+from squeeze.augment import random_shift  # noqa: F401 - re-exported: older callers import it from here
 from squeeze.errors import UserInputError
 
 UNLABELLED = -1
@@ -30,7 +31,8 @@ MNIST_DIR = PROJECT_ROOT / "samples" / "data" / "mnist"
 MNIST_FILES = ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081  # the usual MNIST constants; recorded in the InputSpec
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm"}
-BUNDLED = ("mnist", "digits")
+BUNDLED = ("mnist", "digits", "cifar10-mini")
+CIFAR_MINI_DIR = PROJECT_ROOT / "samples" / "data" / "cifar10-mini"  # 2000 train / 1000 test real images, for tests
 
 
 @dataclass(frozen=True)
@@ -93,16 +95,6 @@ class DataBundle:
         n = min(n, len(dataset))
         xs, ys = zip(*(dataset[i] for i in range(n)))
         return torch.stack(xs), torch.as_tensor(ys, dtype=torch.long)
-
-
-def random_shift(x: torch.Tensor, max_shift: int, generator: torch.Generator) -> torch.Tensor:
-    """Translate each image of a batch by up to max_shift pixels, padding with the batch minimum."""
-    if max_shift == 0:
-        return x
-    n, _, h, w = x.shape
-    padded = torch.nn.functional.pad(x, (max_shift,) * 4, value=float(x.min()))
-    offsets = torch.randint(0, 2 * max_shift + 1, (n, 2), generator=generator)
-    return torch.stack([padded[i, :, dy : dy + h, dx : dx + w] for i, (dy, dx) in enumerate(offsets.tolist())])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -335,14 +327,41 @@ def _split(n: int, cfg: SplitConfig) -> tuple[list[int], list[int], list[int]]:
     return order[n_eval + n_cal :], order[n_eval : n_eval + n_cal], order[:n_eval]
 
 
+def checked_labels(labels: torch.Tensor | None, source: str) -> torch.Tensor | None:
+    """Labels as given, or None when the data has none. A dataset is label-free only when no
+    sample has a label (or the user says --label-free): a stray negative label is an error,
+    not a reason to ignore every label."""
+    if labels is None:
+        return None
+    missing = labels == UNLABELLED
+    if bool(missing.all()):
+        return None
+    if bool(missing.any()):
+        raise UserInputError(f"{source}: {int(missing.sum())} of {len(labels)} samples have no label; label every sample, or none (label-free)")
+    bad = labels < 0
+    if bool(bad.any()):
+        values = sorted(set(labels[bad].tolist()))[:5]
+        raise UserInputError(f"{source}: {int(bad.sum())} labels are negative (values {values}); labels are class indices 0..C-1")
+    return labels
+
+
+def check_finite(x: torch.Tensor, source: str) -> None:
+    """NaN/Inf inputs are a data error: name the first sample that has one."""
+    finite = torch.isfinite(x.reshape(len(x), -1)).all(dim=1) if len(x) else torch.ones(0, dtype=torch.bool)
+    if not bool(finite.all()):
+        first = int((~finite).nonzero()[0])
+        raise UserInputError(f"{source}: {int((~finite).sum())} samples hold NaN or Inf values (the first is sample {first})")
+
+
 def _bundle(name: str, source: str, full: Dataset, labels: torch.Tensor | None, digest: str, cfg: SplitConfig, **kw: Any) -> DataBundle:
     n = len(full)  # type: ignore[arg-type]
     if n == 0:
         raise UserInputError(f"dataset {source} is empty")
     train, cal, ev = _split(n, cfg)
     sample = full[0][0]
-    has_labels = labels is not None and bool((labels >= 0).all())
-    num_classes = int(labels.max()) + 1 if has_labels and labels is not None else None
+    labels = checked_labels(labels, source)
+    has_labels = labels is not None
+    num_classes = int(labels.max()) + 1 if labels is not None else None
     fingerprint = hashlib.sha256(f"{digest}|{cfg.seed}|{cfg.eval_fraction}|{cfg.calibration_fraction}".encode()).hexdigest()[:16]
     return DataBundle(
         name=name,
@@ -360,9 +379,84 @@ def _bundle(name: str, source: str, full: Dataset, labels: torch.Tensor | None, 
     )
 
 
+def _bundle_given(name: str, source: str, train: TensorDataset, held_out: TensorDataset, digest: str, cfg: SplitConfig, **kw: Any) -> DataBundle:
+    """A dataset that comes with its own split: the given test set is the eval split (never trained
+    on or selected on); calibration is carved from the given train set by the seed."""
+    n = len(train)
+    if n == 0 or len(held_out) == 0:
+        raise UserInputError(f"dataset {source}: both the train and the test part must be non-empty")
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed)).tolist()
+    n_cal = max(1, int(round(n * cfg.calibration_fraction)))
+    if n - n_cal < 1:
+        raise UserInputError(f"dataset {source}: {n} training samples are too few to carve a calibration split")
+    labels = torch.cat([train.tensors[1], held_out.tensors[1]])
+    fingerprint = hashlib.sha256(f"{digest}|given|{cfg.seed}|{cfg.calibration_fraction}".encode()).hexdigest()[:16]
+    bundle = DataBundle(
+        name=name,
+        source=source,
+        full=torch.utils.data.ConcatDataset([train, held_out]),
+        train=Subset(train, order[n_cal:]),
+        calibration=Subset(train, order[:n_cal]),
+        eval=held_out,
+        has_labels=bool((labels >= 0).all()),
+        num_classes=int(labels.max()) + 1,
+        sample_shape=tuple(train.tensors[0].shape[1:]),
+        split=cfg,
+        fingerprint=fingerprint,
+        **kw,
+    )
+    bundle.extra["given_split"] = True
+    return bundle
+
+
+def _normalised(x: np.ndarray, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
+    t = torch.from_numpy(x).float().div_(255.0)
+    return t.sub_(torch.tensor(mean).view(1, -1, 1, 1)).div_(torch.tensor(std).view(1, -1, 1, 1))
+
+
+def load_cifar_bundle(root: Path | None, cfg: SplitConfig, name: str = "cifar10", mini: bool = False) -> DataBundle:
+    from squeeze import cifar
+
+    if mini:
+        splits = cifar.read_npz_pair(CIFAR_MINI_DIR / cifar.NPZ_FILES[0], CIFAR_MINI_DIR / cifar.NPZ_FILES[1], expect_full=False)
+    else:
+        splits = cifar.load_cifar10(root)
+    train = TensorDataset(_normalised(splits.train_x, cifar.CIFAR10_MEAN, cifar.CIFAR10_STD), torch.from_numpy(splits.train_y))
+    test = TensorDataset(_normalised(splits.test_x, cifar.CIFAR10_MEAN, cifar.CIFAR10_STD), torch.from_numpy(splits.test_y))
+    norm = {"mean": list(cifar.CIFAR10_MEAN), "std": list(cifar.CIFAR10_STD)}
+    bundle = _bundle_given(name, f"{splits.layout}:{splits.source}", train, test, splits.digest(), cfg, normalization=norm)
+    bundle.extra["classes"] = list(cifar.CIFAR10_CLASSES)
+    return bundle
+
+
+def all_labels(bundle: DataBundle) -> torch.Tensor:
+    """Every label of the dataset (train, calibration and eval), for error messages and checks."""
+    full = bundle.full
+    if isinstance(full, TensorDataset):
+        return full.tensors[1]
+    if isinstance(full, torch.utils.data.ConcatDataset) and all(isinstance(d, TensorDataset) for d in full.datasets):
+        return torch.cat([d.tensors[1] for d in full.datasets])
+    return torch.tensor([int(full[i][1]) for i in range(len(full))])
+
+
+def split_tensors(bundle: DataBundle, split: str) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The (x, y) tensors of a split when the data is in memory (fast batch indexing), else None."""
+    dataset = {"train": bundle.train, "calibration": bundle.calibration, "eval": bundle.eval}[split]
+    if isinstance(dataset, TensorDataset):
+        return dataset.tensors[0], dataset.tensors[1]
+    if isinstance(dataset, Subset) and isinstance(dataset.dataset, TensorDataset):
+        index = torch.as_tensor(dataset.indices, dtype=torch.long)
+        return dataset.dataset.tensors[0][index], dataset.dataset.tensors[1][index]
+    return None
+
+
 def load_data(spec: str, split: SplitConfig | None = None) -> DataBundle:
     """Open a dataset from a CLI-style spec: 'mnist', 'digits', a .npz/.pt file, an image folder, or pkg.mod:fn."""
     cfg = split or SplitConfig()
+    if spec == "cifar10-mini":
+        return load_cifar_bundle(None, cfg, name=spec, mini=True)
+    if spec == "cifar10" or (spec.startswith("cifar10:") and len(spec) > 8):
+        return load_cifar_bundle(Path(spec[8:]) if ":" in spec else None, cfg)
     if spec in BUNDLED:
         x, y, digest = load_mnist() if spec == "mnist" else load_digits()
         mean, std = (MNIST_MEAN, MNIST_STD) if spec == "mnist" else (DIGITS_MEAN, DIGITS_STD)
@@ -375,9 +469,17 @@ def load_data(spec: str, split: SplitConfig | None = None) -> DataBundle:
         if path.suffix not in (".npz", ".pt", ".pth"):
             raise UserInputError(f"unsupported dataset file {path}: expected .npz or .pt, an image folder, 'mnist', 'digits' or pkg.mod:fn")
         x, y, digest = load_tensor_file(path)
+        check_finite(x, str(path))
+        if y is not None and bool((y < 0).any()):
+            raise UserInputError(f"{path}: {int((y < 0).sum())} labels are negative (values {sorted(set(y[y < 0].tolist()))[:5]}); "
+                                 "labels are class indices 0..C-1 (omit 'y' for label-free data)")
         labels = y if y is not None else torch.full((len(x),), UNLABELLED, dtype=torch.long)
         return _bundle(path.stem, str(path), TensorDataset(x, labels), y, digest, cfg)
     if path.is_dir():
+        from squeeze import cifar
+
+        if cifar.detect_layout(path):
+            return load_cifar_bundle(path, cfg)
         folder = ImageFolderDataset(path)
         labels = torch.tensor([label for _, label in folder.samples])
         bundle = _bundle(path.name, str(path), folder, labels, folder.fingerprint(), cfg)

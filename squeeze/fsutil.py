@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -13,6 +14,32 @@ from pathlib import Path
 from typing import Any
 
 from squeeze.errors import UserInputError
+
+# errors that mean "this path cannot be written" (a user's disk, mount or permissions), not a bug
+WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG})
+
+
+class WriteError(UserInputError):
+    """A file could not be written (disk full, read-only, no permission): exit 2, naming the path."""
+
+
+def _no_space(directory: Path) -> bool:
+    try:
+        return shutil.disk_usage(directory).free < 256 * 1024
+    except OSError:
+        return False
+
+
+def write_failure(exc: BaseException, final: Path) -> WriteError | None:
+    """The user-facing error for a failed write of `final`, or None if `exc` is not a write failure.
+    torch.save and the ONNX exporter report a full disk as RuntimeError: free space tells."""
+    if isinstance(exc, WriteError):
+        return exc
+    if isinstance(exc, OSError) and exc.errno in WRITE_ERRNOS:
+        return WriteError(f"cannot write {final}: {exc.strerror or os.strerror(exc.errno)}")
+    if isinstance(exc, (OSError, RuntimeError)) and _no_space(Path(final).parent):
+        return WriteError(f"cannot write {final}: no space left on device")
+    return None
 
 
 def check_output_path(path: Path) -> Path:
@@ -35,13 +62,21 @@ def atomic_path(final: Path) -> Iterator[Path]:
     The temporary name keeps `final`'s suffix last, since some writers check it (torch.export.save).
     """
     final = Path(final)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{final.stem}.", suffix=f".tmp{final.suffix}", dir=final.parent)
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{final.stem}.", suffix=f".tmp{final.suffix}", dir=final.parent)
+    except OSError as exc:
+        raise write_failure(exc, final) or exc from None
     os.close(fd)
     tmp = Path(tmp_name)
     try:
         yield tmp
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; final files get the usual permissions
         os.replace(tmp, final)
+    except Exception as exc:
+        failure = write_failure(exc, final)
+        if failure is None:
+            raise
+        raise failure from None
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -58,6 +93,12 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
         tmp.write_bytes(data)
 
 
+def copy_atomic(src: Path, dest: Path) -> None:
+    """Copy a file so that `dest` appears whole or not at all; a failed write names `dest`."""
+    with atomic_path(Path(dest)) as tmp:
+        shutil.copyfile(src, tmp)
+
+
 def write_json_atomic(path: Path, obj: Any) -> None:
     write_bytes_atomic(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
 
@@ -71,10 +112,23 @@ def atomic_dir(final: Path) -> Iterator[Path]:
     """
     final = Path(final)
     _remove_orphaned_staging(final)
-    staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".staging", dir=final.resolve().parent))
-    (staging / OWNER_FILE).write_text(str(os.getpid()))
     try:
-        yield staging
+        staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".staging", dir=final.resolve().parent))
+        (staging / OWNER_FILE).write_text(str(os.getpid()))
+    except OSError as exc:
+        raise write_failure(exc, final) or exc from None
+    try:
+        try:
+            yield staging
+        except WriteError as exc:  # name the file as it would be in `final`, not its staging copy
+            raise WriteError(str(exc).replace(str(staging), str(final))) from None
+        except Exception as exc:
+            name = getattr(exc, "filename", None)
+            inside = final / Path(name).relative_to(staging) if name and Path(name).is_relative_to(staging) else final
+            failure = write_failure(exc, inside) if isinstance(exc, OSError) or _no_space(staging) else None
+            if failure is None:
+                raise
+            raise failure from None
         (staging / OWNER_FILE).unlink()
         os.chmod(staging, 0o777 & ~_umask())  # mkdtemp makes 0700
         if final.exists():
@@ -121,3 +175,26 @@ def sha256_file(path: Path) -> str:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def load_resume_state(path: Path, progress=lambda m: None, map_location: str = "cpu") -> Any | None:
+    """A training pass's saved per-epoch state, read with the weights-only unpickler, or None.
+
+    The state is our own file, but it lives in a cache a user or another process can write to:
+    it is never unpickled beyond tensors and plain data, and an unreadable one (truncated,
+    corrupt, or needing more than weights-only) is reported, removed, and training starts over.
+    """
+    import torch
+
+    path = Path(path)
+    if not path.exists():
+        return None
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+        if not isinstance(state, dict):
+            raise ValueError(f"holds a {type(state).__name__}, not a training state")
+        return state
+    except Exception as exc:  # any failure means the same: the state cannot be trusted
+        progress(f"discarding unreadable training state {path} ({type(exc).__name__}); starting that pass over")
+        path.unlink(missing_ok=True)
+        return None

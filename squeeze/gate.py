@@ -40,6 +40,7 @@ class GateConfig:
     block_iterations: int = 50  # timed runs per block; blocks alternate model / reference
     min_rounds: int = 6
     allow_predicted: bool = False  # gate on predicted (not measured) latency
+    override_verdict: bool = False  # let this gate's checks replace a failed compress-time verdict (recorded)
 
     def __post_init__(self) -> None:
         if self.percentile not in PERCENTILES:
@@ -54,7 +55,8 @@ class GateConfig:
             raise UserInputError("--max-regression / --max-accuracy-regression need --baseline MANIFEST")
         if not 0 < self.ratio_ci < 1 or self.time_cap_s <= 0 or self.block_iterations < 5 or self.min_rounds < 3:
             raise UserInputError("ratio mode needs 0 < ratio-ci < 1, time cap > 0, >= 5 runs per block and >= 3 rounds")
-        if not any(v is not None for v in (self.max_latency_ms, self.max_accuracy_drop, self.max_size_mb, self.baseline, self.reference)):
+        if not any(v is not None for v in (self.max_latency_ms, self.max_accuracy_drop, self.max_size_mb, self.baseline, self.reference)) \
+                and not self.override_verdict:
             raise UserInputError("nothing to gate on: give at least one of --max-latency-ms, --max-accuracy-drop, --max-size-mb, "
                                  "--baseline, --reference")
 
@@ -71,6 +73,9 @@ def parse_fraction(text: str | float | None) -> float | None:
 
 
 def load_manifest(path: Path) -> dict[str, Any]:
+    """A compress manifest, checked against its schema (squeeze/manifest_schema.py) before any field is used."""
+    from squeeze.manifest_schema import validate_manifest
+
     path = Path(path)
     if path.is_dir():
         path = path / "manifest.json"
@@ -78,10 +83,9 @@ def load_manifest(path: Path) -> dict[str, Any]:
         manifest = json.loads(path.read_text())
     except FileNotFoundError:
         raise UserInputError(f"manifest not found: {path}") from None
-    except (OSError, ValueError) as exc:
-        raise UserInputError(f"cannot read manifest {path}: {exc}") from None
-    if not isinstance(manifest, dict) or "latency" not in manifest or "gate" not in manifest:
-        raise UserInputError(f"{path} is not a squeeze manifest (no latency / gate sections)")
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        raise UserInputError(f"cannot read manifest {path}: {str(exc).splitlines()[0][:160]}") from None
+    validate_manifest(manifest, path)
     manifest["_path"] = str(path)
     return manifest
 
@@ -135,10 +139,15 @@ def evaluate(manifest_path: Path, cfg: GateConfig, *, measure: Callable[..., dic
         if cfg.max_latency_ratio is not None:
             checks.append(_check(f"latency_ratio_p{pct}", ratio["ratio"], cfg.max_latency_ratio, ratio["ratio"] <= cfg.max_latency_ratio,
                                  ci95=ratio["ci95"], rounds=ratio["rounds"], tight=ratio["tight"]))
-    # The manifest's own verdict (parity, compress-time budgets) still binds: a failed parity is never shipped.
+    # The manifest's own verdict (parity, compress-time budgets) binds unless the user overrides it;
+    # a failed parity is never shipped, override or not.
     parity = manifest.get("parity") or {}
     if "passed" in parity:
         checks.append(_check("onnx_parity", parity.get("max_abs_diff"), parity.get("tolerance_max_abs"), parity["passed"]))
+    verdict = manifest["gate"]["verdict"]
+    failed = [c["check"] for c in manifest["gate"].get("checks", []) if not c["passed"]]
+    checks.append(_check("compress_verdict", verdict, "pass", verdict == "pass" or cfg.override_verdict,
+                         failed_at_compress=failed, overridden=bool(cfg.override_verdict and verdict != "pass")))
     return {
         "manifest": manifest["_path"],
         "verdict": "pass" if all(c["passed"] for c in checks) else "fail",

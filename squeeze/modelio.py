@@ -28,6 +28,7 @@ from squeeze.artifacts import InputSpec, ModelArtifact, OnnxArtifact, parse_inpu
 from squeeze.data import import_object
 from squeeze.errors import UntrustedPickleError, UserInputError
 from squeeze.fsutil import atomic_path, sha256_file, write_bytes_atomic
+from squeeze.model_checks import check_finite_weights, check_memory
 
 CHECKPOINT_FORMAT = "squeeze-checkpoint"
 SPEC_EXTRA_FILE = "squeeze_input_spec.json"
@@ -110,6 +111,8 @@ def load_model(
     art = loader(path, arch=arch, shape=shape, trust_pickle=trust_pickle)
     if art.format != "pt2":  # exported programs keep the mode they were exported in
         art.module.eval()
+    check_finite_weights(art)
+    check_memory(art)
     _check_forward(art)
     return art
 
@@ -171,8 +174,11 @@ def _spec_from(shape: tuple[int, ...] | None, recorded: InputSpec | None, path: 
 
 
 def _load_pt2(path: Path, *, arch: str | None, shape: tuple[int, ...] | None, trust_pickle: bool) -> ModelArtifact:
+    from squeeze.pt2_check import check_pt2, scan_pickles
+
+    check_pt2(path)  # fields torch evaluates as code (squeeze/pt2_check.py); always, trusted pickles or not
     if not trust_pickle:
-        _scan_pt2_for_pickles(path)
+        scan_pickles(path, PICKLE_REFUSAL)
     extra = {SPEC_EXTRA_FILE: "", META_EXTRA_FILE: ""}
     try:
         ep = torch.export.load(str(path), extra_files=extra)
@@ -200,36 +206,6 @@ def _load_pt2(path: Path, *, arch: str | None, shape: tuple[int, ...] | None, tr
     spec = _spec_from(shape, recorded, path, "pt2")
     metadata = json.loads(extra[META_EXTRA_FILE]) if extra[META_EXTRA_FILE] else {}
     return ModelArtifact(ep.module(), spec, str(path), "pt2", sha256_file(path), metadata, exported_program=ep)
-
-
-def _scan_pt2_for_pickles(path: Path) -> None:
-    """Refuse a .pt2 with any member torch would unpickle beyond the weights-only unpickler.
-
-    torch.export.load tries weights_only=True and then silently falls back to full unpickling
-    (and loads `use_pickle` weights and custom objects with full unpickling outright). Members it
-    unpickles: torch.save blobs (*.pt: sample inputs, legacy state dicts), weights/constants the
-    payload configs mark `use_pickle`, and custom/opaque objects. Raw tensor bytes are not pickles.
-    """
-    with zipfile.ZipFile(path) as zf:
-        names = set(zf.namelist())
-        suspects = [n for n in names if n.endswith(".pt")]
-        for config_name in (n for n in names if n.endswith("_config.json") and "/data/" in n):
-            folder = config_name.rsplit("/", 1)[0]
-            try:
-                entries = json.loads(zf.read(config_name)).get("config", {})
-            except ValueError:
-                raise UserInputError(f"model file is corrupt: {path} (unreadable {config_name})") from None
-            for fqn, entry in entries.items():
-                member = f"{folder}/{entry.get('path_name', '')}"
-                if entry.get("path_name", "").startswith(("custom_obj", "opaque_obj")):
-                    raise UntrustedPickleError(PICKLE_REFUSAL.format(path=path, what=f"a pickled custom object ({fqn})"))
-                if entry.get("use_pickle") and member in names:
-                    suspects.append(member)
-        for member in suspects:
-            try:
-                torch.load(io.BytesIO(zf.read(member)), map_location="cpu", weights_only=True)
-            except Exception:
-                raise UntrustedPickleError(PICKLE_REFUSAL.format(path=path, what=f"a pickled object ({member})")) from None
 
 
 def _load_torchscript(path: Path, *, arch: str | None, shape: tuple[int, ...] | None, trust_pickle: bool) -> ModelArtifact:
@@ -344,6 +320,7 @@ def _check_forward(art: ModelArtifact) -> None:
         raise UserInputError(f"input shape {shape} does not fit the model {art.source}: {msg[0][:200] if msg else type(exc).__name__}") from None
     if not isinstance(out, torch.Tensor):
         raise UserInputError(f"{art.source}: squeeze handles models with one tensor output; got {type(out).__name__}")
+    art.output_shape = tuple(out.shape[1:])
 
 
 # ----------------------------------------------------------------------------------------------

@@ -6,11 +6,19 @@ config, teacher, data fingerprint, target, package versions). A pass runs with t
 its run_dir, so a training pass killed mid-way finds its own last checkpoint there on the re-run
 and resumes; `done.json` is written (atomically) only after the pass returns, and only an entry
 with `done.json` counts as finished.
+
+A cache hit is verified before anything is reused: done.json must parse and have its fields, and
+every file it names must match the sha256 recorded when it was written. A damaged entry is
+reported in one line, discarded and recomputed (never shipped, never an internal error). An entry
+is locked (flock on `<entry>.lock`) while it is read or computed, so two runs never train in it
+at once: the second waits, then reuses what the first finished.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import hashlib
 import json
 import os
@@ -24,11 +32,11 @@ import torch
 
 from squeeze.artifacts import InputSpec, ModelArtifact, OnnxArtifact
 from squeeze.errors import UserInputError
-from squeeze.fsutil import write_json_atomic
+from squeeze.fsutil import sha256_file, write_json_atomic
 from squeeze.passes.base import Context, Pass
 
 DONE = "done.json"
-CACHE_LAYOUT = 2  # bump when the entry format changes: old entries then simply miss
+CACHE_LAYOUT = 3  # bump when the entry format changes: old entries then simply miss
 
 
 @dataclass
@@ -51,6 +59,53 @@ class PassCache:
 
     def entry(self, name: str, key: str) -> Path:
         return self.root / f"{name}-{key[:20]}"
+
+
+class CacheEntryInvalid(Exception):
+    """A cache entry that cannot be trusted: unreadable, incomplete, or its files changed."""
+
+
+@contextlib.contextmanager
+def entry_lock(entry: Path, progress=lambda m: None):
+    """Hold an exclusive lock on a cache entry; a second run waits here (and says so) until the first is done."""
+    entry.parent.mkdir(parents=True, exist_ok=True)
+    with open(entry.with_name(entry.name + ".lock"), "a+") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            progress(f"waiting for another squeeze run that is working in {entry}")
+            fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def verified_file(entry: Path, rel: Any, sha256: Any) -> Path:
+    """The file `rel` (relative to the entry) if it exists and still has the recorded sha256."""
+    if not isinstance(rel, str) or not isinstance(sha256, str) or len(sha256) != 64:
+        raise CacheEntryInvalid("its record names no file and hash")
+    path = (entry / rel).resolve()
+    if not path.is_file():
+        raise CacheEntryInvalid(f"{rel} is missing")
+    if sha256_file(path) != sha256:
+        raise CacheEntryInvalid(f"{path.name} does not match the sha256 recorded when it was written")
+    return path
+
+
+def read_json_record(path: Path, required: tuple[str, ...]) -> dict[str, Any]:
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        raise CacheEntryInvalid(f"{path.name} is unreadable ({type(exc).__name__})") from None
+    if not isinstance(record, dict) or any(k not in record for k in required):
+        raise CacheEntryInvalid(f"{path.name} lacks {', '.join(k for k in required if not isinstance(record, dict) or k not in record)}")
+    return record
+
+
+def discard_entry(entry: Path, reason: Exception, progress=lambda m: None) -> None:
+    progress(f"cache entry {entry} is damaged ({reason}); discarding it and recomputing")
+    shutil.rmtree(entry, ignore_errors=True)
 
 
 def validate(steps: list[Step], first_input: type) -> None:
@@ -138,19 +193,36 @@ def artifact_record(art: Any, entry: Path) -> tuple[dict[str, Any], Any]:
     return {"kind": "model", "path": rel, "sha256": art.sha256, "metadata": art.metadata, "provenance": art.provenance}, art
 
 
-def load_artifact(entry: Path, record: dict[str, Any]) -> Any:
+def load_artifact(entry: Path, record: Any) -> Any:
+    """The artifact a done.json record describes, after checking its file against the recorded sha256."""
     from squeeze.modelio import load_model
 
-    path = (entry / record["path"]).resolve()
-    if record["kind"] == "onnx":
-        return OnnxArtifact(path, record["sha256"], int(record["opset"]), InputSpec.from_dict(record["input_spec"]),
-                            record.get("producer", ""), record.get("parity"), record.get("provenance", []))
-    art = load_model(path)
-    if art.sha256 != record["sha256"]:
-        raise UserInputError(f"cached pass output {path} changed since it was written; delete {entry} and re-run")
-    art.metadata = {**art.metadata, **record.get("metadata", {})}
+    if not isinstance(record, dict) or record.get("kind") not in ("onnx", "model"):
+        raise CacheEntryInvalid("its artifact record is malformed")
+    path = verified_file(entry, record.get("path"), record.get("sha256"))
+    try:
+        if record["kind"] == "onnx":
+            return OnnxArtifact(path, record["sha256"], int(record["opset"]), InputSpec.from_dict(record["input_spec"]),
+                                record.get("producer", ""), record.get("parity"), record.get("provenance", []))
+        art = load_model(path)
+    except (KeyError, TypeError, ValueError, UserInputError) as exc:
+        raise CacheEntryInvalid(f"its artifact cannot be loaded ({str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__})") from None
+    art.metadata = {**art.metadata, **(record.get("metadata") or {})}
     art.provenance = record.get("provenance", [])
     return art
+
+
+def _reuse(entry: Path, name: str, ctx: Context) -> tuple[Any, dict[str, Any]] | None:
+    """A finished, verified entry's artifact and done.json, or None (a damaged entry is discarded)."""
+    done = entry / DONE
+    if not done.exists():
+        return None
+    try:
+        saved = read_json_record(done, ("artifact", "seconds", "result"))
+        return load_artifact(entry, saved["artifact"]), saved
+    except CacheEntryInvalid as exc:
+        discard_entry(entry, exc, ctx.progress)
+        return None
 
 
 def run(steps: list[Step], ctx: Context, artifact: Any, cache: PassCache | None = None) -> tuple[Any, list[dict[str, Any]]]:
@@ -167,35 +239,37 @@ def run(steps: list[Step], ctx: Context, artifact: Any, cache: PassCache | None 
         if cache is None:
             artifact = step.pass_.run(ctx, artifact, step.config)
             records.append({**record, "seconds": round(time.perf_counter() - start, 3)})
-            finished(name, records[-1]["seconds"], False)
-            continue
-        key = step_key(step, ctx, input_hash)
-        entry = cache.entry(name, key)
-        done = entry / DONE
-        if done.exists() and not cache.resume:
+        else:
+            key = step_key(step, ctx, input_hash)
+            artifact, outcome = _run_cached(step, ctx, artifact, cache.entry(name, key), key, cache.resume, start)
+            records.append({**record, **outcome})
+            input_hash = artifact_hash(artifact)
+        ctx.artifacts[name] = artifact
+        finished(name, records[-1]["seconds"], records[-1].get("cached", False))
+    return artifact, records
+
+
+def _run_cached(step: Step, ctx: Context, artifact: Any, entry: Path, key: str, resume: bool, start: float) -> tuple[Any, dict[str, Any]]:
+    name = step.pass_.name
+    with entry_lock(entry, ctx.progress):
+        if entry.exists() and not resume:
             shutil.rmtree(entry)
-        if done.exists():
-            saved = json.loads(done.read_text())
-            artifact = load_artifact(entry, saved["artifact"])
+        reused = _reuse(entry, name, ctx)
+        if reused is not None:
+            artifact, saved = reused
             ctx.results[name] = saved["result"]
             ctx.progress(f"{name}: finished earlier, reusing {entry}")
-            records.append({**record, "seconds": saved["seconds"], "cached": True, "cache_entry": str(entry)})
-        else:
-            if entry.exists() and not cache.resume:
-                shutil.rmtree(entry)
-            resuming = entry.exists()
-            entry.mkdir(parents=True, exist_ok=True)
-            if resuming:
-                ctx.progress(f"{name}: resuming the unfinished run in {entry}")
-            artifact = step.pass_.run(dataclasses.replace(ctx, run_dir=entry), artifact, step.config)
-            seconds = round(time.perf_counter() - start, 3)
-            record_of_output, artifact = artifact_record(artifact, entry)
-            write_json_atomic(done, json.loads(json.dumps({"pass": name, "key": key, "seconds": seconds, "artifact": record_of_output,
-                                                           "result": ctx.results.get(name)}, default=str)))
-            records.append({**record, "seconds": seconds, "cached": False, "resumed": resuming, "cache_entry": str(entry)})
-        finished(name, records[-1]["seconds"], records[-1]["cached"])
-        input_hash = artifact_hash(artifact)
-    return artifact, records
+            return artifact, {"seconds": saved["seconds"], "cached": True, "cache_entry": str(entry)}
+        resuming = entry.exists()
+        entry.mkdir(parents=True, exist_ok=True)
+        if resuming:
+            ctx.progress(f"{name}: resuming the unfinished run in {entry}")
+        artifact = step.pass_.run(dataclasses.replace(ctx, run_dir=entry), artifact, step.config)
+        seconds = round(time.perf_counter() - start, 3)
+        record_of_output, artifact = artifact_record(artifact, entry)
+        write_json_atomic(entry / DONE, json.loads(json.dumps({"pass": name, "key": key, "seconds": seconds, "artifact": record_of_output,
+                                                               "result": ctx.results.get(name)}, default=str)))
+        return artifact, {"seconds": seconds, "cached": False, "resumed": resuming, "cache_entry": str(entry)}
 
 
 def _plain(obj: Any) -> Any:

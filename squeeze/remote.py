@@ -238,7 +238,8 @@ class RemoteHost:
             return AuthenticationFailedError(f"authentication failed for {where} with {keys}: is the public key in the device's "
                                              f"~/.ssh/authorized_keys? (pass --identity-file KEY)")
         if isinstance(exc, socket.gaierror):
-            return DeviceUnreachableError(f"cannot resolve host {self.hostname!r}: {exc.strerror or exc}")
+            return DeviceUnreachableError(f"cannot resolve host {self.hostname!r}: {exc.strerror or exc}; check the address "
+                                          f"(user@host[:port]) and any 'Host {self.address.host}' entry in ~/.ssh/config")
         if isinstance(exc, paramiko.ssh_exception.NoValidConnectionsError):
             return DeviceUnreachableError(f"device unreachable: connection to {where} refused (is sshd running and the port right?)")
         if isinstance(exc, (socket.timeout, TimeoutError)):

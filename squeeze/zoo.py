@@ -151,3 +151,18 @@ def tiny_cnn(in_channels: int = 1, num_classes: int = 10, width: int = 8) -> nn.
         nn.Flatten(),
         nn.Linear(width * 2, num_classes),
     )
+
+
+def cifar_resnet(in_channels: int = 3, num_classes: int = 10, depth: int = 20, width: int = 16) -> ResNet:
+    """He et al.'s CIFAR ResNet family (depth = 6n + 2: ResNet-8/14/20/32/56): three stages of n
+    basic blocks at widths w/2w/4w, a 3x3 stem, no max-pool. Shortcuts that change shape are 1x1
+    projections (option B), which the pruning dependency graph handles like any conv."""
+    if depth < 8 or (depth - 2) % 6:
+        raise ValueError(f"CIFAR ResNet depth must be 6n + 2 (8, 14, 20, 32, 56, ...), got {depth}")
+    n = (depth - 2) // 6
+    return ResNet(in_channels, num_classes, widths=(width, 2 * width, 4 * width), blocks=(n, n, n))
+
+
+def resnet20_cifar(in_channels: int = 3, num_classes: int = 10) -> ResNet:
+    """The CIFAR-10 sample teacher: ResNet-20 (about 41 MMACs at 32x32, 0.27 M params)."""
+    return cifar_resnet(in_channels, num_classes, depth=20, width=16)

@@ -221,6 +221,11 @@ class JetsonTarget:
             return Availability(False, f"no --device user@host: offline prediction only{assumed}", details)
         return Availability(True, f"will build and measure on {self.device} with {self.config.trtexec}", details)
 
+    def preflight(self) -> None:
+        """One connection before any work: an unreachable --device fails in seconds, not after the teacher's export."""
+        if self.device is not None:
+            RemoteHost(self.device, self.config.ssh).connect().close()
+
     def _assumed_note(self) -> str | None:
         return "no --device: assumed Jetson Orin Nano 8GB for --target jetson" if self.requested == ALIAS and self.device is None else None
 

@@ -54,6 +54,12 @@ class SshTarget:
         return Availability(True, f"will connect to {self.address} and run onnxruntime there with {self.config.remote_python}",
                             {"address": str(self.address), "remote_python": self.config.remote_python})
 
+    def preflight(self) -> None:
+        """One connection before any work: an unreachable host fails in seconds, not after the teacher's export."""
+        if self.address is not None:
+            with RemoteHost(self.address, self.config.ssh):
+                pass
+
     def build(self, onnx: OnnxArtifact, out: Path) -> OnnxArtifact:
         raise UserInputError(f"{self.name} runs the ONNX file directly with ONNX Runtime: there is no engine to build")
 
