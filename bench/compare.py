@@ -305,7 +305,7 @@ def tp_prune_finetune(teacher: Any, bundle: Any, folder: Path, s: Settings, seed
 
 def finetune_ce(model: torch.nn.Module, bundle: Any, epochs: float, lr: float, seed: int, progress: Progress) -> dict[str, Any]:
     """Cross-entropy training for `epochs` (fractions allowed); the best state on the calibration split is kept."""
-    from squeeze.data import random_shift
+    from squeeze.augment import random_shift
     from squeeze.evaluate import accuracy, torch_predictions
 
     batch = 128

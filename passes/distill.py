@@ -12,6 +12,7 @@ import copy
 import hashlib
 import json
 import math
+import statistics
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -24,7 +25,8 @@ from torch import nn
 from squeeze import losses
 from squeeze.analysis import count_macs, count_params, evaluating
 from squeeze.artifacts import ModelArtifact
-from squeeze.data import DataBundle, random_shift
+from squeeze.augment import apply_augment, check_augment, resolve_augment
+from squeeze.data import DataBundle
 from squeeze.errors import SqueezeError, UserInputError
 from squeeze.evaluate import accuracy, torch_predictions
 from squeeze.features import FeatureTap, classifier_name, stage_names
@@ -56,7 +58,9 @@ class DistillConfig:
     weight_decay: float = 5e-4
     warmup_epochs: float = 1.0
     batch_size: int = 128
-    augment: str = "none"  # "none" or "shift" (random translation by up to 2 pixels)
+    augment: str = "auto"  # auto (the dataset's default: shift for digits, crop-flip for CIFAR, else none), none, shift, crop-flip
+    min_steps: int = 0  # train at least this many optimizer steps: more epochs on a small dataset (recipes that scale with the data)
+    compile: str = "auto"  # torch.compile the student and teacher: on, off, or auto (on for runs long enough to repay ~1 min of compiling)
     feature_pairs: tuple[tuple[str, str], ...] = ()  # (student layer, teacher layer); empty = stage outputs, matched from the end
     seed: int = 0
     device: str = "cpu"
@@ -70,8 +74,11 @@ class DistillConfig:
             raise UserInputError("--alpha must be in [0, 1] and --temperature > 0")
         if self.optimizer not in ("sgd", "adamw"):
             raise UserInputError(f"--optimizer must be sgd or adamw, got {self.optimizer!r}")
-        if self.augment not in ("none", "shift"):
-            raise UserInputError(f"--augment must be none or shift, got {self.augment!r}")
+        check_augment(self.augment)
+        if self.min_steps < 0:
+            raise UserInputError("--min-steps must be >= 0")
+        if self.compile not in ("auto", "on", "off"):
+            raise UserInputError(f"compile must be auto, on or off, got {self.compile!r}")
         if self.lr is not None and self.lr <= 0:
             raise UserInputError("--lr must be > 0")
         if self.nproc < 1 or self.batch_size % self.nproc:
@@ -248,7 +255,7 @@ def check_inputs(teacher: ModelArtifact, student: nn.Module, data: DataBundle) -
 
 
 def _train_epoch(trainable, teacher, objective, loader, optimizer, scheduler, scaler, cfg: DistillConfig, aug_gen, use_amp: bool,
-                 num_classes: int | None) -> tuple[dict[str, float], bool]:
+                 num_classes: int | None, augment: str) -> tuple[dict[str, float], bool]:
     """One pass over this process's share of the training split.
 
     Returns summed per-term losses and whether a loss went non-finite (on any process)."""
@@ -259,8 +266,7 @@ def _train_epoch(trainable, teacher, objective, loader, optimizer, scheduler, sc
             x, y = x.to(cfg.device), y.to(cfg.device)
             if num_classes is not None and (int(y.min()) < 0 or int(y.max()) >= num_classes):
                 raise UserInputError(f"labels must be in [0, {num_classes}) for a {num_classes}-class teacher; found {int(y.min())}..{int(y.max())}")
-            if cfg.augment == "shift":
-                x = random_shift(x, 2, aug_gen)
+            x = apply_augment(augment, x, aug_gen)
             with torch.autocast("cuda", enabled=use_amp):
                 with torch.no_grad():
                     t_logits = teacher(x) if objective.needs_teacher else None
@@ -275,6 +281,19 @@ def _train_epoch(trainable, teacher, objective, loader, optimizer, scheduler, sc
             for k, v in {"loss": float(loss.detach()), **parts}.items():
                 sums[k] = sums.get(k, 0.0) + v * len(x)
     return sums, False
+
+
+COMPILE_MIN_IMAGES = 150_000  # below this, ~1 min of torch.compile costs more than its ~1.3x speed-up saves (bench/kd_throughput.py)
+
+
+def _compiled(trainable: nn.Module, teacher: nn.Module, cfg: DistillConfig, objective: Any, images: int, world: int, progress):
+    """torch.compile'd student-with-loss and teacher for long single-process runs without feature taps
+    (hooks on submodules and DDP buckets do not survive compilation here), else the modules as they are."""
+    wanted = cfg.compile == "on" or (cfg.compile == "auto" and images >= COMPILE_MIN_IMAGES)
+    if not wanted or world > 1 or objective.student_tap is not None:
+        return trainable, teacher
+    progress("compiling the student and teacher with torch.compile (about a minute; pays back on this run's length)")
+    return torch.compile(trainable), torch.compile(teacher)
 
 
 def distill(
@@ -329,7 +348,10 @@ def distill(
         return DataLoader(data.train, batch_size=per_rank_batch, sampler=sampler, drop_last=drop_last)
 
     steps_per_epoch = max(1, len(train_loader(0)))
-    total_steps, warmup = cfg.epochs * steps_per_epoch, max(1, int(cfg.warmup_epochs * steps_per_epoch))
+    epochs = max(cfg.epochs, math.ceil(cfg.min_steps / steps_per_epoch))  # a small dataset gets more epochs, the same steps
+    total_steps, warmup = epochs * steps_per_epoch, max(1, int(cfg.warmup_epochs * steps_per_epoch))
+    augment = resolve_augment(cfg.augment, data.name)
+    step_model, step_teacher = _compiled(trainable, t_model, cfg, objective, total_steps * cfg.batch_size, world, progress)
     lr_scale = {"value": 1.0}  # halved on each divergence rollback
 
     def schedule(step: int) -> float:
@@ -355,20 +377,22 @@ def distill(
         scheduler.load_state_dict(state["scheduler"])
         lr_scale["value"] = float(state["lr_scale"])
         history, best, start_epoch, rollbacks = state["history"], state["best"], int(state["epoch"]), int(state["rollbacks"])
-        progress(f"resuming from epoch {start_epoch} of {cfg.epochs} ({state_path})")
+        progress(f"resuming from epoch {start_epoch} of {epochs} ({state_path})")
 
     use_labels = data.has_labels and not cfg.label_free
     cal_loader = data.loader("calibration", batch_size=512)
     started = time.perf_counter()
     epoch = start_epoch
-    while epoch < cfg.epochs:
+    while epoch < epochs:
         good = {"student": copy.deepcopy(student.state_dict()), "objective": copy.deepcopy(objective.state_dict()),
                 "optimizer": copy.deepcopy(optimizer.state_dict()), "scheduler": copy.deepcopy(scheduler.state_dict())}
         torch.manual_seed(cfg.seed * 100_003 + epoch)  # per-epoch seeding: resumed runs reproduce uninterrupted ones
         aug_gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch + 1)
         loader = train_loader(epoch)
-        sums, diverged = _train_epoch(trainable, t_model, objective, loader, optimizer, scheduler, scaler, cfg, aug_gen, use_amp,
-                                      num_classes if use_labels else None)
+        epoch_started = time.perf_counter()
+        sums, diverged = _train_epoch(step_model, step_teacher, objective, loader, optimizer, scheduler, scaler, cfg, aug_gen, use_amp,
+                                      num_classes if use_labels else None, augment)
+        rate = steps_per_epoch * cfg.batch_size / max(time.perf_counter() - epoch_started, 1e-9)
         if diverged:
             rollbacks += 1
             if rollbacks > cfg.max_rollbacks:
@@ -390,7 +414,7 @@ def distill(
         n = steps_per_epoch * cfg.batch_size if drop_last else len(data.train)
         totals = dict(zip(keys, _all_reduce([sums[k] for k in keys])))  # every process's share of the epoch
         record = {"epoch": epoch + 1, **{k: v / n for k, v in totals.items()}, "lr": optimizer.param_groups[0]["lr"],
-                  "calibration": cal, "seconds": round(time.perf_counter() - started, 1)}
+                  "calibration": cal, "seconds": round(time.perf_counter() - started, 1), "images_per_s": round(rate * world, 1)}
         history.append(record)
         if score > best["score"]:
             best = {"score": score, "epoch": epoch + 1, "student": copy.deepcopy(student.state_dict())}
@@ -402,7 +426,8 @@ def distill(
             with atomic_path(state_path) as tmp:
                 torch.save(state, tmp)
         cal_text = (f"cal acc {cal['student_accuracy'] * 100:.2f}%, " if cal["student_accuracy"] is not None else "") + f"agreement {cal['agreement'] * 100:.2f}%"
-        progress(f"epoch {epoch}/{cfg.epochs} loss {record['loss']:.4f} ({', '.join(f'{k} {record[k]:.4f}' for k in weights if k in record)}), {cal_text}")
+        progress(f"epoch {epoch}/{epochs} loss {record['loss']:.4f} ({', '.join(f'{k} {record[k]:.4f}' for k in weights if k in record)}), "
+                 f"{cal_text}, {record['images_per_s']:.0f} images/s")
     objective.close()
 
     student.load_state_dict(best["student"])
@@ -418,6 +443,9 @@ def distill(
         "selected_on": "calibration split: " + ("student accuracy" if use_labels else "agreement with the teacher"),
         "loss_weights": weights,
         "config": asdict(cfg),
+        "resolved": {"epochs": epochs, "steps": total_steps, "steps_per_epoch": steps_per_epoch, "augment": augment,
+                     "compiled": step_model is not trainable,
+                     "images_per_s": round(statistics.median(h["images_per_s"] for h in history), 1) if history else None},
         "data": data.describe(),
         "history": history,
         "rollbacks": rollbacks,

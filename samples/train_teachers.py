@@ -31,7 +31,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from squeeze import zoo  # noqa: E402
-from squeeze.data import SplitConfig, load_data, random_shift  # noqa: E402
+from squeeze.augment import random_shift  # noqa: E402
+from squeeze.data import SplitConfig, load_data  # noqa: E402
 
 OUT = ROOT / "samples" / "teachers"
 WORK = OUT / ".work"  # raw trained weights (ignored by git); packaging reads them

@@ -81,12 +81,20 @@ def open_data(spec: str | None, model: ModelArtifact | None = None, split_seed: 
     return bundle
 
 
+def _same_normalization(a: dict[str, list[float]], b: dict[str, list[float]]) -> bool:
+    return all(len(a.get(k, [])) == len(b.get(k, [])) and all(abs(x - y) <= 1e-3 for x, y in zip(a[k], b[k])) for k in ("mean", "std"))
+
+
 def check_data_fits(bundle: DataBundle, model: ModelArtifact) -> None:
     """Before any work: the samples have the model's input shape, and no label names a class the model lacks."""
     expected = tuple(model.input_spec.shape[1:])
     if tuple(bundle.sample_shape) != expected:
         got, want = "x".join(map(str, bundle.sample_shape)), "x".join(map(str, expected))
         raise UserInputError(f"data {bundle.source} has samples of shape {got}, but the model takes {want}")
+    recorded, given = model.input_spec.normalization, bundle.normalization
+    if recorded and given and not _same_normalization(recorded, given):
+        raise UserInputError(f"the model was trained on inputs normalised with {recorded}, but data {bundle.source} is normalised "
+                             f"with {given}: its predictions would be meaningless")
     classes = model.output_classes
     if bundle.has_labels and classes is not None and bundle.num_classes is not None and bundle.num_classes > classes:
         from squeeze.data import all_labels

@@ -30,6 +30,21 @@ class InputSpec:
         out["shape"] = list(self.shape)
         return out
 
+    def preprocessing(self, data_normalization: dict[str, list[float]] | None = None) -> dict[str, Any]:
+        """How a deployer must turn raw pixels into this model's input: the same normalisation the
+        data loader applied in training, in torch and in the ONNX parity check."""
+        norm = data_normalization or self.normalization
+        channels = self.shape[1] if len(self.shape) == 4 else None
+        note: dict[str, Any] = {"input": self.name, "layout": "NCHW" if channels else "as the model's input", "dtype": self.dtype,
+                                "shape": list(self.shape), "dynamic_batch": self.dynamic_batch}
+        if norm is None:
+            note["normalization"] = None
+            note["formula"] = "feed inputs exactly as the data given to squeeze (it applied no normalisation of its own)"
+            return note
+        note.update(normalization=norm, channel_order={1: "grayscale", 3: "RGB"}.get(channels, f"{channels} channels"),
+                    formula="x[c] = (pixel[c] / 255 - mean[c]) / std[c], for 8-bit pixels, per channel c")
+        return note
+
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "InputSpec":
         return cls(

@@ -460,7 +460,7 @@ def distill(
     optimizer: str = typer.Option("sgd", "--optimizer", help="sgd or adamw"),
     lr: Optional[float] = typer.Option(None, "--lr", help="peak learning rate (default 0.05 SGD, 2e-3 AdamW)"),
     batch_size: int = typer.Option(128, "--batch-size", "-b"),
-    augment: str = typer.Option("none", "--augment", help="none or shift (random 2-pixel translation)"),
+    augment: str = typer.Option("auto", "--augment", help="auto (the dataset's default), none, shift (2-pixel translation) or crop-flip (CIFAR)"),
     seed: int = typer.Option(0, "--seed"),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda (mixed precision on CUDA)"),
     feature_pairs: Optional[str] = typer.Option(None, "--feature-pairs", help="FitNet layer pairs student=teacher, comma-separated (default: stage outputs)"),

@@ -347,6 +347,7 @@ def compress(
                 "recorded": {k: teacher.metadata[k] for k in ("dataset", "eval_accuracy", "arch") if k in teacher.metadata},
             },
             "data": bundle.describe() if bundle else None,
+            "preprocessing": final.input_spec.preprocessing(bundle.normalization if bundle else None),
             "student": ({k: v for k, v in ctx.results["distill"].items() if k not in ("data", "teacher")} if "distill" in ctx.results else None),
             "search": ctx.results.get("search"),
             "passes": records,

@@ -7,13 +7,7 @@ y = -1 (UNLABELLED) and `DataBundle.has_labels` is False.
 
 from __future__ import annotations
 
-import gzip
 import hashlib
-import importlib
-import os
-import struct
-import sys
-import zlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,15 +16,22 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 
-from squeeze.augment import random_shift  # noqa: F401 - re-exported: older callers import it from here
 from squeeze.errors import UserInputError
+from squeeze.readers import (  # noqa: F401 - UNLABELLED and the readers are part of this module's interface
+    DIGITS_MEAN,
+    DIGITS_STD,
+    MNIST_MEAN,
+    MNIST_STD,
+    PROJECT_ROOT,
+    UNLABELLED,
+    ImageFolderDataset,
+    _PairDataset,
+    import_object,
+    load_digits,
+    load_mnist,
+    load_tensor_file,
+)
 
-UNLABELLED = -1
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-MNIST_DIR = PROJECT_ROOT / "samples" / "data" / "mnist"
-MNIST_FILES = ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
-MNIST_MEAN, MNIST_STD = 0.1307, 0.3081  # the usual MNIST constants; recorded in the InputSpec
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm"}
 BUNDLED = ("mnist", "digits", "cifar10-mini")
 CIFAR_MINI_DIR = PROJECT_ROOT / "samples" / "data" / "cifar10-mini"  # 2000 train / 1000 test real images, for tests
 
@@ -98,223 +99,6 @@ class DataBundle:
 
 
 # ----------------------------------------------------------------------------------------------
-# Readers
-
-
-def _read_idx(path: Path, expected_magic: int) -> np.ndarray:
-    """Read a (gzipped) IDX file as published for MNIST; validate magic and size."""
-    try:
-        if path.suffix == ".gz":
-            with gzip.open(path, "rb") as fh:
-                raw = fh.read()
-        else:
-            raw = path.read_bytes()
-    except (OSError, EOFError, zlib.error) as exc:
-        raise UserInputError(f"cannot read MNIST file {path}: {exc}") from None
-    if len(raw) < 8:
-        raise UserInputError(f"MNIST file {path} is truncated")
-    magic, count = struct.unpack(">II", raw[:8])
-    if magic != expected_magic:
-        raise UserInputError(f"{path} is not an IDX file of the expected kind (magic {magic})")
-    if magic == 2051 and len(raw) < 16:
-        raise UserInputError(f"MNIST file {path} is truncated")
-    if magic == 2051:
-        rows, cols = struct.unpack(">II", raw[8:16])
-        data = np.frombuffer(raw, dtype=np.uint8, offset=16)
-        shape: tuple[int, ...] = (count, rows, cols)
-    else:
-        data = np.frombuffer(raw, dtype=np.uint8, offset=8)
-        shape = (count,)
-    if data.size != int(np.prod(shape)):
-        raise UserInputError(f"MNIST file {path} is truncated ({data.size} of {int(np.prod(shape))} values)")
-    return data.reshape(shape)
-
-
-def load_mnist(root: Path | None = None) -> tuple[torch.Tensor, torch.Tensor, str]:
-    """The real MNIST test set (10k images), normalised with the usual constants."""
-    root = root or MNIST_DIR
-    images_path, labels_path = (root / name for name in MNIST_FILES)
-    images = _read_idx(images_path, 2051)
-    labels = _read_idx(labels_path, 2049)
-    if len(images) != len(labels):
-        raise UserInputError(f"MNIST images ({len(images)}) and labels ({len(labels)}) differ in count")
-    x = torch.from_numpy(images.astype(np.float32) / 255.0).unsqueeze(1)
-    x = (x - MNIST_MEAN) / MNIST_STD
-    digest = hashlib.sha256(images.tobytes() + labels.tobytes()).hexdigest()
-    return x, torch.from_numpy(labels.astype(np.int64)), digest
-
-
-DIGITS_MEAN, DIGITS_STD = 0.3053, 0.3760  # of load_digits().images / 16, rounded; fixed so inputs are reproducible
-
-
-def load_digits() -> tuple[torch.Tensor, torch.Tensor, str]:
-    """scikit-learn's offline digits dataset: 1797 real 8x8 handwritten digits."""
-    from sklearn.datasets import load_digits as sk_load_digits
-
-    digits = sk_load_digits()
-    x = torch.from_numpy(digits.images.astype(np.float32) / 16.0).unsqueeze(1)
-    x = (x - DIGITS_MEAN) / DIGITS_STD
-    y = torch.from_numpy(digits.target.astype(np.int64))
-    digest = hashlib.sha256(digits.images.tobytes() + digits.target.tobytes()).hexdigest()
-    return x, y, digest
-
-
-def _as_features(x: Any, source: str) -> torch.Tensor:
-    x = torch.as_tensor(np.asarray(x)) if not isinstance(x, torch.Tensor) else x
-    if x.dtype == torch.uint8:
-        x = x.float() / 255.0  # raw 8-bit images
-    elif not torch.is_floating_point(x):
-        x = x.float()
-    if x.ndim == 3:  # N x H x W grayscale images
-        x = x.unsqueeze(1)
-    if x.ndim < 2:
-        raise UserInputError(f"{source}: inputs must have a batch dimension plus a sample shape, got shape {tuple(x.shape)}")
-    return x.float().contiguous()
-
-
-def _as_labels(y: Any, n: int, source: str) -> torch.Tensor:
-    y = torch.as_tensor(np.asarray(y)) if not isinstance(y, torch.Tensor) else y
-    if y.ndim != 1 or len(y) != n:
-        raise UserInputError(f"{source}: labels must be a 1-D array of {n} entries, got shape {tuple(y.shape)}")
-    if torch.is_floating_point(y) and not torch.equal(y, y.round()):
-        raise UserInputError(f"{source}: labels must be integer class indices")
-    return y.long()
-
-
-def load_tensor_file(path: Path) -> tuple[torch.Tensor, torch.Tensor | None, str]:
-    """`.npz` with arrays x (and optionally y), or a `.pt` holding {'x':..., 'y':...}, (x, y) or x.
-
-    `.pt` files are read with the safe weights-only loader; `.npz` without pickle support.
-    """
-    try:
-        if path.suffix == ".npz":
-            with np.load(path, allow_pickle=False) as archive:
-                keys = list(archive.keys())
-                if "x" in archive:
-                    x, y = archive["x"], archive["y"] if "y" in archive else None
-                elif len(keys) == 1:
-                    x, y = archive[keys[0]], None
-                else:
-                    raise UserInputError(f"{path}: expected arrays named 'x' (and optionally 'y'), found {keys}")
-        else:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-            if isinstance(obj, dict):
-                if "x" not in obj:
-                    raise UserInputError(f"{path}: expected a dict with key 'x' (and optionally 'y'), found {sorted(obj)}")
-                x, y = obj["x"], obj.get("y")
-            elif isinstance(obj, (tuple, list)) and len(obj) in (1, 2):
-                x, y = obj[0], obj[1] if len(obj) == 2 else None
-            elif isinstance(obj, torch.Tensor):
-                x, y = obj, None
-            else:
-                raise UserInputError(f"{path}: expected a tensor, an (x, y) pair or a dict with 'x'/'y'")
-    except UserInputError:
-        raise
-    except Exception as exc:  # zip/pickle/npz errors carry little a user can act on beyond "unreadable"
-        raise UserInputError(f"cannot read dataset {path}: {type(exc).__name__}: {exc}".splitlines()[0]) from None
-    features = _as_features(x, str(path))
-    labels = _as_labels(y, len(features), str(path)) if y is not None else None
-    digest = hashlib.sha256(features.numpy().tobytes() + (labels.numpy().tobytes() if labels is not None else b"")).hexdigest()
-    return features, labels, digest
-
-
-class ImageFolderDataset(Dataset):
-    """Images in class subfolders (root/<class>/<image>), read with Pillow on access.
-
-    Every image is converted to the first image's mode (L or RGB) and size so batches stack.
-    """
-
-    def __init__(self, root: Path, mean: float = 0.0, std: float = 1.0):
-        from PIL import Image
-
-        self.root = root
-        self.classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-        if not self.classes:
-            raise UserInputError(f"image folder {root} has no class subfolders (expected root/<class>/<image>)")
-        self.samples: list[tuple[Path, int]] = []
-        for label, name in enumerate(self.classes):
-            for image in sorted((root / name).rglob("*")):
-                if image.suffix.lower() in IMAGE_SUFFIXES:
-                    self.samples.append((image, label))
-        if not self.samples:
-            raise UserInputError(f"image folder {root} has no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
-        first = self._open(self.samples[0][0])
-        self.mode = "L" if first.mode in ("L", "1", "I", "I;16", "F") else "RGB"
-        self.size = first.size
-        self.mean, self.std = mean, std
-        self._image = Image
-
-    def _open(self, path: Path):
-        from PIL import Image, UnidentifiedImageError
-
-        try:
-            with Image.open(path) as image:
-                image.load()
-                return image.copy()
-        except (OSError, UnidentifiedImageError) as exc:
-            raise UserInputError(f"cannot read image {path}: {exc}") from None
-
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        path, label = self.samples[index]
-        image = self._open(path).convert(self.mode)
-        if image.size != self.size:
-            image = image.resize(self.size, self._image.BILINEAR)
-        array = np.asarray(image, dtype=np.float32) / 255.0
-        x = torch.from_numpy(array).unsqueeze(0) if array.ndim == 2 else torch.from_numpy(array).permute(2, 0, 1)
-        return (x - self.mean) / self.std, label
-
-    def fingerprint(self) -> str:
-        digest = hashlib.sha256()
-        for path, label in self.samples:
-            stat = path.stat()
-            digest.update(f"{path.relative_to(self.root)}|{label}|{stat.st_size}|{stat.st_mtime_ns}".encode())
-        return digest.hexdigest()
-
-
-class _PairDataset(Dataset):
-    """Normalises a user dataset's items to (float tensor, int label or UNLABELLED)."""
-
-    def __init__(self, inner: Dataset):
-        self.inner = inner
-
-    def __len__(self) -> int:
-        return len(self.inner)  # type: ignore[arg-type]
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        item = self.inner[index]
-        if isinstance(item, (tuple, list)):
-            x, y = item[0], (item[1] if len(item) > 1 else UNLABELLED)
-        elif isinstance(item, dict):
-            x, y = item["x"], item.get("y", UNLABELLED)
-        else:
-            x, y = item, UNLABELLED
-        x = torch.as_tensor(x)
-        return (x.float() if not torch.is_floating_point(x) else x), int(y)
-
-
-def import_object(spec: str, what: str) -> Any:
-    """Resolve `pkg.mod:attr` (the user's own code, named by the user)."""
-    module_name, _, attr = spec.partition(":")
-    if not module_name or not attr:
-        raise UserInputError(f"{what} must look like 'package.module:name', got {spec!r}")
-    if os.getcwd() not in sys.path and "" not in sys.path:
-        sys.path.insert(0, os.getcwd())  # as `python -m` does: the console script would not see ./mymodels.py
-    try:
-        module = importlib.import_module(module_name)
-    except Exception as exc:
-        raise UserInputError(f"cannot import {what} module {module_name!r}: {type(exc).__name__}: {exc}") from None
-    obj = module
-    for part in attr.split("."):
-        if not hasattr(obj, part):
-            raise UserInputError(f"{what} {spec!r}: module {module_name!r} has no attribute {attr!r}")
-        obj = getattr(obj, part)
-    return obj
-
-
-# ----------------------------------------------------------------------------------------------
 # Entry point
 
 
@@ -379,9 +163,10 @@ def _bundle(name: str, source: str, full: Dataset, labels: torch.Tensor | None, 
     )
 
 
-def _bundle_given(name: str, source: str, train: TensorDataset, held_out: TensorDataset, digest: str, cfg: SplitConfig, **kw: Any) -> DataBundle:
-    """A dataset that comes with its own split: the given test set is the eval split (never trained
-    on or selected on); calibration is carved from the given train set by the seed."""
+def _bundle_given(name: str, source: str, train: Dataset, held_out: Dataset, labels: tuple[torch.Tensor, torch.Tensor], digest: str,
+                  cfg: SplitConfig, **kw: Any) -> DataBundle:
+    """A dataset that comes with its own split: the given test (or val) part is the eval split, never
+    trained on or selected on; calibration is carved from the given train part by the seed."""
     n = len(train)
     if n == 0 or len(held_out) == 0:
         raise UserInputError(f"dataset {source}: both the train and the test part must be non-empty")
@@ -389,7 +174,9 @@ def _bundle_given(name: str, source: str, train: TensorDataset, held_out: Tensor
     n_cal = max(1, int(round(n * cfg.calibration_fraction)))
     if n - n_cal < 1:
         raise UserInputError(f"dataset {source}: {n} training samples are too few to carve a calibration split")
-    labels = torch.cat([train.tensors[1], held_out.tensors[1]])
+    train_labels, held_labels = (checked_labels(y, f"{source} ({part})") for y, part in zip(labels, ("train", "test")))
+    if (train_labels is None) != (held_labels is None):
+        raise UserInputError(f"dataset {source}: one part has labels and the other has none")
     fingerprint = hashlib.sha256(f"{digest}|given|{cfg.seed}|{cfg.calibration_fraction}".encode()).hexdigest()[:16]
     bundle = DataBundle(
         name=name,
@@ -398,15 +185,50 @@ def _bundle_given(name: str, source: str, train: TensorDataset, held_out: Tensor
         train=Subset(train, order[n_cal:]),
         calibration=Subset(train, order[:n_cal]),
         eval=held_out,
-        has_labels=bool((labels >= 0).all()),
-        num_classes=int(labels.max()) + 1,
-        sample_shape=tuple(train.tensors[0].shape[1:]),
+        has_labels=train_labels is not None,
+        num_classes=int(torch.cat([train_labels, held_labels]).max()) + 1 if train_labels is not None else None,
+        sample_shape=tuple(train[0][0].shape),
         split=cfg,
         fingerprint=fingerprint,
         **kw,
     )
     bundle.extra["given_split"] = True
     return bundle
+
+
+def _given_parts(path: Path) -> tuple[Path, Path] | None:
+    """train/ + val/ (or test/) image folders, or train.npz + val.npz (or test.npz), in `path`."""
+    for kind, train_name, held_names in (("dir", "train", ("val", "test")), ("npz", "train.npz", ("val.npz", "test.npz"))):
+        train = path / train_name
+        held = next((path / h for h in held_names if (path / h).exists()), None)
+        if held is not None and (train.is_dir() if kind == "dir" else train.is_file()):
+            return train, held
+    return None
+
+
+def _load_given(path: Path, parts: tuple[Path, Path], cfg: SplitConfig) -> DataBundle:
+    train_path, held_path = parts
+    if train_path.is_dir():
+        train_folder = ImageFolderDataset(train_path)
+        held_folder = ImageFolderDataset(held_path, like=train_folder)
+        labels = tuple(torch.tensor([label for _, label in f.samples]) for f in (train_folder, held_folder))
+        digest = hashlib.sha256((train_folder.fingerprint() + held_folder.fingerprint()).encode()).hexdigest()
+        bundle = _bundle_given(path.name, str(path), train_folder, held_folder, labels, digest, cfg)
+        bundle.num_classes = len(train_folder.classes)
+        bundle.extra["classes"] = train_folder.classes
+        return bundle
+    parts_read = [load_tensor_file(p) for p in (train_path, held_path)]
+    for (x, _, _), p in zip(parts_read, (train_path, held_path)):
+        check_finite(x, str(p))
+    if tuple(parts_read[0][0].shape[1:]) != tuple(parts_read[1][0].shape[1:]):
+        raise UserInputError(f"{train_path.name} and {held_path.name} hold samples of different shapes")
+    datasets, labels = [], []
+    for x, y, _ in parts_read:
+        y = y if y is not None else torch.full((len(x),), UNLABELLED, dtype=torch.long)
+        datasets.append(TensorDataset(x, y))
+        labels.append(y)
+    digest = hashlib.sha256("".join(d for _, _, d in parts_read).encode()).hexdigest()
+    return _bundle_given(path.name, str(path), datasets[0], datasets[1], tuple(labels), digest, cfg)
 
 
 def _normalised(x: np.ndarray, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
@@ -418,13 +240,14 @@ def load_cifar_bundle(root: Path | None, cfg: SplitConfig, name: str = "cifar10"
     from squeeze import cifar
 
     if mini:
-        splits = cifar.read_npz_pair(CIFAR_MINI_DIR / cifar.NPZ_FILES[0], CIFAR_MINI_DIR / cifar.NPZ_FILES[1], expect_full=False)
+        splits = cifar.read_npz_pair(CIFAR_MINI_DIR / cifar.NPZ_FILES[0], CIFAR_MINI_DIR / cifar.NPZ_FILES[1])
     else:
         splits = cifar.load_cifar10(root)
     train = TensorDataset(_normalised(splits.train_x, cifar.CIFAR10_MEAN, cifar.CIFAR10_STD), torch.from_numpy(splits.train_y))
     test = TensorDataset(_normalised(splits.test_x, cifar.CIFAR10_MEAN, cifar.CIFAR10_STD), torch.from_numpy(splits.test_y))
     norm = {"mean": list(cifar.CIFAR10_MEAN), "std": list(cifar.CIFAR10_STD)}
-    bundle = _bundle_given(name, f"{splits.layout}:{splits.source}", train, test, splits.digest(), cfg, normalization=norm)
+    bundle = _bundle_given(name, f"{splits.layout}:{splits.source}", train, test, (train.tensors[1], test.tensors[1]), splits.digest(), cfg,
+                           normalization=norm)
     bundle.extra["classes"] = list(cifar.CIFAR10_CLASSES)
     return bundle
 
@@ -480,6 +303,9 @@ def load_data(spec: str, split: SplitConfig | None = None) -> DataBundle:
 
         if cifar.detect_layout(path):
             return load_cifar_bundle(path, cfg)
+        parts = _given_parts(path)
+        if parts is not None:
+            return _load_given(path, parts, cfg)
         folder = ImageFolderDataset(path)
         labels = torch.tensor([label for _, label in folder.samples])
         bundle = _bundle(path.name, str(path), folder, labels, folder.fingerprint(), cfg)

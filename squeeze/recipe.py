@@ -43,7 +43,7 @@ BUILTIN_RECIPES: dict[str, dict[str, Any]] = {
     # the default: the whole chain (about 15-25 minutes for the MNIST sample teachers on 2 cores)
     "full": {"version": 1, "passes": [
         {"search": {"population": 24, "iterations": 96}},
-        {"distill": {"epochs": 15, "augment": "shift"}},
+        {"distill": {"epochs": 15, "min_steps": 800}},
         {"prune": {"steps": 3, "candidates": 3, "recover_epochs": 1.0, "final_epochs": 3.0}},
         {"quantize": {"epochs": 2, "fallback_to_float": True}},
         {"profile": {"spec": {"iterations": 300}}},
@@ -51,7 +51,7 @@ BUILTIN_RECIPES: dict[str, dict[str, Any]] = {
     # the whole chain at small settings (a few minutes): what `make sample` runs
     "quick": {"version": 1, "passes": [
         {"search": {"population": 12, "iterations": 24, "profile_iterations": 30}},
-        {"distill": {"epochs": 3, "augment": "shift"}},
+        {"distill": {"epochs": 3, "min_steps": 150}},
         {"prune": {"steps": 2, "candidates": 2, "recover_epochs": 0.25, "final_epochs": 0.5, "profile_rounds": 3,
                    "profile_iterations": 60, "final_rounds": 3}},
         {"quantize": {"epochs": 1, "train_samples": 2048, "fallback_to_float": True}},

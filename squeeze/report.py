@@ -150,6 +150,17 @@ def sections(manifest: dict[str, Any]) -> list[tuple[str, list[str], list[list[s
             rows = [[l["name"], l["op_type"], f"{l['mean_us']:.1f}", f"{100 * l['share']:.1f}%"] for l in layers[:15]]
             out.append((f"Per-layer latency ({which}, top 15)", ["node", "op", "mean µs", "share"], rows,
                         "from ONNX Runtime's node profiler (one batch-1 run per sample, same threads as the timing)"))
+    pre = manifest.get("preprocessing")
+    if pre:
+        norm = pre.get("normalization") or {}
+        rows = [["input", f"{pre['input']} {pre['dtype']} {'x'.join(map(str, pre['shape']))} ({pre['layout']}"
+                 f"{', dynamic batch' if pre.get('dynamic_batch') else ''})"]]
+        if norm:
+            rows += [["channels", str(pre.get("channel_order"))], ["mean", ", ".join(f"{v:g}" for v in norm["mean"])],
+                     ["std", ", ".join(f"{v:g}" for v in norm["std"])]]
+        rows.append(["formula", pre["formula"]])
+        out.append(("Deploying: input pre-processing", ["what", "value"], rows,
+                    "applied identically in training, in the ONNX parity check and here"))
     passes = manifest.get("passes") or []
     out.append(("Passes", ["pass", "seconds", "cached", "config"],
                 [[p["name"], f"{p['seconds']:.1f}", "yes" if p.get("cached") else "no", _short_config(p.get("config"))] for p in passes], ""))

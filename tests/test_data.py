@@ -14,6 +14,7 @@ import torch
 from PIL import Image
 
 import squeeze.data as data
+import squeeze.readers as readers
 from squeeze.data import UNLABELLED, DataBundle, SplitConfig, load_data, load_mnist
 from squeeze.errors import UserInputError
 
@@ -395,15 +396,15 @@ def test_truncated_pt_file(tmp_path):
 
 @pytest.fixture(scope="module")
 def mnist_images_raw() -> bytes:
-    with gzip.open(data.MNIST_DIR / data.MNIST_FILES[0], "rb") as f:
+    with gzip.open(readers.MNIST_DIR / readers.MNIST_FILES[0], "rb") as f:
         return f.read()
 
 
 def _broken_mnist_dir(tmp_path: Path, images_gz: bytes) -> Path:
     root = tmp_path / "mnist"
     root.mkdir()
-    (root / data.MNIST_FILES[0]).write_bytes(images_gz)
-    shutil.copy(data.MNIST_DIR / data.MNIST_FILES[1], root / data.MNIST_FILES[1])
+    (root / readers.MNIST_FILES[0]).write_bytes(images_gz)
+    shutil.copy(readers.MNIST_DIR / readers.MNIST_FILES[1], root / readers.MNIST_FILES[1])
     return root
 
 
@@ -423,7 +424,7 @@ def _corruptions(raw: bytes, gz: bytes) -> dict[str, bytes]:
 
 @pytest.mark.parametrize("kind", ["cut gzip", "recompressed prefix", "header cut in dims", "header cut in magic", "corrupt deflate stream", "not gzip"])
 def test_broken_mnist_images_file(tmp_path, mnist_images_raw, kind):
-    gz = (data.MNIST_DIR / data.MNIST_FILES[0]).read_bytes()
+    gz = (readers.MNIST_DIR / readers.MNIST_FILES[0]).read_bytes()
     root = _broken_mnist_dir(tmp_path, _corruptions(mnist_images_raw, gz)[kind])
     with pytest.raises(UserInputError, match="MNIST file"):
         load_mnist(root)
@@ -431,7 +432,7 @@ def test_broken_mnist_images_file(tmp_path, mnist_images_raw, kind):
 
 def test_truncated_mnist_through_load_data(tmp_path, monkeypatch, mnist_images_raw):
     root = _broken_mnist_dir(tmp_path, gzip.compress(mnist_images_raw[:5000]))
-    monkeypatch.setattr(data, "MNIST_DIR", root)
+    monkeypatch.setattr(readers, "MNIST_DIR", root)
     with pytest.raises(UserInputError, match="truncated"):
         load_data("mnist")
 
