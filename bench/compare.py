@@ -65,7 +65,7 @@ import torch  # noqa: E402
 BENCH_VERSION = 1  # bump when a method's code changes what it produces: cached ONNX files are then redone
 TEACHERS = {"mnist": ("resnet_mnist", "mobilenetv2_mnist"), "digits": ("resnet_digits",)}
 SMALL_STUDENT = ROOT / "samples" / "students" / "resnet_small.json"
-DEFAULT_RECIPE = "full"  # compress's default built-in recipe (squeeze.recipe.BUILTIN_RECIPES)
+DEFAULT_RECIPE = "full"  # compress's default built-in recipe (squeeze.run.recipe.BUILTIN_RECIPES)
 BASELINES = ("ort-ptq", "nncf-ptq", "modelopt-ptq", "tp-prune50", "kd-small")
 
 Progress = Callable[[str], None]
@@ -113,8 +113,8 @@ QUICK_OVERRIDES = {
 
 
 def make_settings(args: argparse.Namespace) -> Settings:
-    from squeeze.compress import effective_recipe
-    from squeeze.recipe import BUILTIN_RECIPES
+    from squeeze.run.compress import effective_recipe
+    from squeeze.run.recipe import BUILTIN_RECIPES
 
     recipe_path = args.recipe or ("quick" if args.quick else DEFAULT_RECIPE)  # a built-in name or a YAML file
     overrides = {k: v for k, v in QUICK_OVERRIDES.items()} if args.quick else {}
@@ -131,7 +131,7 @@ def make_settings(args: argparse.Namespace) -> Settings:
 
 def _present(recipe_path: str | Path, overrides: dict[str, Any]) -> dict[str, Any]:
     """Only the overrides for passes the recipe has (apply_overrides refuses the others)."""
-    from squeeze.compress import effective_recipe
+    from squeeze.run.compress import effective_recipe
 
     names = set(effective_recipe(recipe_path, student=False).names())
     return {k: v for k, v in overrides.items() if k in names}
@@ -158,7 +158,7 @@ def cached_method(work: Path, name: str, material: dict[str, Any], produce: Call
     The record (with its wall time) is written last, atomically: a run killed before that is redone
     (passes that resume, distill and compress, pick up where they stopped).
     """
-    from squeeze.fsutil import write_json_atomic
+    from squeeze.io.fsutil import write_json_atomic
 
     folder = work / f"{name}-{key_of(material)}"
     done = folder / "result.json"
@@ -282,8 +282,8 @@ def tp_prune_finetune(teacher: Any, bundle: Any, folder: Path, s: Settings, seed
     """
     import torch_pruning as tp
 
-    from squeeze.analysis import count_macs, count_params
-    from squeeze.artifacts import ModelArtifact
+    from squeeze.measure.analysis import count_macs, count_params
+    from squeeze.io.artifacts import ModelArtifact
     from squeeze.passes.export import ExportConfig, export_onnx
 
     torch.manual_seed(seed)
@@ -305,8 +305,8 @@ def tp_prune_finetune(teacher: Any, bundle: Any, folder: Path, s: Settings, seed
 
 def finetune_ce(model: torch.nn.Module, bundle: Any, epochs: float, lr: float, seed: int, progress: Progress) -> dict[str, Any]:
     """Cross-entropy training for `epochs` (fractions allowed); the best state on the calibration split is kept."""
-    from squeeze.augment import random_shift
-    from squeeze.evaluate import accuracy, torch_predictions
+    from squeeze.io.augment import random_shift
+    from squeeze.measure.accuracy import accuracy, torch_predictions
 
     batch = 128
     steps_per_epoch = max(1, len(bundle.train) // batch)
@@ -346,7 +346,7 @@ def finetune_ce(model: torch.nn.Module, bundle: Any, epochs: float, lr: float, s
 def kd_small(teacher_path: Path, bundle: Any, folder: Path, s: Settings, augment: str, progress: Progress) -> dict[str, Any]:
     """A hand-picked student distilled with plain KD (squeeze's distill pass: KD T=4, 0.9 KD + 0.1 CE)."""
     from squeeze import api
-    from squeeze.modelio import load_model
+    from squeeze.io.modelio import load_model
     from squeeze.passes.export import ExportConfig, export_onnx
 
     result = api.distill(teacher_path, str(SMALL_STUDENT), data=bundle.name, out=folder / "distill", epochs=s.kd_epochs, augment=augment,
@@ -399,7 +399,7 @@ def _input_name(path: Path) -> str:
 def run_teacher(name: str, dataset: str, s: Settings, work: Path, progress: Progress, only: set[str] | None) -> list[dict[str, Any]]:
     """Produce (or reuse) every method's ONNX for one teacher; returns rows with everything but latency."""
     from squeeze import api
-    from squeeze.modelio import load_model, load_onnx
+    from squeeze.io.modelio import load_model, load_onnx
     from squeeze.targets.base import ProfileSpec
     from squeeze.targets.cpu import CpuTarget
 
@@ -461,14 +461,14 @@ def _distill_augment(recipe: dict[str, Any]) -> str:
 def _write_recipe(recipe: dict[str, Any], path: Path) -> None:
     import yaml
 
-    from squeeze.fsutil import atomic_path
+    from squeeze.io.fsutil import atomic_path
 
     with atomic_path(path) as tmp:
         tmp.write_text("# effective recipe of bench/compare.py\n" + yaml.safe_dump(recipe, sort_keys=False, default_flow_style=None))
 
 
 def _teacher_reference_latency(folder: Path, teacher_onnx: Any, s: Settings, say: Progress, target: Any, spec_cls: Any) -> float:
-    from squeeze.fsutil import write_json_atomic
+    from squeeze.io.fsutil import write_json_atomic
 
     # measured as compress and its search/prune measure by default (every usable core), so a budget
     # of 1/k means 1/k of the teacher as squeeze itself sees it
@@ -486,8 +486,8 @@ def _teacher_reference_latency(folder: Path, teacher_onnx: Any, s: Settings, say
 
 def _score(rows: list[dict[str, Any]], bundle: Any, teacher_onnx: Path, say: Progress) -> None:
     """Accuracy and agreement on the eval split, in ORT, from the ONNX file; params/MACs from the graph."""
-    from squeeze.analysis import onnx_summary
-    from squeeze.evaluate import accuracy, onnx_predictions
+    from squeeze.measure.analysis import onnx_summary
+    from squeeze.measure.accuracy import accuracy, onnx_predictions
 
     loader = bundle.loader("eval", batch_size=256)
     reference, labels = onnx_predictions(teacher_onnx, loader)
@@ -509,8 +509,8 @@ def _score(rows: list[dict[str, Any]], bundle: Any, teacher_onnx: Path, say: Pro
 
 def measure_latency(rows: list[dict[str, Any]], s: Settings, batch: int, progress: Progress, threads: int | None, tag: str) -> None:
     """Fill row[tag] with this batch/threads' latency of every model, all in the same interleaved rounds."""
-    from squeeze.compress import StageMeter
-    from squeeze.modelio import load_onnx
+    from squeeze.run.compress import StageMeter
+    from squeeze.io.modelio import load_onnx
     from squeeze.targets.base import ProfileSpec
     from squeeze.targets.cpu import CpuTarget
 
@@ -741,7 +741,7 @@ def pareto_plot(by_teacher: dict[str, list[dict[str, Any]]], path: Path, title: 
         ax.legend(fontsize=7, loc="lower right")
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    from squeeze.fsutil import atomic_path
+    from squeeze.io.fsutil import atomic_path
 
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=110, format="png")
@@ -861,7 +861,7 @@ def main(argv: list[str] | None = None) -> int:
     md.append(tail)
     results.update(peaks=peaks, summary=summary, versions=env, nncf=nncf_version, loadavg_end=load_end,
                    seconds=round(time.perf_counter() - started, 1))
-    from squeeze.fsutil import write_json_atomic
+    from squeeze.io.fsutil import write_json_atomic
 
     write_json_atomic(work / "results.json", json.loads(json.dumps(results, default=str)))
     (work / "results.md").write_text("\n".join(md) + "\n")

@@ -22,9 +22,9 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from squeeze.analysis import count_macs, count_params  # noqa: E402
-from squeeze.data import load_data  # noqa: E402
-from squeeze.modelio import load_model  # noqa: E402
+from squeeze.measure.analysis import count_macs, count_params  # noqa: E402
+from squeeze.io.data import load_data  # noqa: E402
+from squeeze.io.modelio import load_model  # noqa: E402
 from squeeze.passes.export import ExportConfig, export_onnx  # noqa: E402
 from squeeze.targets.ort_runtime import create_session  # noqa: E402
 

@@ -23,10 +23,10 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from squeeze import zoo  # noqa: E402
-from squeeze.augment import apply_augment, default_augment  # noqa: E402
-from squeeze.data import load_data, split_tensors  # noqa: E402
-from squeeze.losses import kd_loss  # noqa: E402
-from squeeze.modelio import load_model  # noqa: E402
+from squeeze.io.augment import apply_augment, default_augment  # noqa: E402
+from squeeze.io.data import load_data, split_tensors  # noqa: E402
+from squeeze.train.losses import kd_loss  # noqa: E402
+from squeeze.io.modelio import load_model  # noqa: E402
 
 TEACHER = Path(__file__).resolve().parent.parent / "samples" / "teachers" / "resnet20_cifar.pt"
 

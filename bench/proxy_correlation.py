@@ -37,11 +37,11 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from scipy.stats import kendalltau, spearmanr  # noqa: E402  (scipy ships with scikit-learn, a core dependency)
 
-from squeeze import losses  # noqa: E402
-from squeeze.analysis import count_macs, count_params  # noqa: E402
+from squeeze.train import losses  # noqa: E402
+from squeeze.measure.analysis import count_macs, count_params  # noqa: E402
 from squeeze.api import open_data  # noqa: E402
-from squeeze.fsutil import write_json_atomic  # noqa: E402
-from squeeze.modelio import load_model  # noqa: E402
+from squeeze.io.fsutil import write_json_atomic  # noqa: E402
+from squeeze.io.modelio import load_model  # noqa: E402
 from squeeze.passes.search import proxies  # noqa: E402
 from squeeze.passes.search.pass_ import candidate_seed, fixed_batch  # noqa: E402
 from squeeze.passes.search.spaces import get_space  # noqa: E402

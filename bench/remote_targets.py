@@ -25,9 +25,9 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from ssh_fixtures import start_sshd, stop_sshd  # noqa: E402
 
-from squeeze.analysis import onnx_summary  # noqa: E402
-from squeeze.data import load_data  # noqa: E402
-from squeeze.modelio import load_model  # noqa: E402
+from squeeze.measure.analysis import onnx_summary  # noqa: E402
+from squeeze.io.data import load_data  # noqa: E402
+from squeeze.io.modelio import load_model  # noqa: E402
 from squeeze.passes.export import ExportConfig, export_onnx  # noqa: E402
 from squeeze.targets import get_target  # noqa: E402
 from squeeze.targets.base import ProfileSpec  # noqa: E402
@@ -48,7 +48,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         server, proc = start_sshd(Path(tmp))
         try:
-            from squeeze.remote import SshOptions
+            from squeeze.targets.remote.transport import SshOptions
 
             remote = SshTarget(f"ssh://{server.address}", SshTargetConfig(
                 remote_python=sys.executable, work_base=tmp,

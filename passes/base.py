@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
-from squeeze.artifacts import ModelArtifact
-from squeeze.data import DataBundle
+from squeeze.io.artifacts import ModelArtifact
+from squeeze.io.data import DataBundle
 from squeeze.targets.base import Target
 
 

@@ -14,9 +14,9 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from squeeze.artifacts import InputSpec, ModelArtifact, OnnxArtifact
+from squeeze.io.artifacts import InputSpec, ModelArtifact, OnnxArtifact
 from squeeze.errors import ParityError, UserInputError
-from squeeze.fsutil import atomic_path, sha256_file, write_failure
+from squeeze.io.fsutil import atomic_path, sha256_file, write_failure
 from squeeze.passes.base import Context
 from squeeze.targets.ort_runtime import create_session
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from squeeze.artifacts import OnnxArtifact
+from squeeze.io.artifacts import OnnxArtifact
 from squeeze.errors import TargetUnavailableError
 from squeeze.passes.base import Context
 from squeeze.targets.base import ProfileSpec, can_predict

@@ -37,12 +37,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from squeeze import losses
-from squeeze.analysis import count_macs, count_params, evaluating
-from squeeze.artifacts import InputSpec, ModelArtifact, OnnxArtifact
-from squeeze.data import DataBundle
+from squeeze.train import losses
+from squeeze.measure.analysis import count_macs, count_params, evaluating
+from squeeze.io.artifacts import InputSpec, ModelArtifact, OnnxArtifact
+from squeeze.io.data import DataBundle
 from squeeze.errors import SqueezeError, TargetUnavailableError, UserInputError
-from squeeze.fsutil import sha256_file, write_json_atomic
+from squeeze.io.fsutil import sha256_file, write_json_atomic
 from squeeze.passes.base import Context
 from squeeze.targets.base import ProfileSpec, Target
 
@@ -348,7 +348,7 @@ def recalibrate_batchnorm(model: nn.Module, x: torch.Tensor, batch: int = 128) -
 
 
 def remove_block(model: nn.Module, name: str) -> None:
-    from squeeze.structure import _set_submodule
+    from squeeze.io.structure import _set_submodule
 
     _set_submodule(model, name, nn.Identity())
 
@@ -546,7 +546,7 @@ def recover(student: nn.Module, teacher: nn.Module, reference: nn.Module, data: 
             seed: int, train: TrainSet | None = None, forcing: TeacherForcing | None = None, select_best: bool = False,
             progress=lambda m: None) -> dict[str, Any]:
     """Fine-tune `student` in place by distillation; returns loss figures (and per-epoch calibration accuracy)."""
-    from squeeze.passes.distill import evaluate
+    from squeeze.passes.distill.pass_ import evaluate
 
     if epochs <= 0:
         return {"batches": 0}
@@ -686,13 +686,13 @@ class EvalSplit:
     """Accuracy on the eval split and top-1 agreement with the teacher, whose predictions are computed once."""
 
     def __init__(self, data: DataBundle, teacher: nn.Module, device: str):
-        from squeeze.evaluate import torch_predictions
+        from squeeze.measure.accuracy import torch_predictions
 
         self.loader, self.device = data.loader("eval", batch_size=512), device
         self.teacher_pred, self.labels = torch_predictions(teacher, self.loader, device)
 
     def __call__(self, model: nn.Module) -> dict[str, Any]:
-        from squeeze.evaluate import accuracy, torch_predictions
+        from squeeze.measure.accuracy import accuracy, torch_predictions
 
         pred, _ = torch_predictions(model, self.loader, self.device)
         return {"samples": int(len(self.labels)), "student_accuracy": accuracy(pred, self.labels),
@@ -710,7 +710,7 @@ def prune_model(
     progress: Callable[[str], None] = lambda message: None,
 ) -> tuple[nn.Module, dict[str, Any]]:
     """Prune `model` toward the latency budget; returns the pruned module and the per-step record. Writes no files."""
-    from squeeze.passes.distill import check_inputs
+    from squeeze.passes.distill.pass_ import check_inputs
 
     started = time.perf_counter()
     check_float_model(model)  # the teacher only gives logits: any format will do
@@ -919,8 +919,8 @@ def prune(
 
     The caller stages out_dir (api.prune uses fsutil.atomic_dir) so a failed run leaves nothing behind.
     """
-    from squeeze.modelio import load_model, save_checkpoint
-    from squeeze.structure import record_structure
+    from squeeze.io.modelio import load_model, save_checkpoint
+    from squeeze.io.structure import record_structure
 
     arch = str(model.metadata.get("arch") or "")
     if not arch:
@@ -952,7 +952,7 @@ def prune(
 
 
 def _factory_model(arch: str, kwargs: dict[str, Any]) -> nn.Module:
-    from squeeze.data import import_object
+    from squeeze.io.data import import_object
 
     return import_object(arch, "--arch")(**kwargs)
 
@@ -980,7 +980,7 @@ class PrunePass:
         ctx.progress(f"pruning toward {'the latency budget' if cfg.has_budget else f'ratio {cfg.ratio}'} on {ctx.target.name}")
         result = prune(inp, ctx.data, ctx.target, cfg, run_dir, teacher=ctx.teacher, progress=ctx.progress)
         ctx.results[self.name] = result
-        from squeeze.modelio import load_model
+        from squeeze.io.modelio import load_model
 
         art = load_model(run_dir / MODEL_FILE, arch=None if str(inp.metadata.get("arch", "")).startswith("squeeze.") else inp.metadata.get("arch"))
         art.provenance = [*inp.provenance, {"pass": "prune", "config": asdict(cfg)}]

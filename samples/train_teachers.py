@@ -31,8 +31,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from squeeze import zoo  # noqa: E402
-from squeeze.augment import random_shift  # noqa: E402
-from squeeze.data import SplitConfig, load_data  # noqa: E402
+from squeeze.io.augment import random_shift  # noqa: E402
+from squeeze.io.data import SplitConfig, load_data  # noqa: E402
 
 OUT = ROOT / "samples" / "teachers"
 WORK = OUT / ".work"  # raw trained weights (ignored by git); packaging reads them
@@ -123,9 +123,9 @@ def _onecycle(step: int, total: int, warm_fraction: float = 0.15) -> float:
 def train_resumable(recipe: Recipe) -> dict:
     """In-memory batches (no DataLoader), an epoch's order and augmentation seeded by the epoch
     number, and the whole state saved atomically after each epoch, so a killed run resumes."""
-    from squeeze.augment import apply_augment
-    from squeeze.data import split_tensors
-    from squeeze.fsutil import atomic_path
+    from squeeze.io.augment import apply_augment
+    from squeeze.io.data import split_tensors
+    from squeeze.io.fsutil import atomic_path
 
     data = load_data(recipe.dataset, SplitConfig(seed=0))
     x_train, y_train = split_tensors(data, "train")
@@ -176,9 +176,9 @@ def train_resumable(recipe: Recipe) -> dict:
 
 
 def package(recipe: Recipe) -> dict:
-    from squeeze.analysis import count_macs, count_params
-    from squeeze.artifacts import InputSpec
-    from squeeze.modelio import save_checkpoint, save_exported_program
+    from squeeze.measure.analysis import count_macs, count_params
+    from squeeze.io.artifacts import InputSpec
+    from squeeze.io.modelio import save_checkpoint, save_exported_program
 
     data = load_data(recipe.dataset, SplitConfig(seed=0))
     kwargs = {"in_channels": data.sample_shape[0], "num_classes": data.num_classes}

@@ -12,11 +12,11 @@ from pathlib import Path
 from typing import Any
 
 from squeeze import __version__
-from squeeze.artifacts import ModelArtifact, OnnxArtifact
-from squeeze.data import BUNDLED, DataBundle, SplitConfig, load_data
+from squeeze.io.artifacts import ModelArtifact, OnnxArtifact
+from squeeze.io.data import BUNDLED, DataBundle, SplitConfig, load_data
 from squeeze.errors import TargetUnavailableError, UserInputError
-from squeeze.fsutil import atomic_dir, check_output_path, sha256_file, write_json_atomic
-from squeeze.modelio import load_any, load_model
+from squeeze.io.fsutil import atomic_dir, check_output_path, sha256_file, write_json_atomic
+from squeeze.io.modelio import load_any, load_model
 from squeeze.targets import get_target, target_names
 from squeeze.targets.base import ProfileSpec
 
@@ -97,7 +97,7 @@ def check_data_fits(bundle: DataBundle, model: ModelArtifact) -> None:
                              f"with {given}: its predictions would be meaningless")
     classes = model.output_classes
     if bundle.has_labels and classes is not None and bundle.num_classes is not None and bundle.num_classes > classes:
-        from squeeze.data import all_labels
+        from squeeze.io.data import all_labels
 
         labels = all_labels(bundle)
         bad = labels >= classes
@@ -110,7 +110,7 @@ def check_data_fits(bundle: DataBundle, model: ModelArtifact) -> None:
 
 def inspect(path: str | Path, *, arch: str | None = None, input_shape: str | None = None, trust_pickle: bool = False) -> dict[str, Any]:
     """Input spec, parameters, MACs and a per-layer summary of a torch or ONNX model."""
-    from squeeze.analysis import count_macs, count_params, layer_summary, onnx_summary, op_histogram
+    from squeeze.measure.analysis import count_macs, count_params, layer_summary, onnx_summary, op_histogram
 
     art = load_any(path, arch=arch, input_shape=input_shape, trust_pickle=trust_pickle)
     if isinstance(art, OnnxArtifact):
@@ -213,7 +213,7 @@ def _initial_student(spec: str, teacher: ModelArtifact, seed: int) -> tuple[Any,
     """The student named by `spec`, freshly initialised from `seed`, shaped for the teacher's input and classes."""
     import torch
 
-    from squeeze.students import build_student, load_student_spec
+    from squeeze.io.students import build_student, load_student_spec
 
     arch, kwargs = load_student_spec(spec)
     with torch.no_grad():
@@ -225,7 +225,7 @@ def _initial_student(spec: str, teacher: ModelArtifact, seed: int) -> tuple[Any,
 
 def _prepare_distill(teacher_path, student, data, arch, input_shape, trust_pickle, config):
     """Load teacher, data and a freshly initialised student; validate the config. Same in every process."""
-    from squeeze.passes.distill import DistillConfig
+    from squeeze.passes.distill.pass_ import DistillConfig
 
     cfg = DistillConfig(**config)
     teacher = load_model(teacher_path, arch=arch, input_shape=input_shape, trust_pickle=trust_pickle)
@@ -243,7 +243,7 @@ def _distill_worker(rank: int, world: int, port: int, args: dict[str, Any], show
     import torch
     import torch.distributed as dist
 
-    from squeeze.passes.distill import distill as run_distill
+    from squeeze.passes.distill.pass_ import distill as run_distill
     from squeeze.targets.ort_runtime import usable_cores
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
@@ -280,7 +280,7 @@ def distill(
     """
     import json
 
-    from squeeze.passes.distill import distill as run_distill
+    from squeeze.passes.distill.pass_ import distill as run_distill
 
     out = Path(out)
     if not out.resolve().parent.is_dir():
@@ -295,7 +295,7 @@ def distill(
     import torch.multiprocessing as mp
 
     from squeeze.errors import SqueezeError
-    from squeeze.passes.distill import check_inputs, resolve_weights
+    from squeeze.passes.distill.pass_ import check_inputs, resolve_weights
 
     check_inputs(teacher, module, bundle)  # bad input fails here, in one process, before any worker starts
     resolve_weights(cfg, bundle.has_labels)
@@ -356,8 +356,8 @@ def compress(
     command: list[str] | None = None,
     **remote: Any,
 ) -> dict[str, Any]:
-    """Run the recipe's pass pipeline for a target: see squeeze.compress.compress. `remote`: as for profile (device, ssh options, ...)."""
-    from squeeze.compress import compress as run_compress
+    """Run the recipe's pass pipeline for a target: see squeeze.run.compress.compress. `remote`: as for profile (device, ssh options, ...)."""
+    from squeeze.run.compress import compress as run_compress
 
     overrides = {k: dict(v) for k, v in (overrides or {}).items()}
     if distill_options:
@@ -370,7 +370,7 @@ def compress(
 
 def print_recipe(recipe: str | Path | None = None, *, student: bool = False, overrides: dict[str, dict[str, Any]] | None = None) -> str:
     """The effective recipe `compress` would run, as YAML (validated, no work done)."""
-    from squeeze.compress import effective_recipe
+    from squeeze.run.compress import effective_recipe
 
     return effective_recipe(recipe, student=student, overrides=overrides).to_yaml()
 
@@ -394,9 +394,9 @@ def gate(
     junit: str | Path | None = None,
     progress: Progress = silent,
 ) -> dict[str, Any]:
-    """Check a compress manifest against CI budgets; optionally write JUnit XML. See squeeze.gate."""
-    from squeeze import gate as gating
-    from squeeze.fsutil import write_bytes_atomic
+    """Check a compress manifest against CI budgets; optionally write JUnit XML. See squeeze.run.gate."""
+    from squeeze.run import gate as gating
+    from squeeze.io.fsutil import write_bytes_atomic
 
     junit_path = check_output_path(Path(junit)) if junit is not None else None
     cfg = gating.GateConfig(
@@ -440,7 +440,7 @@ def quantize(
     The teacher defaults to the float model itself. Everything is validated before any work; OUT
     appears only when complete. A killed run resumes from OUT's sibling work directory.
     """
-    from squeeze.passes.quantize import QuantizeConfig, check_inputs, quantize as run_quantize, resolve_backend
+    from squeeze.passes.quantize.pass_ import QuantizeConfig, check_inputs, quantize as run_quantize, resolve_backend
 
     cfg = QuantizeConfig(**config)
     tgt = get_target(target)
@@ -486,7 +486,7 @@ def remote_target(
     ssh: Any = None,
 ) -> Any:
     """The target, with SSH/device options applied where the target takes them (and refused where it does not)."""
-    from squeeze.remote import SshOptions
+    from squeeze.targets.remote.transport import SshOptions
 
     wants_ssh = any(v is not None for v in (identity_file, known_hosts, port, connect_timeout_s))
     if ssh is None and wants_ssh:

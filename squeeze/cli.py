@@ -104,7 +104,7 @@ def handled(fn: Callable[..., Any]) -> Callable[..., Any]:
 def _as_user_error(exc: Exception) -> Exception:
     """A write that failed on the user's disk (full, read-only, no permission) is bad input, not a bug."""
     from squeeze.errors import UserInputError
-    from squeeze.fsutil import WRITE_ERRNOS
+    from squeeze.io.fsutil import WRITE_ERRNOS
 
     if isinstance(exc, OSError) and exc.errno in WRITE_ERRNOS:
         return UserInputError(f"cannot write {exc.filename or 'a file'}: {exc.strerror}")
@@ -343,8 +343,8 @@ def compress(
         return
     import contextlib
 
-    from squeeze.compress import effective_recipe
-    from squeeze.progress import PipelineProgress
+    from squeeze.run.compress import effective_recipe
+    from squeeze.run.progress import PipelineProgress
 
     progress: Any = _progress(True) if as_json else PipelineProgress(stderr, effective_recipe(recipe, student=student is not None).names())
     with contextlib.nullcontext() if as_json else progress:
@@ -373,7 +373,7 @@ def _emit_result(result: dict[str, Any]) -> None:
 
 def _stage_table(result: dict[str, Any]) -> Table:
     """The stage table, narrowed to what fits a terminal (report.html has every column)."""
-    from squeeze.report import STAGE_HEADER, stage_rows
+    from squeeze.run.report import STAGE_HEADER, stage_rows
 
     tl, lat = result["teacher_latency"], result["latency"]
     keep = ["stage", "accuracy", "agreement", "params", "MACs", "p50 ms", "p90 ms"]

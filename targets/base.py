@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from squeeze.artifacts import OnnxArtifact
+from squeeze.io.artifacts import OnnxArtifact
 
 
 @dataclass(frozen=True)

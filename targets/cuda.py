@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from squeeze.artifacts import OnnxArtifact
+from squeeze.io.artifacts import OnnxArtifact
 from squeeze.errors import TargetUnavailableError
 from squeeze.targets.base import Availability, LatencyStats, ProfileSpec, QuantRules
 from squeeze.targets.ort_runtime import create_session, profile_session

@@ -31,10 +31,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from squeeze.artifacts import OnnxArtifact
+from squeeze.io.artifacts import OnnxArtifact
 from squeeze.errors import TargetUnavailableError, UserInputError
-from squeeze.fsutil import write_json_atomic
-from squeeze.remote import DeviceAddress, DiskFullError, RemoteCommandError, RemoteError, RemoteHost, SshOptions, parse_df_available, quote
+from squeeze.io.fsutil import write_json_atomic
+from squeeze.targets.remote.transport import DeviceAddress, DiskFullError, RemoteCommandError, RemoteError, RemoteHost, SshOptions, parse_df_available, quote
 from squeeze.targets.base import Availability, LatencyStats, ProfileSpec
 from squeeze.targets.predictor import Hardware, predict_stats, raw_prediction_ms, record_measurement
 from squeeze.targets.tensorrt import (

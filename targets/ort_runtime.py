@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from squeeze.artifacts import OnnxArtifact
+from squeeze.io.artifacts import OnnxArtifact
 from squeeze.errors import TargetUnavailableError
 from squeeze.targets.base import LatencyStats, ProfileSpec
 

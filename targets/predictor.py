@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from squeeze import __version__
-from squeeze.artifacts import OnnxArtifact
-from squeeze.fsutil import write_json_atomic
+from squeeze.io.artifacts import OnnxArtifact
+from squeeze.io.fsutil import write_json_atomic
 from squeeze.targets.base import LatencyStats, ProfileSpec
 
 DEFAULT_CALIBRATION = "~/.cache/squeeze/latency-calibration.json"

@@ -14,13 +14,13 @@ from typing import Any
 
 import numpy as np
 
-from squeeze.artifacts import OnnxArtifact
+from squeeze.io.artifacts import OnnxArtifact
 from squeeze.errors import TargetUnavailableError, UserInputError
-from squeeze.remote import DeviceAddress, RemoteCommandError, RemoteHost, SshOptions
+from squeeze.targets.remote.transport import DeviceAddress, RemoteCommandError, RemoteHost, SshOptions
 from squeeze.targets.base import Availability, LatencyStats, ProfileSpec, QuantRules
 from squeeze.targets.ort_runtime import summarize
 
-import squeeze.remote_ort_profile as _script
+import squeeze.targets.remote.ort_profile as _script
 
 SCRIPT = Path(_script.__file__)  # copied to the remote as is; it imports nothing from squeeze
 

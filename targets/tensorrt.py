@@ -28,10 +28,10 @@ from pathlib import Path
 from typing import Any
 
 from squeeze import __version__
-from squeeze.artifacts import InputSpec, OnnxArtifact
+from squeeze.io.artifacts import InputSpec, OnnxArtifact
 from squeeze.errors import TargetUnavailableError, UserInputError
-from squeeze.fsutil import sha256_file, write_bytes_atomic, write_json_atomic
-from squeeze.remote import DiskFullError, LocalHost, RemoteCommandError, quote
+from squeeze.io.fsutil import sha256_file, write_bytes_atomic, write_json_atomic
+from squeeze.targets.remote.transport import DiskFullError, LocalHost, RemoteCommandError, quote
 from squeeze.targets.base import Availability, LatencyStats, ProfileSpec, QuantRules
 
 # TensorRT explicit quantization: signed INT8, zero-point 0, per-channel weights on axis 0 (deploy.md §1.2).

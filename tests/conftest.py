@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from squeeze import zoo
-from squeeze.artifacts import InputSpec
-from squeeze.modelio import save_checkpoint, save_exported_program, save_torchscript
+from squeeze.io.artifacts import InputSpec
+from squeeze.io.modelio import save_checkpoint, save_exported_program, save_torchscript
 from ssh_fixtures import _private_calibration_store, flaky_proxy, sshd, tiny_onnx_path  # noqa: F401  (a real sshd on loopback for the remote targets)
 
 # compress caches pass outputs by content; tests (and the CLI subprocesses they start) share one

@@ -39,7 +39,7 @@ class SshServer:
         return f"{self.user}@{self.host}:{self.port}"
 
     def options(self, **overrides):
-        from squeeze.remote import SshOptions
+        from squeeze.targets.remote.transport import SshOptions
 
         base = {"identity_file": str(self.key), "known_hosts": str(self.known_hosts), "connect_timeout_s": 15.0,
                 "retries": 2, "backoff_s": 0.05, "ssh_config": str(self.root / "no-ssh-config")}

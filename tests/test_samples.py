@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from squeeze.analysis import count_macs
-from squeeze.data import load_data
-from squeeze.evaluate import accuracy, torch_predictions
-from squeeze.modelio import load_model
+from squeeze.measure.analysis import count_macs
+from squeeze.io.data import load_data
+from squeeze.measure.accuracy import accuracy, torch_predictions
+from squeeze.io.modelio import load_model
 
 TEACHERS = Path(__file__).resolve().parent.parent / "samples" / "teachers"
 INDEX = json.loads((TEACHERS / "teachers.json").read_text())

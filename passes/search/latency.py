@@ -22,9 +22,9 @@ from typing import Any
 
 from torch import nn
 
-from squeeze.artifacts import InputSpec, ModelArtifact
+from squeeze.io.artifacts import InputSpec, ModelArtifact
 from squeeze.errors import TargetUnavailableError
-from squeeze.fsutil import write_json_atomic
+from squeeze.io.fsutil import write_json_atomic
 from squeeze.targets.base import ProfileSpec, Target
 
 CACHE_VERSION = 2  # 2: entries hold the whole LatencyStats record

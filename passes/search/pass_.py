@@ -24,11 +24,11 @@ from typing import Any, ClassVar
 
 import torch
 
-from squeeze.analysis import count_macs, count_params, evaluating
-from squeeze.artifacts import ModelArtifact
-from squeeze.data import DataBundle
+from squeeze.measure.analysis import count_macs, count_params, evaluating
+from squeeze.io.artifacts import ModelArtifact
+from squeeze.io.data import DataBundle
 from squeeze.errors import UserInputError
-from squeeze.fsutil import write_bytes_atomic, write_json_atomic
+from squeeze.io.fsutil import write_bytes_atomic, write_json_atomic
 from squeeze.passes.base import Context
 from squeeze.passes.search import proxies
 from squeeze.passes.search.evolution import Candidate, EvolutionConfig, Event, best_candidates, evolve

@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from squeeze.analysis import count_macs, count_params
+from squeeze.measure.analysis import count_macs, count_params
 from squeeze.errors import UserInputError
 
 DISWOT_PROXIES = ("diswot", "diswot-semantic", "diswot-relation")

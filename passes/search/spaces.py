@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from squeeze.data import import_object
+from squeeze.io.data import import_object
 from squeeze.errors import UserInputError
 from squeeze.zoo import BasicBlock
 
@@ -109,7 +109,7 @@ class SearchSpace:
         return {"arch": self.factory, "kwargs": self.decode(genome)}
 
     def build(self, genome: Genome, in_channels: int, num_classes: int) -> nn.Module:
-        from squeeze.students import build_student
+        from squeeze.io.students import build_student
 
         module, _ = build_student(self.factory, self.decode(genome), in_channels, num_classes)
         return module

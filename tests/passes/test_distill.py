@@ -13,11 +13,13 @@ import numpy as np
 import pytest
 import torch
 
-from squeeze import api, losses
+from squeeze import api
+
+from squeeze.train import losses
 from squeeze.errors import UserInputError
-from squeeze.modelio import load_model
-from squeeze.passes.distill import DistillConfig, TrainingDivergedError, distill, parse_loss, resolve_weights
-from squeeze.students import build_student
+from squeeze.io.modelio import load_model
+from squeeze.passes.distill.pass_ import DistillConfig, TrainingDivergedError, distill, parse_loss, resolve_weights
+from squeeze.io.students import build_student
 
 ROOT = Path(__file__).resolve().parents[2]
 TEACHER = ROOT / "samples" / "teachers" / "resnet_digits.pt"

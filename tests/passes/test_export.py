@@ -9,11 +9,11 @@ import onnx
 import pytest
 import torch
 
-from squeeze.artifacts import InputSpec, ModelArtifact
-from squeeze.data import load_data
+from squeeze.io.artifacts import InputSpec, ModelArtifact
+from squeeze.io.data import load_data
 from squeeze.errors import ParityError, UserInputError
-from squeeze.evaluate import onnx_predictions, torch_predictions
-from squeeze.modelio import load_model
+from squeeze.measure.accuracy import onnx_predictions, torch_predictions
+from squeeze.io.modelio import load_model
 from squeeze.passes.export import ExportConfig, export_onnx
 
 TEACHERS = Path(__file__).resolve().parents[2] / "samples" / "teachers"

@@ -10,10 +10,10 @@ import torch
 from torch import nn
 
 from squeeze import zoo
-from squeeze.artifacts import InputSpec, ModelArtifact
-from squeeze.data import load_data
+from squeeze.io.artifacts import InputSpec, ModelArtifact
+from squeeze.io.data import load_data
 from squeeze.errors import UserInputError
-from squeeze.modelio import load_model
+from squeeze.io.modelio import load_model
 from squeeze.passes.prune import (
     CallableLatency,
     PruneConfig,
@@ -27,7 +27,7 @@ from squeeze.passes.prune import (
     prune_width,
     recalibrate_batchnorm,
 )
-from squeeze.structure import apply_structure, record_structure
+from squeeze.io.structure import apply_structure, record_structure
 from squeeze.targets import get_target
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -229,7 +229,7 @@ def test_layer_distilled_pruned_model_recovers_and_reloads_identically(tmp_path,
     x, _ = digits.batch("eval", 64)
     saved = json.loads((tmp_path / "result.json").read_text())
     assert saved["pruned"]["eval_accuracy"] == result["pruned"]["eval_accuracy"]
-    from squeeze.evaluate import accuracy, torch_predictions
+    from squeeze.measure.accuracy import accuracy, torch_predictions
 
     preds, labels = torch_predictions(reloaded.module, digits.loader("eval"))
     assert accuracy(preds, labels) == pytest.approx(result["pruned"]["eval_accuracy"])

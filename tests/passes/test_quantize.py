@@ -14,14 +14,14 @@ import torch
 from onnx import helper, numpy_helper
 
 from squeeze import zoo
-from squeeze.data import SplitConfig, load_data
+from squeeze.io.data import SplitConfig, load_data
 from squeeze.errors import ParityError, UserInputError
-from squeeze.modelio import load_model
-from squeeze.passes.distill import DistillConfig, _Objective, resolve_weights
-from squeeze.passes.quantize import (QuantizeConfig, SpeedGuardError, calibration_batches, check_parity, export_qdq, quantize,
+from squeeze.io.modelio import load_model
+from squeeze.passes.distill.pass_ import DistillConfig, _Objective, resolve_weights
+from squeeze.passes.quantize.pass_ import (QuantizeConfig, SpeedGuardError, calibration_batches, check_parity, export_qdq, quantize,
                                      resolve_backend, speed_guard)
-from squeeze.qdq import QuantRulesError, check_qdq_graph, enforce_rules, weight_dequantizers, _Graph
-from squeeze.quant_backends import fold_batchnorm, get_backend
+from squeeze.passes.quantize.qdq import QuantRulesError, check_qdq_graph, enforce_rules, weight_dequantizers, _Graph
+from squeeze.passes.quantize.backends import fold_batchnorm, get_backend
 from squeeze.targets import get_target
 from squeeze.targets.cpu import CPU_QUANT_RULES
 from squeeze.targets.tensorrt import TENSORRT_QUANT_RULES
@@ -250,7 +250,7 @@ def test_slower_int8_is_refused_unless_allowed(digits, tmp_path):
     def always_slower(paths):
         return [1.0 if not any(i.name.endswith("_quantized") for i in onnx.load(str(p)).graph.initializer) else 2.0 for p in paths]
 
-    from squeeze.artifacts import InputSpec, ModelArtifact
+    from squeeze.io.artifacts import InputSpec, ModelArtifact
 
     torch.manual_seed(0)
     tiny = ModelArtifact(zoo.tiny_cnn(width=8).eval(), InputSpec((1, 1, 8, 8)), "tiny", "checkpoint", "")
@@ -285,7 +285,7 @@ def test_bad_inputs(teacher, digits):
         resolve_backend(QuantizeConfig(bits=4), CPU_QUANT_RULES, "cpu")
     with pytest.raises(UserInputError, match="--bits must be 8 or 4"):
         QuantizeConfig(bits=6)
-    from squeeze.passes.quantize import check_inputs
+    from squeeze.passes.quantize.pass_ import check_inputs
 
     with pytest.raises(UserInputError, match="quantization needs calibration data"):
         check_inputs(teacher, teacher, None)

@@ -11,18 +11,18 @@ import pytest
 import torch
 from torch import nn
 
-from squeeze import pipeline
-from squeeze.artifacts import InputSpec, ModelArtifact
-from squeeze.data import SplitConfig, load_data
+from squeeze.run import pipeline
+from squeeze.io.artifacts import InputSpec, ModelArtifact
+from squeeze.io.data import SplitConfig, load_data
 from squeeze.errors import TargetUnavailableError, UserInputError
-from squeeze.modelio import load_model
+from squeeze.io.modelio import load_model
 from squeeze.passes.base import Context
-from squeeze.passes.distill import DistillConfig, DistillPass
+from squeeze.passes.distill.pass_ import DistillConfig, DistillPass
 from squeeze.passes.search import SearchConfig, SearchPass, proxies, search
 from squeeze.passes.search.evolution import Candidate, EvolutionConfig, evolve
 from squeeze.passes.search.pass_ import fixed_batch
 from squeeze.passes.search.spaces import get_space, mobilenetv2_space, resnet_space
-from squeeze.students import build_student, load_student_spec
+from squeeze.io.students import build_student, load_student_spec
 from squeeze.targets import get_target
 from squeeze.targets.base import Availability, LatencyStats
 

@@ -10,8 +10,8 @@ import torch
 from conftest import assert_refused
 from hostile import hostile_cifar_python, hostile_datasets
 from squeeze import zoo
-from squeeze.artifacts import InputSpec
-from squeeze.modelio import save_checkpoint
+from squeeze.io.artifacts import InputSpec
+from squeeze.io.modelio import save_checkpoint
 
 SPEC = InputSpec((1, 1, 8, 8))
 
@@ -49,7 +49,7 @@ def test_labels_beyond_the_models_classes(cli, tiny_digits, tmp_path):
 
 
 def test_label_free_only_without_labels(tiny_digits, tmp_path):
-    from squeeze.data import load_data
+    from squeeze.io.data import load_data
 
     bundle = load_data(str(_npz(tmp_path, np.random.rand(40, 1, 8, 8).astype(np.float32))))
     assert not bundle.has_labels
@@ -91,7 +91,7 @@ class DenseHead(torch.nn.Module):
 
 def test_a_model_without_logits_is_refused_by_recipes_that_need_them(cli, tmp_path):
     path = tmp_path / "dense.pt2"
-    from squeeze.modelio import save_exported_program
+    from squeeze.io.modelio import save_exported_program
 
     save_exported_program(DenseHead().eval(), path, SPEC)
     out = tmp_path / "out"
@@ -109,7 +109,7 @@ def test_data_files_carrying_pickles(cli, tiny_digits, tmp_path, sentinel, case)
 
 def test_cifar_python_release_with_a_gadget(tmp_path, sentinel):
     from squeeze.errors import UserInputError
-    from squeeze.data import load_data
+    from squeeze.io.data import load_data
 
     root = hostile_cifar_python(tmp_path, sentinel)
     with pytest.raises(UserInputError, match="refusing to unpickle posix.system"):

@@ -15,8 +15,8 @@ import torch
 from onnx import numpy_helper
 
 from squeeze import api, zoo
-from squeeze.artifacts import InputSpec
-from squeeze.modelio import save_checkpoint
+from squeeze.io.artifacts import InputSpec
+from squeeze.io.modelio import save_checkpoint
 
 ROOT = Path(__file__).resolve().parents[2]
 STUDENT = ROOT / "samples" / "students" / "tiny_cnn16.json"

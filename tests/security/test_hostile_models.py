@@ -9,9 +9,9 @@ import torch
 from conftest import assert_refused
 from hostile import hostile_pickles, hostile_pt2s
 from squeeze import zoo
-from squeeze.artifacts import InputSpec
-from squeeze.modelio import load_model, save_exported_program
-from squeeze.pt2_check import check_expression, check_guard, check_target
+from squeeze.io.artifacts import InputSpec
+from squeeze.io.modelio import load_model, save_exported_program
+from squeeze.io.pt2_check import check_expression, check_guard, check_target
 
 PT2_CASES = {  # case -> fragment of the refusal
     "expr_str": "is not a symbolic-shape expression",
@@ -48,7 +48,7 @@ def test_hostile_pt2_is_refused_before_torch_reads_it(cli, clean_pt2, tmp_path, 
 
 def test_the_expression_hole_is_real_without_the_check(clean_pt2, tmp_path, sentinel, monkeypatch):
     """The same file does run code when torch loads it unchecked: the test above guards a real hole."""
-    import squeeze.pt2_check as pt2_check
+    import squeeze.io.pt2_check as pt2_check
 
     path = hostile_pt2s(clean_pt2, tmp_path, sentinel)["expr_str"]
     monkeypatch.setattr(pt2_check, "check_pt2", lambda p: None)
@@ -64,7 +64,7 @@ def test_a_clean_pt2_loads_and_runs(clean_pt2):
 def test_torch_written_programs_pass_the_grammar(tmp_path):
     """Guards, symbolic expressions and operators that torch itself writes for a dynamic reshape,
     attention, LayerNorm, GELU, SiLU, hardswish and concatenation are all accepted."""
-    from squeeze.pt2_check import check_pt2
+    from squeeze.io.pt2_check import check_pt2
 
     class Mixed(torch.nn.Module):
         def __init__(self):

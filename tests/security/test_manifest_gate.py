@@ -11,9 +11,9 @@ import torch
 
 from conftest import assert_refused
 from squeeze import api, zoo
-from squeeze.artifacts import InputSpec
-from squeeze.manifest_schema import SCHEMA_VERSION
-from squeeze.modelio import save_checkpoint
+from squeeze.io.artifacts import InputSpec
+from squeeze.run.schema import SCHEMA_VERSION
+from squeeze.io.modelio import save_checkpoint
 from squeeze.targets.base import ProfileSpec
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from squeeze.errors import TargetUnavailableError, UserInputError
-from squeeze.modelio import load_model, load_onnx
+from squeeze.io.modelio import load_model, load_onnx
 from squeeze.passes.export import ExportConfig, export_onnx
 from squeeze.targets import get_target
 from squeeze.targets.base import ProfileSpec

@@ -16,8 +16,8 @@ import pytest
 
 from jetson_device import calls, device_config, make_device
 from squeeze.errors import TargetUnavailableError, UserInputError
-from squeeze.modelio import load_onnx
-from squeeze.remote import DiskFullError, RemoteCommandError
+from squeeze.io.modelio import load_onnx
+from squeeze.targets.remote.transport import DiskFullError, RemoteCommandError
 from squeeze.targets import get_target
 from squeeze.targets.base import ProfileSpec
 from squeeze.targets.jetson import (

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from squeeze.modelio import load_onnx
+from squeeze.io.modelio import load_onnx
 from squeeze.targets import get_target
 from squeeze.targets.base import ProfileSpec
 from squeeze.targets.jetson import MODULES

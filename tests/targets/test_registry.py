@@ -25,7 +25,7 @@ def test_unknown_target_lists_known_ones():
 
 @pytest.mark.parametrize("name", ["jetson-orin-nano", "jetson-orin-nx", "jetson-agx-orin"])
 def test_jetson_without_device_predicts_and_refuses_to_measure(name, tiny_onnx_path):
-    from squeeze.modelio import load_onnx
+    from squeeze.io.modelio import load_onnx
 
     target = get_target(name)
     availability = target.available()

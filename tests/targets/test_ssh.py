@@ -7,8 +7,8 @@ import sys
 import pytest
 
 from squeeze.errors import TargetUnavailableError, UserInputError
-from squeeze.modelio import load_onnx
-from squeeze.remote import RemoteCommandError
+from squeeze.io.modelio import load_onnx
+from squeeze.targets.remote.transport import RemoteCommandError
 from squeeze.targets import get_target
 from squeeze.targets.base import ProfileSpec
 from squeeze.targets.ssh import SshTarget, SshTargetConfig

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from squeeze.artifacts import InputSpec
+from squeeze.io.artifacts import InputSpec
 from squeeze.errors import TargetUnavailableError, UserInputError
-from squeeze.modelio import load_onnx
+from squeeze.io.modelio import load_onnx
 from squeeze.targets import get_target
 from squeeze.targets.tensorrt import (
     EngineBuildOptions,

@@ -1,0 +1,1 @@
+"""Model and data I/O: formats in and out (with their safety checks), datasets and splits, atomic files."""

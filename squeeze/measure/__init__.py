@@ -1,0 +1,1 @@
+"""Measuring models: accuracy on data splits, parameters and MACs."""

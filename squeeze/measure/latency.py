@@ -1,0 +1,268 @@
+"""The one latency measurer: every decision that compares latencies (a derived budget, search,
+prune, INT8 vs float, compress's closing rounds, the gate's ratio mode) goes through `compare`.
+
+Models are timed in interleaved rounds (each round one block of runs per model; the order turns
+every round and reverses every other, so for two models it reads A B B A A B ...), which makes a
+slow drift or a neighbour's burst hit all of them alike. Each round gives every model one
+statistic (its block's p50, by default) and, against the reference, one paired ratio; the
+estimate is the median over rounds and its 95 % interval a seeded bootstrap of that median.
+Rounds go on until every interval is tight (half-width within `ci` of its ratio) or a time cap
+hits. The host's load is sampled over the whole measurement: how busy the other processes kept
+the CPU, the load average, CPU steal. An oversubscribed host or a wide interval marks the result
+noisy, and the callers say so (and refuse to derive a budget from it).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+from squeeze.errors import UserInputError
+
+STATISTICS = ("p50", "p90", "min", "mean")
+OVERSUBSCRIBED_SHARE = 0.25  # other processes kept a quarter of the machine's CPU time busy
+NOISY_COV = 0.15  # per-round statistics of one model scatter more than this
+
+
+@dataclass(frozen=True)
+class MeasureConfig:
+    block_iterations: int = 50  # timed runs per model per round
+    warmup: int = 5  # untimed runs before each block
+    min_rounds: int = 5
+    max_rounds: int = 40
+    ci: float = 0.03  # stop once every ratio's 95 % CI half-width is within this fraction of it
+    time_cap_s: float = 60.0
+    statistic: str = "p50"  # the per-round figure compared: p50, p90, min or mean of the block
+    batch_size: int = 1
+    threads: int | None = None  # intra-op threads; None = the target's default
+
+    def __post_init__(self) -> None:
+        if self.block_iterations < 2 or self.warmup < 0 or self.min_rounds < 1 or self.max_rounds < self.min_rounds:
+            raise UserInputError("latency measurement needs >= 2 runs per block, >= 1 round and max_rounds >= min_rounds")
+        if not 0 < self.ci < 1 or self.time_cap_s <= 0:
+            raise UserInputError("latency measurement needs 0 < ci < 1 and a positive time cap")
+        if self.statistic not in STATISTICS:
+            raise UserInputError(f"latency statistic must be one of {', '.join(STATISTICS)}, got {self.statistic!r}")
+
+    def spec(self) -> Any:
+        from squeeze.targets.base import ProfileSpec
+
+        return ProfileSpec(batch_size=self.batch_size, warmup=self.warmup, iterations=self.block_iterations, threads=self.threads)
+
+
+# ----------------------------------------------------------------------------------------------
+# Host load
+
+
+def _cpu_times() -> tuple[float, float, float]:
+    """(busy, total, steal) jiffies of all CPUs since boot, from /proc/stat (zeros where unreadable)."""
+    try:
+        fields = [float(v) for v in open("/proc/stat").readline().split()[1:]]
+    except (OSError, ValueError, IndexError):
+        return 0.0, 0.0, 0.0
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0.0)
+    steal = fields[7] if len(fields) > 7 else 0.0
+    total = sum(fields[:8])
+    return total - idle - steal, total, steal
+
+
+def _own_cpu_seconds() -> float:
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
+@dataclass
+class HostLoad:
+    """How busy the machine was, besides us, while we measured."""
+
+    cores: int
+    load_average: float
+    others_busy_share: float  # of the machine's whole CPU capacity, taken by other processes
+    steal_share: float
+    seconds: float
+    oversubscribed: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class LoadSampler:
+    def __init__(self) -> None:
+        self.start_cpu, self.start_own, self.start_wall = _cpu_times(), _own_cpu_seconds(), time.monotonic()
+
+    def finish(self) -> HostLoad:
+        from squeeze.targets.ort_runtime import usable_cores
+
+        busy0, total0, steal0 = self.start_cpu
+        busy1, total1, steal1 = _cpu_times()
+        cores = os.cpu_count() or 1
+        wall = max(time.monotonic() - self.start_wall, 1e-6)
+        hz = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+        capacity = max((total1 - total0) / hz, wall * cores, 1e-6)
+        others = max(0.0, (busy1 - busy0) / hz - (_own_cpu_seconds() - self.start_own)) / capacity
+        steal = max(0.0, (steal1 - steal0) / hz) / capacity
+        try:
+            load = os.getloadavg()[0]
+        except OSError:
+            load = 0.0
+        oversubscribed = others > OVERSUBSCRIBED_SHARE or steal > 0.1 or load > usable_cores() + 1.0
+        return HostLoad(cores, round(load, 2), round(others, 3), round(steal, 3), round(wall, 2), bool(oversubscribed))
+
+
+def host_load_now(seconds: float = 0.5) -> HostLoad:
+    """The load over a short idle window (nothing of ours runs): what a run is about to measure in."""
+    sampler = LoadSampler()
+    time.sleep(seconds)
+    return sampler.finish()
+
+
+# ----------------------------------------------------------------------------------------------
+# Interleaved comparison
+
+
+def bootstrap_median_ci(values: np.ndarray, resamples: int = 2000, seed: int = 0) -> tuple[float, float]:
+    if len(values) < 2:
+        return float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    medians = np.median(values[rng.integers(0, len(values), size=(resamples, len(values)))], axis=1)
+    return float(np.percentile(medians, 2.5)), float(np.percentile(medians, 97.5))
+
+
+def round_order(names: list[str], r: int) -> list[str]:
+    """Round r's order: rotated by r and reversed on odd rounds (A B, B A, A B ... for two models)."""
+    k = r % len(names)
+    order = names[k:] + names[:k] if len(names) > 2 else list(names)
+    return order[::-1] if r % 2 else order
+
+
+@dataclass
+class Comparison:
+    """Latencies of several models measured in the same interleaved rounds."""
+
+    kind: str  # measured | predicted
+    statistic: str
+    stats: dict[str, dict[str, Any]]  # name -> LatencyStats dict, each figure the median over rounds of that round's value
+    per_round: dict[str, list[float]]  # name -> the per-round statistic, in ms
+    ratios: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> ratio to the reference, 95 % CI, tight
+    reference: str | None = None
+    rounds: int = 1
+    seconds: float = 0.0
+    stopped: str = "predicted"  # tight | time cap | max rounds | predicted
+    load: dict[str, Any] | None = None
+    noisy: bool = False
+    why_noisy: list[str] = field(default_factory=list)
+
+    def latency(self, name: str) -> float:
+        return float(np.median(self.per_round[name]))
+
+    def ratio(self, name: str, to: str | None = None) -> float:
+        to = to or self.reference
+        if to is None:
+            raise ValueError("no reference to take a ratio to")
+        return float(np.median(np.asarray(self.per_round[name]) / np.asarray(self.per_round[to])))
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _aggregate(stats: list[dict[str, Any]], order_note: str) -> dict[str, Any]:
+    out = dict(stats[-1])
+    for key in ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms", "cov", "throughput_per_s"):
+        out[key] = float(np.median([s[key] for s in stats]))
+    out["min_ms"] = float(min(s["min_ms"] for s in stats))
+    out["max_ms"] = float(max(s["max_ms"] for s in stats))
+    out["iterations"] = int(sum(s["iterations"] for s in stats))
+    out["options"] = {**stats[-1].get("options", {}), "rounds": len(stats), "interleaved": order_note,
+                      "aggregation": "median over interleaved rounds of each round's figure (min/max: over all runs)"}
+    return out
+
+
+def _ratios(per_round: dict[str, list[float]], reference: str | None, ci: float) -> dict[str, dict[str, Any]]:
+    if reference is None:
+        return {}
+    base = np.asarray(per_round[reference])
+    out = {}
+    for name, values in per_round.items():
+        if name == reference:
+            continue
+        r = np.asarray(values) / base
+        ratio = float(np.median(r))
+        low, high = bootstrap_median_ci(r)
+        out[name] = {"ratio": ratio, "ci95": [low, high], "tight": bool(np.isfinite(low) and (high - low) / 2 <= ci * ratio)}
+    return out
+
+
+def compare(target: Any, models: Mapping[str, Any], cfg: MeasureConfig = MeasureConfig(), *, reference: str | None = None,
+            progress: Callable[[str], None] = lambda m: None, profile: Callable[[Any], dict[str, Any]] | None = None) -> Comparison:
+    """Time `models` (name -> OnnxArtifact) on `target`, interleaved, until the ratios to `reference` are tight.
+
+    A target that cannot measure here but predicts returns its (deterministic) predictions, kind
+    "predicted". `profile` replaces the target's timing (tests inject deterministic latencies)."""
+    names = list(models)
+    if not names:
+        raise ValueError("nothing to measure")
+    if reference is not None and reference not in models:
+        raise ValueError(f"reference {reference!r} is not among the models")
+    spec = cfg.spec()
+    if profile is None and not target.available().available:
+        stats = {n: target.latency(models[n], spec).to_dict() for n in names}
+        key = f"{cfg.statistic}_ms"
+        per_round = {n: [float(s[key])] for n, s in stats.items()}
+        return Comparison("predicted", cfg.statistic, stats, per_round, _ratios(per_round, reference, cfg.ci), reference)
+    timing = profile or (lambda art: target.profile(art, spec).to_dict())
+    sampler = LoadSampler()
+    started = time.monotonic()
+    raw: dict[str, list[dict[str, Any]]] = {n: [] for n in names}
+    key = f"{cfg.statistic}_ms"
+    stopped, ratios = "max rounds", {}
+    for r in range(cfg.max_rounds):
+        for n in round_order(names, r):
+            raw[n].append(timing(models[n]))
+        per_round = {n: [float(s[key]) for s in raw[n]] for n in names}
+        ratios = _ratios(per_round, reference, cfg.ci)
+        elapsed = time.monotonic() - started
+        if r + 1 >= cfg.min_rounds:
+            if all(v["tight"] for v in ratios.values()) and (ratios or r + 1 >= cfg.min_rounds):
+                stopped = "tight"
+                break
+            if elapsed >= cfg.time_cap_s:
+                stopped = "time cap"
+                break
+        if ratios:
+            worst = max(ratios.values(), key=lambda v: (v["ci95"][1] - v["ci95"][0]) / max(v["ratio"], 1e-12))
+            progress(f"latency round {r + 1}: {len(names)} model(s) interleaved on {target.name}, widest ratio interval "
+                     f"{worst['ci95'][0]:.3f}-{worst['ci95'][1]:.3f}")
+        else:
+            progress(f"latency round {r + 1}: {len(names)} model(s) on {target.name}")
+    load = sampler.finish()
+    order_note = f"{len(names)} model(s), order turned every round and reversed every other (A B B A ...)"
+    stats = {n: _aggregate(raw[n], order_note) for n in names}
+    result = Comparison("measured", cfg.statistic, stats, per_round, ratios, reference, len(raw[names[0]]),
+                        round(time.monotonic() - started, 2), stopped, load.to_dict())
+    _judge_noise(result, cfg)
+    return result
+
+
+def _judge_noise(result: Comparison, cfg: MeasureConfig) -> None:
+    why = []
+    if result.load and result.load["oversubscribed"]:
+        why.append(f"host oversubscribed (other processes used {result.load['others_busy_share'] * 100:.0f}% of the CPU, "
+                   f"load average {result.load['load_average']:g})")
+    for name, values in result.per_round.items():
+        v = np.asarray(values)
+        if len(v) >= 3 and v.mean() > 0 and v.std() / v.mean() > NOISY_COV:
+            why.append(f"{name}'s per-round {cfg.statistic} varies by {v.std() / v.mean() * 100:.0f}% (CoV)")
+    for name, r in result.ratios.items():
+        if not r["tight"] and np.isfinite(r["ci95"][0]) and (r["ci95"][1] - r["ci95"][0]) / 2 > 2 * cfg.ci * r["ratio"]:
+            why.append(f"{name}'s ratio interval {r['ci95'][0]:.3f}-{r['ci95'][1]:.3f} is wide")
+    result.noisy, result.why_noisy = bool(why), why
+
+
+def measure_one(target: Any, art: Any, cfg: MeasureConfig = MeasureConfig(), progress: Callable[[str], None] = lambda m: None) -> Comparison:
+    """One model's latency with the same machinery (rounds of blocks, load recorded), no reference."""
+    return compare(target, {"model": art}, replace(cfg, max_rounds=max(cfg.min_rounds, 1)), progress=progress)

@@ -1,0 +1,235 @@
+"""The compress report: one self-contained HTML page (plots inlined as SVG) and the same in Markdown.
+
+Written from the manifest alone, so `squeeze report build/manifest.json` can re-render it later.
+"""
+
+from __future__ import annotations
+
+import html
+import io
+from pathlib import Path
+from typing import Any
+
+from squeeze.io.fsutil import write_bytes_atomic
+
+STAGE_LABELS = {"teacher": "teacher", "search": "searched student (untrained)", "distill": "distilled", "prune": "pruned",
+                "quantize": "quantized (INT8)", "final": "final (deployed ONNX)"}
+
+
+def _pct(v: float | None) -> str:
+    return "-" if v is None else f"{100 * v:.2f}%"
+
+
+def _count(n: float | None) -> str:
+    if n is None:
+        return "-"
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.2f}{unit}"
+    return f"{n:.0f}"
+
+
+def _ms(stats: dict[str, Any] | None, key: str) -> str:
+    if not stats or stats.get(key) is None:
+        return "-"
+    return f"{stats[key]:.3f}" + ("" if stats.get("measured", True) else " (predicted)")
+
+
+def stage_rows(manifest: dict[str, Any]) -> list[list[str]]:
+    rows = []
+    for s in manifest.get("stages", []):
+        lat = s.get("latency") or {}
+        parity = s.get("parity") or {}
+        rows.append([
+            STAGE_LABELS.get(s["stage"], s["stage"]) + (f" — {s['note']}" if s.get("note") else ""),
+            _pct(s.get("accuracy")),
+            _pct(s.get("teacher_agreement")),
+            _count(s.get("params")),
+            _count(s.get("macs")),
+            f"{s['onnx_bytes'] / 1e6:.3f}" if s.get("onnx_bytes") else "-",
+            _ms(lat, "p50_ms"), _ms(lat, "p90_ms"), _ms(lat, "p99_ms"),
+            "-" if not parity else (f"{parity.get('max_abs_diff', 0):.1e} " + ("ok" if parity.get("passed") else "FAIL")),
+            "-" if s.get("seconds") is None else f"{s['seconds']:.1f}" + (" (cached)" if s.get("cached") else ""),
+        ])
+    return rows
+
+
+STAGE_HEADER = ["stage", "accuracy", "agreement", "params", "MACs", "ONNX MB", "p50 ms", "p90 ms", "p99 ms", "parity", "pass s"]
+
+
+def pareto_svg(manifest: dict[str, Any]) -> str:
+    """Accuracy vs latency of each pipeline stage (teacher starred, budget dashed) and, beside it,
+    the searched candidates' proxy score vs latency (the student search has no accuracy to plot)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    search = manifest.get("search") or {}
+    candidates = search.get("candidates") or search.get("history") or []
+    has_search = bool(candidates) and any(c.get("latency_ms") is not None for c in candidates if isinstance(c, dict))
+    fig, axes = plt.subplots(1, 2 if has_search else 1, figsize=(11 if has_search else 6.5, 4.2), squeeze=False)
+    ax = axes[0][0]
+    budget = (manifest.get("budget") or {}).get("latency_ms")
+    points = [(s["stage"], s["latency"]["p50_ms"], 100 * s["accuracy"]) for s in manifest.get("stages", [])
+              if s.get("latency") and s.get("accuracy") is not None]
+    if points:
+        xs, ys = [p[1] for p in points], [p[2] for p in points]
+        ax.plot(xs[1:], ys[1:], "-", color="#9ab", zorder=1)
+        for name, x, y in points:
+            style = {"marker": "*", "s": 220, "color": "#d62728"} if name == "teacher" else {"marker": "o", "s": 60, "color": "#1f77b4"}
+            ax.scatter([x], [y], zorder=3, **style)
+            ax.annotate(STAGE_LABELS.get(name, name), (x, y), textcoords="offset points", xytext=(6, 6), fontsize=8)
+        ax.set_xscale("log")
+    if budget:
+        ax.axvline(budget, linestyle="--", color="#2ca02c", label=f"budget {budget:g} ms")
+        ax.legend(loc="lower right", fontsize=8)
+    predicted = any(not (s.get("latency") or {}).get("measured", True) for s in manifest.get("stages", []))
+    ax.set_xlabel(f"latency p50 on {manifest['target']['name']} (ms{', predicted' if predicted else ''}, log)")
+    ax.set_ylabel("accuracy on the eval split (%)")
+    ax.set_title("pipeline stages: accuracy vs latency")
+    ax.grid(True, alpha=0.3)
+    if has_search:
+        ax2 = axes[0][1]
+        rows = [c for c in candidates if isinstance(c, dict) and c.get("latency_ms") is not None and c.get("score") is not None]
+        ax2.scatter([c["latency_ms"] for c in rows], [c["score"] for c in rows], s=14, alpha=0.6, color="#7f7f7f", label="candidates")
+        chosen = search.get("chosen") or {}
+        if chosen.get("latency_ms") is not None and chosen.get("score") is not None:
+            ax2.scatter([chosen["latency_ms"]], [chosen["score"]], marker="D", s=70, color="#1f77b4", label="chosen")
+        if budget:
+            ax2.axvline(budget, linestyle="--", color="#2ca02c")
+        ax2.set_xscale("log")
+        ax2.set_xlabel("candidate latency (ms, log)")
+        ax2.set_ylabel(f"proxy score ({search.get('proxy', 'proxy')})")
+        ax2.set_title("student search")
+        ax2.grid(True, alpha=0.3)
+        ax2.legend(fontsize=8)
+    fig.tight_layout()
+    buf = io.StringIO()
+    with matplotlib.rc_context({"svg.hashsalt": "squeeze"}):  # stable element ids: same manifest, same page
+        fig.savefig(buf, format="svg", metadata={"Date": None})
+    plt.close(fig)
+    svg = buf.getvalue()
+    return svg[svg.index("<svg"):]  # drop the XML prolog: the SVG is inlined into HTML
+
+
+def _html_table(header: list[str], rows: list[list[str]]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _md_table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(str(c).replace("|", "\\|") for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def sections(manifest: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]], str]]:
+    """(title, header, rows, note) for every table the report shows, shared by HTML and Markdown."""
+    out = []
+    gate = manifest.get("gate") or {}
+    out.append(("Gate", ["check", "value", "limit", "result"],
+                [[c["check"], f"{c['value']:.4g}", f"{c['limit']:.4g}", "pass" if c["passed"] else "FAIL"] for c in gate.get("checks", [])],
+                f"verdict: {gate.get('verdict', '-')}"))
+    out.append(("Stages", STAGE_HEADER, stage_rows(manifest),
+                "Every stage is measured the same way: accuracy and top-1 agreement with the teacher on the eval split, "
+                "ONNX size, latency on the target's runtime."))
+    search = manifest.get("search") or {}
+    top = search.get("top_k") or []
+    if top:
+        keys = [k for k in ("rank", "score", "latency_ms", "params", "macs") if k in top[0]]
+        rows = [[str(i + 1) if k == "rank" and "rank" not in row else
+                 (f"{row[k]:.4g}" if isinstance(row.get(k), float) else _count(row[k]) if k in ("params", "macs") else str(row.get(k, "-")))
+                 for k in keys] + [str(row.get("arch", row.get("spec", "")))[:80]] for i, row in enumerate(top)]
+        out.append(("Student search: top candidates", [*keys, "architecture"], rows,
+                    f"proxy {search.get('proxy', '-')}, {search.get('evaluated', len(top))} candidates scored"))
+    for which in ("final", "teacher"):
+        layers = (manifest.get("layer_latency") or {}).get(which) or []
+        if layers:
+            rows = [[l["name"], l["op_type"], f"{l['mean_us']:.1f}", f"{100 * l['share']:.1f}%"] for l in layers[:15]]
+            out.append((f"Per-layer latency ({which}, top 15)", ["node", "op", "mean µs", "share"], rows,
+                        "from ONNX Runtime's node profiler (one batch-1 run per sample, same threads as the timing)"))
+    pre = manifest.get("preprocessing")
+    if pre:
+        norm = pre.get("normalization") or {}
+        rows = [["input", f"{pre['input']} {pre['dtype']} {'x'.join(map(str, pre['shape']))} ({pre['layout']}"
+                 f"{', dynamic batch' if pre.get('dynamic_batch') else ''})"]]
+        if norm:
+            rows += [["channels", str(pre.get("channel_order"))], ["mean", ", ".join(f"{v:g}" for v in norm["mean"])],
+                     ["std", ", ".join(f"{v:g}" for v in norm["std"])]]
+        rows.append(["formula", pre["formula"]])
+        out.append(("Deploying: input pre-processing", ["what", "value"], rows,
+                    "applied identically in training, in the ONNX parity check and here"))
+    passes = manifest.get("passes") or []
+    out.append(("Passes", ["pass", "seconds", "cached", "config"],
+                [[p["name"], f"{p['seconds']:.1f}", "yes" if p.get("cached") else "no", _short_config(p.get("config"))] for p in passes], ""))
+    return out
+
+
+def _short_config(cfg: Any, limit: int = 160) -> str:
+    import json
+
+    text = json.dumps(cfg, default=str, separators=(",", ":"))
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _headline(manifest: dict[str, Any]) -> list[str]:
+    acc = manifest.get("accuracy") or {}
+    lat, tlat = manifest.get("latency") or {}, manifest.get("teacher_latency") or {}
+    lines = [f"target {manifest['target']['name']}: {manifest['target'].get('description', '')}"]
+    if acc.get("teacher_accuracy") is not None:
+        drop = 100 * (acc["teacher_accuracy"] - acc["output_accuracy"])
+        lines.append(f"accuracy {_pct(acc['output_accuracy'])} vs teacher {_pct(acc['teacher_accuracy'])} "
+                     f"(drop {drop:.2f} pt), top-1 agreement {_pct(acc.get('top1_agreement'))} on {acc.get('samples')} eval samples")
+    if lat and tlat:
+        lines.append(f"latency p50 {_ms(lat, 'p50_ms')} ms vs teacher {_ms(tlat, 'p50_ms')} ms "
+                     f"({manifest.get('speedup_p50', 0):.1f}× faster); p90 {_ms(lat, 'p90_ms')} ms")
+    budget = manifest.get("budget") or {}
+    if budget.get("latency_ms") is not None:
+        lines.append(f"latency budget {budget['latency_ms']:g} ms (p90)")
+    return lines
+
+
+CSS = """body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:2rem auto;max-width:1100px;color:#222;padding:0 1rem}
+h1{margin-bottom:.2rem}.verdict{display:inline-block;padding:.2rem .8rem;border-radius:.4rem;color:#fff;font-weight:600}
+.pass{background:#2ca02c}.fail{background:#d62728}table{border-collapse:collapse;margin:.6rem 0 1.4rem;font-size:.9rem}
+td,th{border:1px solid #ccc;padding:.25rem .55rem;text-align:right}td:first-child,th:first-child{text-align:left}
+th{background:#f3f3f3}.note{color:#666;font-size:.85rem}svg{max-width:100%;height:auto}code{background:#f3f3f3;padding:0 .2rem}"""
+
+
+def render_html(manifest: dict[str, Any]) -> str:
+    verdict = (manifest.get("gate") or {}).get("verdict", "-")
+    parts = [f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>squeeze report</title><style>{CSS}</style></head><body>",
+             f"<h1>squeeze report <span class='verdict {html.escape(verdict)}'>{html.escape(verdict.upper())}</span></h1>",
+             f"<p class='note'>{html.escape(manifest['teacher']['source'])} → model.onnx · {html.escape(manifest.get('finished_utc', ''))}"
+             f" · squeeze {html.escape(manifest.get('squeeze_version', ''))}</p><ul>"]
+    parts += [f"<li>{html.escape(line)}</li>" for line in _headline(manifest)]
+    parts.append("</ul><h2>Accuracy vs latency</h2>")
+    parts.append(pareto_svg(manifest))
+    for title, header, rows, note in sections(manifest):
+        parts.append(f"<h2>{html.escape(title)}</h2>")
+        if note:
+            parts.append(f"<p class='note'>{html.escape(note)}</p>")
+        parts.append(_html_table(header, rows))
+    versions = manifest.get("versions") or {}
+    parts.append("<h2>Environment</h2><p class='note'>" + html.escape(", ".join(f"{k} {v}" for k, v in versions.items())) + "</p>")
+    parts.append("</body></html>\n")
+    return "".join(parts)
+
+
+def render_markdown(manifest: dict[str, Any]) -> str:
+    verdict = (manifest.get("gate") or {}).get("verdict", "-")
+    lines = [f"# squeeze report: {verdict.upper()}", "", *[f"- {line}" for line in _headline(manifest)], "",
+             "The accuracy-vs-latency plot is in report.html.", ""]
+    for title, header, rows, note in sections(manifest):
+        lines += [f"## {title}", ""]
+        if note:
+            lines += [note, ""]
+        lines += [_md_table(header, rows), ""]
+    return "\n".join(lines)
+
+
+def write_reports(manifest: dict[str, Any], directory: Path) -> None:
+    write_bytes_atomic(Path(directory) / "report.html", render_html(manifest).encode())
+    write_bytes_atomic(Path(directory) / "report.md", render_markdown(manifest).encode())

@@ -1,0 +1,66 @@
+"""The compress report: self-contained HTML with the plot and tables, Markdown twin, and a real render."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from squeeze import api
+from squeeze.run.report import render_html, render_markdown
+from squeeze.targets.base import ProfileSpec
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("report") / "run"
+    api.compress(ROOT / "samples" / "teachers" / "resnet_digits.pt", out=out, recipe="distill", student=str(ROOT / "samples" / "students" / "tiny_cnn16.json"),
+                 distill_options={"epochs": 1}, profile_spec=ProfileSpec(warmup=2, iterations=20), latency_budget="50ms",
+                 max_accuracy_drop=90)
+    return out
+
+
+def test_html_is_self_contained_and_shows_every_section(run_dir):
+    page = (run_dir / "report.html").read_text()
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert page.startswith("<!doctype html>") and page.count("<svg") == 1 and "</svg>" in page
+    assert "src=\"http" not in page and "href=\"http" not in page  # nothing fetched when opened offline
+    for title in ("Accuracy vs latency", "Gate", "Stages", "Per-layer latency (final", "Per-layer latency (teacher", "Passes", "Environment"):
+        assert f"<h2>{title}" in page
+    for label in ("teacher", "distilled", "final (deployed ONNX)"):
+        assert f"<td>{label}</td>" in page
+    assert f"{100 * manifest['accuracy']['output_accuracy']:.2f}%" in page
+    assert "budget 50 ms" in page  # the budget line's legend, inside the SVG
+    assert render_html(manifest) == page  # re-rendering from the manifest alone gives the same page
+
+
+def test_markdown_mirrors_the_tables(run_dir):
+    md = (run_dir / "report.md").read_text()
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert md == render_markdown(manifest)
+    assert md.startswith(f"# squeeze report: {manifest['gate']['verdict'].upper()}")
+    stage_lines = [line for line in md.splitlines() if line.startswith("| teacher") or line.startswith("| distilled")
+                   or line.startswith("| final")]
+    assert len(stage_lines) == 3
+    assert "| latency_p90_ms |" in md and "| accuracy_drop_pct_points |" in md
+
+
+@pytest.mark.skipif(importlib.util.find_spec("PIL") is None, reason="needs Pillow")
+def test_report_renders_in_headless_chromium(run_dir, tmp_path):
+    spec = importlib.util.spec_from_file_location("report_screenshot", ROOT / "bench" / "report_screenshot.py")
+    shot = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(shot)
+    if shot.find_chromium() is None:
+        pytest.skip("Chromium is not installed (apt-get install chromium); bench/report_screenshot.py does the same by hand")
+    from PIL import Image
+
+    png = shot.screenshot(run_dir / "report.html", tmp_path / "report.png", width=1000, height=1400)
+    pixels = np.asarray(Image.open(png).convert("L"), dtype=np.float32)
+    assert pixels.shape == (1400, 1000)
+    assert pixels.std() > 20  # text, tables and the plot, not a blank page
+    assert (pixels < 100).mean() > 0.01  # dark ink: the page actually drew content
