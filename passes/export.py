@@ -17,7 +17,7 @@ import torch
 from squeeze.io.artifacts import InputSpec, ModelArtifact, OnnxArtifact
 from squeeze.errors import ParityError, UserInputError
 from squeeze.io.fsutil import atomic_path, sha256_file, write_failure
-from squeeze.passes.base import Context
+from squeeze.passes.base import Context, PassBase
 from squeeze.targets.ort_runtime import create_session
 
 MIN_OPSET, MAX_OPSET = 17, 23
@@ -168,7 +168,7 @@ def export_onnx(art: ModelArtifact, out: Path, cfg: ExportConfig, data: Any = No
     return OnnxArtifact(Path(out), sha256_file(out), opset, spec, producer, parity, provenance)
 
 
-class ExportPass:
+class ExportPass(PassBase):
     name: ClassVar[str] = "export"
     Config: ClassVar[type] = ExportConfig
     input_kind: ClassVar[type] = ModelArtifact

@@ -43,8 +43,8 @@ from squeeze.io.artifacts import InputSpec, ModelArtifact, OnnxArtifact
 from squeeze.io.data import DataBundle
 from squeeze.errors import SqueezeError, TargetUnavailableError, UserInputError
 from squeeze.io.fsutil import sha256_file, write_json_atomic
-from squeeze.passes.base import Context
-from squeeze.targets.base import ProfileSpec, Target
+from squeeze.passes.base import Context, PassBase, Placement, Requires
+from squeeze.targets.base import Target
 
 IMPORTANCES = ("l2", "taylor", "bn")
 MODEL_FILE = "model.pt"
@@ -404,7 +404,7 @@ class TargetLatency(LatencyMeter):
         availability = target.available()
         if availability.available:
             self.kind = "measured"
-        elif callable(getattr(target, "predict", None)):
+        elif target.can_predict():
             self.kind = "predicted"
         else:
             raise TargetUnavailableError(f"target {target.name} cannot measure latency here and has no offline predictor: {availability.reason}")
@@ -421,21 +421,15 @@ class TargetLatency(LatencyMeter):
         return self._onnx[key]
 
     def measure(self, models: Sequence[nn.Module], rounds: int, iterations: int, warmup: int) -> Measurement:
-        arts = [self._export(m) for m in models]
-        spec = ProfileSpec(batch_size=1, warmup=warmup, iterations=iterations, threads=self.threads)
-        if self.kind == "predicted":  # deterministic: one round says it all
-            stats = [self.target.predict(a, spec) for a in arts]  # type: ignore[attr-defined]
-            return Measurement([[getattr(s, self.stat)] for s in stats], "predicted", [s.to_dict() for s in stats])
-        values: list[list[float]] = [[] for _ in arts]
-        last: list[dict[str, Any] | None] = [None] * len(arts)
-        for r in range(rounds):
-            order = list(range(len(arts)))
-            order = order[r % len(order):] + order[: r % len(order)]
-            for i in order:
-                s = self.target.profile(arts[i], spec)
-                values[i].append(getattr(s, self.stat))
-                last[i] = s.to_dict()
-        return Measurement(values, "measured", last)
+        """One interleaved comparison (squeeze/measure/latency.py) of the models, the first as the reference;
+        at least `rounds` rounds, more (up to twice) while a ratio to the first is loose."""
+        from squeeze.measure.latency import MeasureConfig, compare
+
+        arts = {str(i): self._export(m) for i, m in enumerate(models)}
+        settings = MeasureConfig(block_iterations=iterations, warmup=warmup, min_rounds=rounds, max_rounds=2 * rounds, time_cap_s=120.0,
+                                 statistic=self.stat.removesuffix("_ms"), threads=self.threads)
+        result = compare(self.target, arts, settings, reference="0")
+        return Measurement([result.per_round[n] for n in arts], result.kind, [result.stats[n] for n in arts])
 
 
 class CallableLatency(LatencyMeter):
@@ -965,11 +959,15 @@ def _frozen(module: nn.Module, device: str) -> nn.Module:
     return module.to(device)
 
 
-class PrunePass:
+class PrunePass(PassBase):
     name: ClassVar[str] = "prune"
     Config: ClassVar[type] = PruneConfig
     input_kind: ClassVar[type] = ModelArtifact
     output_kind: ClassVar[type] = ModelArtifact
+    requires: ClassVar[Requires] = Requires(data=True, logits=True)
+    placement: ClassVar[Placement] = Placement(before=("quantize",), why="dependency-graph pruning of a fake-quantized model breaks "
+                                               "(Torch-Pruning #291); prune the float model, then quantize")
+    produces_stage: ClassVar[bool] = True
 
     def run(self, ctx: Context, inp: ModelArtifact, cfg: PruneConfig) -> ModelArtifact:
         """`inp` is the float model to prune; ctx.teacher (else `inp` itself) gives the logit targets."""

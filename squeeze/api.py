@@ -177,16 +177,15 @@ def profile(
     manifest) is measured as is on the target that built it, and refused elsewhere.
     """
     from squeeze.passes.export import ExportConfig, export_onnx
-    from squeeze.targets.base import can_predict
 
     tgt = remote_target(target, **remote)
     spec = ProfileSpec(batch_size=batch_size, warmup=warmup, iterations=iterations, threads=threads)
     availability = tgt.available()
     predicting = not availability.available
-    if predicting and not can_predict(tgt):
+    if predicting and not tgt.can_predict():
         raise TargetUnavailableError(f"target {target} is unavailable here: {availability.reason}")
     if _is_engine(Path(path)):
-        if not (target == "tensorrt" or target.startswith("jetson")):
+        if Path(path).suffix.lower() not in tgt.engine_suffixes:
             raise UserInputError(f"{path} is a TensorRT engine: profile it with --target tensorrt or jetson-* (with --device), not {target}")
         if predicting:
             raise TargetUnavailableError(f"cannot measure engine {path} on {target} here ({availability.reason}); "
@@ -201,7 +200,7 @@ def profile(
             exported = {"parity": onnx_art.parity, "opset": onnx_art.opset}
         else:
             onnx_art = art
-        stats = tgt.predict(onnx_art, spec) if predicting else tgt.profile(onnx_art, spec)
+        stats = tgt.latency(onnx_art, spec)
     result = {"model": str(path), "model_sha256": art.sha256, **({"exported": exported} if exported else {}),
               "label": "predicted" if predicting else "measured", **stats.to_dict()}
     if predicting:
@@ -314,8 +313,6 @@ def distill(
 
 
 def list_targets() -> list[dict[str, Any]]:
-    from squeeze.targets.base import can_predict
-
     rows = []
     for name in target_names():
         tgt = get_target(name)
@@ -325,7 +322,7 @@ def list_targets() -> list[dict[str, Any]]:
             "description": tgt.description,
             "available": availability.available,
             "reason": availability.reason,
-            "predicts": not availability.available and can_predict(tgt) and getattr(tgt, "can_predict_here", lambda: True)(),
+            "predicts": not availability.available and tgt.can_predict(),
             "channel_multiple": tgt.channel_multiple,
             "quant_rules": asdict(tgt.quant_rules),
             "details": availability.details,
@@ -464,51 +461,18 @@ def quantize(
 # ----------------------------------------------------------------------------------------------
 # TensorRT / Jetson / ssh:// (remote targets)
 
-ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
-
-
 def _is_engine(path: Path) -> bool:
+    from squeeze.targets.tensorrt import ENGINE_SUFFIXES
+
     return path.suffix.lower() in ENGINE_SUFFIXES and path.is_file()
 
 
-def remote_target(
-    target: str,
-    *,
-    device: str | None = None,
-    identity_file: str | None = None,
-    known_hosts: str | None = None,
-    port: int | None = None,
-    connect_timeout_s: float | None = None,
-    power_mode: str | None = None,
-    remote_python: str | None = None,
-    precision: str | None = None,
-    trtexec: str | None = None,
-    ssh: Any = None,
-) -> Any:
-    """The target, with SSH/device options applied where the target takes them (and refused where it does not)."""
-    from squeeze.targets.remote.transport import SshOptions
+def remote_target(target: str, **options: Any) -> Any:
+    """The target configured from its command-line options (device, SSH, power mode, precision, ...); each
+    target takes the options that apply to it and refuses the others (squeeze.targets.base.TargetOptions)."""
+    from squeeze.targets.base import TargetOptions
 
-    wants_ssh = any(v is not None for v in (identity_file, known_hosts, port, connect_timeout_s))
-    if ssh is None and wants_ssh:
-        ssh = SshOptions(identity_file=identity_file, known_hosts=known_hosts, port=port,
-                         **({"connect_timeout_s": connect_timeout_s} if connect_timeout_s else {}))
-    if target == "jetson" or target.startswith("jetson-"):
-        from squeeze.targets.jetson import JetsonConfig
-        from squeeze.targets.tensorrt import EngineBuildOptions
-
-        config = JetsonConfig(power_mode=power_mode, build=EngineBuildOptions(precision=precision or "strongly-typed"),
-                              **({"ssh": ssh} if ssh else {}), **({"trtexec": trtexec} if trtexec else {}))
-        return get_target(target, device=device, jetson_config=config, remote_python=remote_python)
-    if target == "tensorrt":
-        from squeeze.targets.tensorrt import EngineBuildOptions, TensorRTConfig
-
-        if any(v is not None for v in (device, ssh, power_mode, remote_python)):
-            get_target(target, device=device, ssh=ssh, power_mode=power_mode, remote_python=remote_python)  # raises the clear error
-        return get_target(target, tensorrt_config=TensorRTConfig(build=EngineBuildOptions(precision=precision or "strongly-typed"),
-                                                                 trtexec=trtexec))
-    if precision is not None or trtexec is not None:
-        raise UserInputError(f"--precision and --trtexec apply to TensorRT targets (tensorrt, jetson-*), not {target}")
-    return get_target(target, device=device, ssh=ssh, power_mode=power_mode, remote_python=remote_python)
+    return get_target(target, TargetOptions(**{k: v for k, v in options.items() if v is not None}))
 
 
 def build(
@@ -528,16 +492,14 @@ def build(
     jetson-* builds on the device over SSH (--device); tensorrt builds on this machine's GPU. When
     neither is possible the error says exactly what would run and why it cannot here.
     """
-    import json
-
     from squeeze.passes.export import ExportConfig, export_onnx
     from squeeze.targets.tensorrt import manifest_path
 
-    if target in ("cpu", "cuda") or target.startswith("ssh"):
-        raise UserInputError(f"target {target} runs ONNX files directly with ONNX Runtime: there is no engine to build "
-                             "(squeeze export writes the ONNX; build is for tensorrt and jetson-*)")
     out = check_output_path(Path(out))
     tgt = remote_target(target, **remote)
+    if not tgt.engine_suffixes:
+        raise UserInputError(f"target {target} runs ONNX files directly with ONNX Runtime: there is no engine to build "
+                             "(squeeze export writes the ONNX; build is for tensorrt and jetson-*)")
     art = load_any(path, arch=arch, input_shape=input_shape, trust_pickle=trust_pickle)
     with tempfile.TemporaryDirectory(prefix="squeeze-build-") as tmp:
         if isinstance(art, ModelArtifact):
@@ -547,8 +509,8 @@ def build(
         if not onnx_art.input_spec.dynamic_batch and batch_size != onnx_art.input_spec.shape[0]:
             raise UserInputError(f"{path} has a static batch of {onnx_art.input_spec.shape[0]}; cannot build for batch {batch_size}")
         engine = tgt.build(onnx_art, out, batch=batch_size)
-    manifest = json.loads(manifest_path(engine).read_text())
-    return {"engine": str(engine), "manifest": str(manifest_path(engine)), "bytes": engine.stat().st_size, **manifest}
+    return {"engine": str(engine.path), "manifest": str(manifest_path(engine.path)), "bytes": engine.path.stat().st_size,
+            **engine.manifest}
 
 
 def parse_count(text: str | int | None, what: str) -> int | None:
@@ -647,7 +609,7 @@ def prune(
     bundle = open_data(data, model)
     if bundle is None:
         raise UserInputError("pruning needs data for calibration, recovery and evaluation: pass --data")
-    if not tgt.available().available and not callable(getattr(tgt, "predict", None)):
+    if not tgt.available().available and not tgt.can_predict():
         raise TargetUnavailableError(f"target {target} cannot measure latency here and has no offline predictor: {tgt.available().reason}")
     with atomic_dir(out) as stage:
         result = run_prune(model, bundle, tgt, cfg, stage, teacher=teacher_art, progress=progress)

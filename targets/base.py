@@ -88,6 +88,62 @@ class LatencyStats:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class EngineArtifact:
+    """A runtime engine built for one device (TensorRT): the file, its hash, and the manifest beside it."""
+
+    path: Path
+    sha256: str
+    manifest: dict[str, Any]
+    target: str
+
+    def describe(self) -> dict[str, Any]:
+        return {"path": str(self.path), "sha256": self.sha256, "target": self.target}
+
+
+@dataclass(frozen=True)
+class TargetOptions:
+    """Every option a target may take from the command line. Each target's `from_options` takes the
+    ones that apply to it and refuses the others by name, so a misplaced flag is one clear error."""
+
+    device: str | None = None  # user@host[:port] of a remote device
+    identity_file: str | None = None
+    known_hosts: str | None = None
+    port: int | None = None
+    connect_timeout_s: float | None = None
+    power_mode: str | None = None
+    remote_python: str | None = None
+    precision: str | None = None  # TensorRT build precision
+    trtexec: str | None = None
+    ssh: Any = None  # a ready SshOptions (the API and tests build it directly)
+
+    def given(self, *names: str) -> list[str]:
+        return [n for n in names if getattr(self, n) is not None]
+
+    def refuse(self, target: str, names: tuple[str, ...], why: str) -> None:
+        from squeeze.errors import UserInputError
+
+        given = self.given(*names)
+        if given:
+            flags = ", ".join(sorted("--" + n.replace("_", "-") for n in given if n != "ssh") or ["SSH options"])
+            raise UserInputError(f"target {target}: {flags} {'does' if len(given) == 1 else 'do'} not apply: {why}")
+
+    def ssh_options(self) -> Any:
+        """SshOptions from the SSH flags (or the ready one), or None when none was given."""
+        if self.ssh is not None:
+            return self.ssh
+        if not self.given("identity_file", "known_hosts", "port", "connect_timeout_s"):
+            return None
+        from squeeze.targets.remote.transport import SshOptions
+
+        return SshOptions(identity_file=self.identity_file, known_hosts=self.known_hosts, port=self.port,
+                          **({"connect_timeout_s": self.connect_timeout_s} if self.connect_timeout_s else {}))
+
+
+REMOTE_OPTIONS = ("device", "identity_file", "known_hosts", "port", "connect_timeout_s", "power_mode", "remote_python", "ssh")
+ENGINE_OPTIONS = ("precision", "trtexec")
+
+
 @runtime_checkable
 class Target(Protocol):
     name: str
@@ -95,17 +151,68 @@ class Target(Protocol):
     quant_rules: QuantRules
     channel_multiple: int  # width alignment that pays on this hardware
 
+    @classmethod
+    def from_options(cls, name: str, options: TargetOptions) -> Target: ...
+
     def available(self) -> Availability: ...
 
-    def build(self, onnx: OnnxArtifact, out: Path) -> OnnxArtifact | Path: ...  # engine targets: the engine (manifest beside it)
+    def preflight(self) -> None: ...  # one cheap reachability check before any work (remote targets connect once)
 
-    def profile(self, art: OnnxArtifact, spec: ProfileSpec) -> LatencyStats: ...
+    def build(self, onnx: OnnxArtifact, out: Path) -> OnnxArtifact | EngineArtifact: ...
 
-    # Optional (tensorrt, jetson-*): an offline estimate for when the target cannot measure here,
-    # returned with measured=False and options["label"] == "predicted". Callers (search, prune):
-    #     stats = target.predict(onnx_art, spec) if not target.available().available else target.profile(onnx_art, spec)
-    # def predict(self, art: OnnxArtifact, spec: ProfileSpec) -> LatencyStats: ...
+    def profile(self, art: OnnxArtifact, spec: ProfileSpec) -> LatencyStats: ...  # measure; raises when it cannot here
+
+    def can_predict(self) -> bool: ...
+
+    def predict(self, art: OnnxArtifact, spec: ProfileSpec) -> LatencyStats: ...  # offline estimate, measured=False
+
+    def latency(self, art: OnnxArtifact, spec: ProfileSpec) -> LatencyStats: ...  # measured if it can, else predicted (labelled)
+
+    def layer_profile(self, art: OnnxArtifact, spec: ProfileSpec) -> list[dict[str, Any]] | None: ...
 
 
-def can_predict(target: Target) -> bool:
-    return callable(getattr(target, "predict", None))
+class TargetBase:
+    """Defaults for what a target need not implement. A target that measures on this machine needs
+    available/profile; one that can estimate offline overrides can_predict/predict."""
+
+    name = "target"
+    description = ""
+    quant_rules = QuantRules()
+    channel_multiple = 1
+    engine_suffixes: tuple[str, ...] = ()  # engine files this target builds and can time as they are
+
+    @classmethod
+    def from_options(cls, name: str, options: TargetOptions) -> Target:
+        options.refuse(name, REMOTE_OPTIONS + ENGINE_OPTIONS, "this target runs on this machine with ONNX Runtime")
+        return cls()  # type: ignore[return-value]
+
+    def preflight(self) -> None:
+        return None
+
+    def build(self, onnx: OnnxArtifact, out: Path) -> OnnxArtifact | EngineArtifact:
+        return onnx
+
+    def can_predict(self) -> bool:
+        return False
+
+    def predict(self, art: OnnxArtifact, spec: ProfileSpec) -> LatencyStats:
+        from squeeze.errors import TargetUnavailableError
+
+        raise TargetUnavailableError(f"target {self.name} has no offline latency predictor")
+
+    def latency(self, art: OnnxArtifact, spec: ProfileSpec) -> LatencyStats:
+        """The one measure-or-predict decision: measure where the target runs here, else a labelled prediction."""
+        from squeeze.errors import TargetUnavailableError
+
+        availability = self.available()  # type: ignore[attr-defined]
+        if availability.available:
+            return self.profile(art, spec)  # type: ignore[attr-defined]
+        if not self.can_predict():
+            raise TargetUnavailableError(f"target {self.name} can neither measure nor predict here: {availability.reason}")
+        stats = self.predict(art, spec)
+        stats.measured = False
+        stats.options = {**stats.options, "label": "predicted", "why_predicted": availability.reason}
+        return stats
+
+    def layer_profile(self, art: OnnxArtifact, spec: ProfileSpec) -> list[dict[str, Any]] | None:
+        return None  # no per-layer profiler on this target

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from squeeze.io.artifacts import OnnxArtifact
-from squeeze.targets.base import Availability, LatencyStats, ProfileSpec, QuantRules
+from squeeze.targets.base import Availability, LatencyStats, ProfileSpec, QuantRules, TargetBase
 from squeeze.targets.ort_runtime import create_session, layer_profile, profile_session, usable_cores
 
 PROVIDER = "CPUExecutionProvider"
@@ -26,7 +26,7 @@ CPU_QUANT_RULES = QuantRules(
 )
 
 
-class CpuTarget:
+class CpuTarget(TargetBase):
     name = "cpu"
     description = "ONNX Runtime CPU execution provider on this machine"
     quant_rules = CPU_QUANT_RULES

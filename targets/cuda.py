@@ -6,13 +6,13 @@ from pathlib import Path
 
 from squeeze.io.artifacts import OnnxArtifact
 from squeeze.errors import TargetUnavailableError
-from squeeze.targets.base import Availability, LatencyStats, ProfileSpec, QuantRules
+from squeeze.targets.base import Availability, LatencyStats, ProfileSpec, QuantRules, TargetBase
 from squeeze.targets.ort_runtime import create_session, profile_session
 
 PROVIDER = "CUDAExecutionProvider"
 
 
-class CudaTarget:
+class CudaTarget(TargetBase):
     name = "cuda"
     description = "ONNX Runtime CUDA execution provider on a local NVIDIA GPU"
     quant_rules = QuantRules(notes="CUDA EP runs QDQ models; INT8 speed-ups need the TensorRT target")

@@ -33,12 +33,13 @@ from typing import Any
 
 from squeeze.io.artifacts import OnnxArtifact
 from squeeze.errors import TargetUnavailableError, UserInputError
-from squeeze.io.fsutil import write_json_atomic
+from squeeze.io.fsutil import sha256_file, write_json_atomic
 from squeeze.targets.remote.transport import DeviceAddress, DiskFullError, RemoteCommandError, RemoteError, RemoteHost, SshOptions, parse_df_available, quote
-from squeeze.targets.base import Availability, LatencyStats, ProfileSpec
+from squeeze.targets.base import Availability, EngineArtifact, LatencyStats, ProfileSpec, TargetBase, TargetOptions
 from squeeze.targets.predictor import Hardware, predict_stats, raw_prediction_ms, record_measurement
 from squeeze.targets.tensorrt import (
     DEFAULT_TRTEXEC,
+    ENGINE_SUFFIXES,
     TENSORRT_QUANT_RULES,
     EngineBuildOptions,
     TrtexecSession,
@@ -195,7 +196,7 @@ class JetsonConfig:
             raise UserInputError("--min-free-mb must be >= 0 and the build timeout > 0")
 
 
-class JetsonTarget:
+class JetsonTarget(TargetBase):
     quant_rules = TENSORRT_QUANT_RULES
     channel_multiple = 16
 
@@ -209,6 +210,19 @@ class JetsonTarget:
         self.module = MODULES[name if name != ALIAS else DEFAULT_MODULE]
         self.description = (f"NVIDIA Jetson {self.module.module} (SM {self.module.sm}), TensorRT on the device over SSH"
                             if name != ALIAS else "any Jetson Orin: the module is detected on --device (Orin Nano 8GB without one)")
+
+    engine_suffixes = ENGINE_SUFFIXES
+
+    @classmethod
+    def from_options(cls, name: str, options: TargetOptions) -> JetsonTarget:
+        options.refuse(name, ("remote_python",), "--remote-python is for ssh:// targets; Jetson targets run trtexec")
+        ssh = options.ssh_options()
+        config = JetsonConfig(power_mode=options.power_mode, build=EngineBuildOptions(precision=options.precision or "strongly-typed"),
+                              **({"ssh": ssh} if ssh else {}), **({"trtexec": options.trtexec} if options.trtexec else {}))
+        return cls(name, options.device, config)
+
+    def can_predict(self) -> bool:
+        return True  # the roofline predictor knows every Orin module
 
     # -- availability & prediction ------------------------------------------------------
 
@@ -252,7 +266,7 @@ class JetsonTarget:
         return [f"scp {art.path} user@jetson:", f"{trtexec} {quote(build)}", f"{trtexec} {quote(prof)}",
                 f"# or from here: squeeze build {art.path} --target {self.module.key} --device user@jetson --out model.engine"]
 
-    def build(self, onnx: OnnxArtifact, out: Path, batch: int = 1) -> Path:
+    def build(self, onnx: OnnxArtifact, out: Path, batch: int = 1) -> EngineArtifact:
         if self.device is None:
             raise TargetUnavailableError(
                 f"building a TensorRT engine for {self.name} needs the device: an engine only runs on the TensorRT version and GPU "
@@ -274,7 +288,7 @@ class JetsonTarget:
                 manifest["engine"] = out.name
                 staged.replace(out)
                 write_json_atomic(manifest_path(out), manifest)
-        return out
+        return EngineArtifact(out, sha256_file(out), manifest, self.name)
 
     def profile(self, art: OnnxArtifact | Path, spec: ProfileSpec) -> LatencyStats:
         """Measure an ONNX (built on the device first) or a squeeze-built engine (manifest checked first)."""

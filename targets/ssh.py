@@ -17,7 +17,7 @@ import numpy as np
 from squeeze.io.artifacts import OnnxArtifact
 from squeeze.errors import TargetUnavailableError, UserInputError
 from squeeze.targets.remote.transport import DeviceAddress, RemoteCommandError, RemoteHost, SshOptions
-from squeeze.targets.base import Availability, LatencyStats, ProfileSpec, QuantRules
+from squeeze.targets.base import ENGINE_OPTIONS, Availability, LatencyStats, ProfileSpec, QuantRules, TargetBase, TargetOptions
 from squeeze.targets.ort_runtime import summarize
 
 import squeeze.targets.remote.ort_profile as _script
@@ -36,7 +36,7 @@ class SshTargetConfig:
             raise UserInputError("--remote-python must name a Python executable on the remote machine")
 
 
-class SshTarget:
+class SshTarget(TargetBase):
     quant_rules = QuantRules(notes="ORT CPU EP on the remote: QDQ with int8 weights per channel (axis 0), int8 activations")
     channel_multiple = 8  # NEON/AVX kernels work in blocks of 4-8 floats
 
@@ -47,6 +47,15 @@ class SshTarget:
         self.name = f"ssh://{self.address.user + '@' if self.address and self.address.user else ''}{self.address.host}" \
                     f"{':' + str(port) if port else ''}" if self.address else "ssh"
         self.description = "ONNX Runtime CPU on a remote machine over SSH: --target ssh://user@host[:port]"
+
+    @classmethod
+    def from_options(cls, name: str, options: TargetOptions) -> SshTarget:
+        if options.device is not None:
+            raise UserInputError("an ssh target takes its address in the name: --target ssh://user@host[:port] (no --device)")
+        options.refuse(name, ("power_mode", *ENGINE_OPTIONS), "an ssh:// target runs ONNX Runtime on a remote CPU")
+        ssh = options.ssh_options()
+        kwargs = {k: v for k, v in {"ssh": ssh, "remote_python": options.remote_python}.items() if v is not None}
+        return cls(name if name.startswith("ssh://") else None, SshTargetConfig(**kwargs))
 
     def available(self) -> Availability:
         if self.address is None:

@@ -32,7 +32,9 @@ from squeeze.io.artifacts import InputSpec, OnnxArtifact
 from squeeze.errors import TargetUnavailableError, UserInputError
 from squeeze.io.fsutil import sha256_file, write_bytes_atomic, write_json_atomic
 from squeeze.targets.remote.transport import DiskFullError, LocalHost, RemoteCommandError, quote
-from squeeze.targets.base import Availability, LatencyStats, ProfileSpec, QuantRules
+from squeeze.targets.base import REMOTE_OPTIONS, Availability, EngineArtifact, LatencyStats, ProfileSpec, QuantRules, TargetBase, TargetOptions
+
+ENGINE_SUFFIXES = (".engine", ".plan", ".trt")  # what `squeeze build` writes and `profile` takes as is
 
 # TensorRT explicit quantization: signed INT8, zero-point 0, per-channel weights on axis 0 (deploy.md §1.2).
 TENSORRT_QUANT_RULES = QuantRules(notes="TensorRT explicit Q/DQ: signed symmetric int8, zero point 0, no int32 bias DQ")
@@ -632,14 +634,21 @@ class TensorRTConfig:
     calibration_file: str | None = None  # None: predictor's default
 
 
-class TensorRTTarget:
+class TensorRTTarget(TargetBase):
     name = "tensorrt"
     description = "TensorRT engine on a local NVIDIA GPU (trtexec or the TensorRT Python API)"
     quant_rules = TENSORRT_QUANT_RULES
     channel_multiple = 16  # INT8 tensor-core kernels want multiples of 16 (32 on some tactics)
 
+    engine_suffixes = ENGINE_SUFFIXES
+
     def __init__(self, config: TensorRTConfig | None = None):
         self.config = config or TensorRTConfig()
+
+    @classmethod
+    def from_options(cls, name: str, options: TargetOptions) -> TensorRTTarget:
+        options.refuse(name, REMOTE_OPTIONS, "target tensorrt is this machine's GPU; for a device use --target jetson-... with --device")
+        return cls(TensorRTConfig(build=EngineBuildOptions(precision=options.precision or "strongly-typed"), trtexec=options.trtexec))
 
     def _trtexec(self) -> str | None:
         return self.config.trtexec or find_trtexec()
@@ -674,8 +683,8 @@ class TensorRTTarget:
                 f"cannot {what} with TensorRT here: {availability.reason}. On a machine with an NVIDIA GPU and TensorRT squeeze "
                 f"would run: {self.plan_text(onnx, engine, batch)}")
 
-    def build(self, onnx: OnnxArtifact, out: Path, batch: int = 1) -> Path:
-        """Build `out` (engine) + its manifest, atomically; returns the engine path."""
+    def build(self, onnx: OnnxArtifact, out: Path, batch: int = 1) -> EngineArtifact:
+        """Build `out` (engine) + its manifest, atomically."""
         self._refuse_here("build an engine", onnx, str(out), batch)
         options = self.config.build
         cache = Path(self.config.timing_cache_dir).expanduser()
@@ -699,7 +708,7 @@ class TensorRTTarget:
             manifest["engine"] = out.name
             staged.replace(out)
             write_json_atomic(manifest_path(out), manifest)
-        return out
+        return EngineArtifact(out, sha256_file(out), manifest, self.name)
 
     def profile(self, art: OnnxArtifact | Path, spec: ProfileSpec) -> LatencyStats:
         """Profile an ONNX (built to a temporary engine first) or an engine with a manifest."""
@@ -707,7 +716,7 @@ class TensorRTTarget:
         facts = self.facts()
         with tempfile.TemporaryDirectory(prefix="squeeze-trt-") as tmp:
             if isinstance(art, OnnxArtifact):
-                engine = self.build(art, Path(tmp) / "model.engine", batch=spec.batch_size)
+                engine = self.build(art, Path(tmp) / "model.engine", batch=spec.batch_size).path
                 input_spec = art.input_spec
             else:
                 engine = Path(art)
@@ -748,7 +757,8 @@ class TensorRTTarget:
             record_measurement({"hardware": hardware.name, "precision": self.config.build.precision}, art.sha256, spec.batch_size, raw,
                                stats.p50_ms, {"tensorrt": stats.runtime_version}, self.config.calibration_file)
 
-    def can_predict_here(self) -> bool:
+    def can_predict(self) -> bool:
+        """Only for a GPU the predictor knows: an estimate for an unknown one would be a guess."""
         from squeeze.targets.predictor import dgpu_profile
 
         gpu = local_gpu()

@@ -31,7 +31,7 @@ from squeeze.errors import SqueezeError, UserInputError
 from squeeze.measure.accuracy import accuracy, torch_predictions
 from squeeze.train.features import FeatureTap, classifier_name, stage_names
 from squeeze.io.fsutil import atomic_path, load_resume_state, sha256_file, write_json_atomic
-from squeeze.passes.base import Context
+from squeeze.passes.base import Context, PassBase, Requires
 
 LOGIT_TERMS = ("kd", "dist")
 FEATURE_TERMS = ("fitnet",)
@@ -465,11 +465,17 @@ def distill(
     return result
 
 
-class DistillPass:
+class DistillPass(PassBase):
     name: ClassVar[str] = "distill"
     Config: ClassVar[type] = DistillConfig
     input_kind: ClassVar[type] = ModelArtifact
     output_kind: ClassVar[type] = ModelArtifact
+    requires: ClassVar[Requires] = Requires(data=True, logits=True, student=True, teacher=True)
+    produces_stage: ClassVar[bool] = True
+
+    def check(self, cfg: DistillConfig, ctx: Context) -> None:
+        if ctx.data is not None:
+            resolve_weights(cfg, ctx.data.has_labels)
 
     def run(self, ctx: Context, inp: ModelArtifact, cfg: DistillConfig) -> ModelArtifact:
         """`inp` is the student (architecture + initial weights); ctx.teacher is the teacher."""

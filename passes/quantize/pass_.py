@@ -34,10 +34,10 @@ from squeeze.io.data import DataBundle
 from squeeze.errors import ParityError, SqueezeError, UserInputError
 from squeeze.measure.accuracy import accuracy, onnx_predictions, torch_predictions
 from squeeze.io.fsutil import atomic_path, load_resume_state, sha256_file, write_json_atomic
-from squeeze.passes.base import Context
+from squeeze.passes.base import Context, PassBase, Requires
 from squeeze.passes.quantize.backends import BACKENDS, QuantBackend, fold_batchnorm, get_backend
 from squeeze.passes.quantize.qdq import enforce_rules, fold_weight_quantizers, qdq_summary
-from squeeze.targets.base import ProfileSpec, QuantRules, Target
+from squeeze.targets.base import QuantRules, Target
 
 STATE_FILE = "qat_state.pt"
 MODEL_FILE = "model.onnx"
@@ -297,17 +297,18 @@ def check_parity(module: nn.Module, path: Path, x: torch.Tensor, cfg: QuantizeCo
 
 
 def target_measure(target: Target, spec: InputSpec, cfg: QuantizeConfig) -> Measure:
-    """p50 latency of each file on the target, interleaved: each round profiles every file once, in turn.
+    """p50 latency of each file on the target from one interleaved comparison (squeeze/measure/latency.py):
+    rounds of one block per file, more rounds while the ratio to the first file is loose."""
+    from squeeze.measure.latency import MeasureConfig, compare
 
-    Comparing medians of per-round p50s taken side by side keeps the shared-CPU drift out of the ratio."""
+    settings = MeasureConfig(block_iterations=cfg.latency_iterations, warmup=5, min_rounds=cfg.latency_rounds,
+                             max_rounds=3 * cfg.latency_rounds, time_cap_s=30.0, threads=cfg.threads)
+
     def measure(paths: list[Path]) -> list[float]:
-        arts = [OnnxArtifact(p, "", cfg.opset, spec) for p in paths]
-        pspec = ProfileSpec(warmup=5, iterations=cfg.latency_iterations, threads=cfg.threads, seed=cfg.seed)
-        rounds: list[list[float]] = [[] for _ in paths]
-        for _ in range(cfg.latency_rounds):
-            for i, art in enumerate(arts):
-                rounds[i].append(target.profile(art, pspec).p50_ms)
-        return [float(np.median(r)) for r in rounds]
+        arts = {f"{i}:{p.name}": OnnxArtifact(p, sha256_file(p), cfg.opset, spec) for i, p in enumerate(paths)}
+        names = list(arts)
+        result = compare(target, arts, settings, reference=names[0])
+        return [result.latency(n) for n in names]
     return measure
 
 
@@ -458,11 +459,16 @@ def quantize(model: ModelArtifact, teacher: ModelArtifact, data: DataBundle | No
     return result
 
 
-class QuantizePass:
+class QuantizePass(PassBase):
     name: ClassVar[str] = "quantize"
     Config: ClassVar[type] = QuantizeConfig
     input_kind: ClassVar[type] = ModelArtifact
     output_kind: ClassVar[type] = OnnxArtifact  # QDQ export is part of quantization: the next pass is profile, not export
+    requires: ClassVar[Requires] = Requires(data=True, logits=True)
+    produces_stage: ClassVar[bool] = True
+
+    def check(self, cfg: QuantizeConfig, ctx: Context) -> None:
+        resolve_backend(cfg, ctx.target.quant_rules, ctx.target.name)
 
     def run(self, ctx: Context, inp: ModelArtifact, cfg: QuantizeConfig) -> OnnxArtifact:
         """`inp` is the float model; ctx.teacher the teacher (the float model itself when absent)."""

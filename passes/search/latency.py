@@ -25,6 +25,7 @@ from torch import nn
 from squeeze.io.artifacts import InputSpec, ModelArtifact
 from squeeze.errors import TargetUnavailableError
 from squeeze.io.fsutil import write_json_atomic
+from squeeze.measure.latency import MeasureConfig, measure_one
 from squeeze.targets.base import ProfileSpec, Target
 
 CACHE_VERSION = 2  # 2: entries hold the whole LatencyStats record
@@ -34,6 +35,17 @@ METRICS = ("p50", "p90", "mean")
 def default_cache_path() -> Path:
     root = os.environ.get("SQUEEZE_CACHE_DIR") or os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "squeeze")
     return Path(root) / "latency.json"
+
+
+class _Stats(dict):
+    """A LatencyStats-like record: to_dict() and .measured, as the oracle's callers read them."""
+
+    @property
+    def measured(self) -> bool:
+        return bool(self.get("measured", True))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self)
 
 
 class LatencyOracle:
@@ -47,7 +59,7 @@ class LatencyOracle:
         availability = target.available()
         if availability.available:
             self.measured = True
-        elif callable(getattr(target, "predict", None)):
+        elif target.can_predict():
             self.measured = False
         else:
             raise TargetUnavailableError(
@@ -108,11 +120,11 @@ class LatencyOracle:
         art = ModelArtifact(module.eval(), self.input_spec, "search-candidate", "module", "")
         with tempfile.TemporaryDirectory(prefix="squeeze-search-") as tmp:
             onnx_art = export_onnx(art, Path(tmp) / "candidate.onnx", ExportConfig(exporter="legacy", parity_samples=8))
-            if self.measured:
-                return self.target.profile(onnx_art, self.profile_spec)
-            stats = self.target.predict(onnx_art, self.profile_spec)  # type: ignore[attr-defined]
-            stats.measured = False
-            return stats
+            p = self.profile_spec  # one block per candidate through the one measurer (its stats record the host's load)
+            cfg = MeasureConfig(block_iterations=p.iterations, warmup=p.warmup, min_rounds=1, max_rounds=1, batch_size=p.batch_size,
+                                threads=p.threads)
+            result = measure_one(self.target, onnx_art, cfg)
+            return _Stats({**result.stats["model"], "measured": result.kind == "measured", "load": result.load})
 
     def _save(self) -> None:
         if self.cache_path is None:

@@ -29,7 +29,7 @@ from squeeze.io.artifacts import ModelArtifact
 from squeeze.io.data import DataBundle
 from squeeze.errors import UserInputError
 from squeeze.io.fsutil import write_bytes_atomic, write_json_atomic
-from squeeze.passes.base import Context
+from squeeze.passes.base import Context, PassBase, Placement, Requires
 from squeeze.passes.search import proxies
 from squeeze.passes.search.evolution import Candidate, EvolutionConfig, Event, best_candidates, evolve
 from squeeze.passes.search.latency import METRICS, LatencyOracle, default_cache_path
@@ -340,11 +340,27 @@ def write_outputs(outcome: SearchOutcome, out_dir: Path) -> None:
     write_bytes_atomic(out_dir / "history.jsonl", "".join(json.dumps(row) + "\n" for row in outcome.history).encode())
 
 
-class SearchPass:
+SEARCH_HEADROOM = 2.0  # with a prune pass after it, search may pick a student this much slower than the budget
+
+
+class SearchPass(PassBase):
     name: ClassVar[str] = "search"
     Config: ClassVar[type] = SearchConfig
     input_kind: ClassVar[type] = ModelArtifact
     output_kind: ClassVar[type] = ModelArtifact
+    requires: ClassVar[Requires] = Requires(data=True, logits=True)
+    placement: ClassVar[Placement] = Placement(first=True, why="it picks the student every later pass works on")
+    produces_stage: ClassVar[bool] = True
+    chooses_student: ClassVar[bool] = True
+
+    def check(self, cfg: SearchConfig, ctx: Context) -> None:
+        get_space(cfg.space)
+
+    def aim(self, cfg: SearchConfig, latency_ms: float, later: tuple[str, ...] = ()) -> SearchConfig:
+        """A larger student, distilled and then pruned to the budget with layer distillation, has more to
+        keep than a student born at the budget (Minitron's recipe; methods.md §6): with a prune pass
+        after it, search aims at SEARCH_HEADROOM x the budget."""
+        return super().aim(cfg, latency_ms * (SEARCH_HEADROOM if "prune" in later else 1.0), later)
 
     def run(self, ctx: Context, inp: ModelArtifact, cfg: SearchConfig) -> ModelArtifact:
         """`inp` is the teacher; returns the chosen student, untrained, with its spec in the metadata."""

@@ -306,8 +306,6 @@ def check_pt2(path: Path) -> None:
 
 
 def scan_pickles(path: Path, refusal: str) -> None:
-    import torch
-
     """Refuse a .pt2 with any member torch would unpickle beyond the weights-only unpickler.
 
     torch.export.load tries weights_only=True and then silently falls back to full unpickling

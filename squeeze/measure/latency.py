@@ -24,7 +24,7 @@ import numpy as np
 
 from squeeze.errors import UserInputError
 
-STATISTICS = ("p50", "p90", "min", "mean")
+STATISTICS = ("p50", "p90", "p99", "min", "mean")
 OVERSUBSCRIBED_SHARE = 0.25  # other processes kept a quarter of the machine's CPU time busy
 NOISY_COV = 0.15  # per-round statistics of one model scatter more than this
 
@@ -173,10 +173,11 @@ class Comparison:
 def _aggregate(stats: list[dict[str, Any]], order_note: str) -> dict[str, Any]:
     out = dict(stats[-1])
     for key in ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms", "cov", "throughput_per_s"):
-        out[key] = float(np.median([s[key] for s in stats]))
-    out["min_ms"] = float(min(s["min_ms"] for s in stats))
-    out["max_ms"] = float(max(s["max_ms"] for s in stats))
-    out["iterations"] = int(sum(s["iterations"] for s in stats))
+        if key in out:
+            out[key] = float(np.median([s[key] for s in stats]))
+    for key, pick in (("min_ms", min), ("max_ms", max), ("iterations", sum)):
+        if key in out:
+            out[key] = pick(s[key] for s in stats)
     out["options"] = {**stats[-1].get("options", {}), "rounds": len(stats), "interleaved": order_note,
                       "aggregation": "median over interleaved rounds of each round's figure (min/max: over all runs)"}
     return out
@@ -227,7 +228,7 @@ def compare(target: Any, models: Mapping[str, Any], cfg: MeasureConfig = Measure
         ratios = _ratios(per_round, reference, cfg.ci)
         elapsed = time.monotonic() - started
         if r + 1 >= cfg.min_rounds:
-            if all(v["tight"] for v in ratios.values()) and (ratios or r + 1 >= cfg.min_rounds):
+            if all(v["tight"] for v in ratios.values()):
                 stopped = "tight"
                 break
             if elapsed >= cfg.time_cap_s:

@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import json
 import math
-import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 
 from squeeze.errors import UserInputError
 
@@ -213,15 +211,11 @@ def _model_onnx(manifest: dict[str, Any]) -> Path:
 
 def measure_ratio(manifest: dict[str, Any], cfg: GateConfig, *, measure: Callable[..., dict[str, Any]] | None = None,
                   progress: Callable[[str], None] = lambda m: None) -> dict[str, Any]:
-    """Time model and reference in alternating blocks (ABBA...) until the ratio's CI is tight or time is up.
-
-    Each round yields one paired ratio of block percentiles; pairing within a round cancels slow
-    drifts of the machine. The estimate is the median of the per-round ratios, its 95 % CI a
-    seeded bootstrap of that median.
-    """
+    """Time model and reference in alternating blocks (A B B A ...) until the ratio's CI is tight or time is up,
+    with the one measurer every latency decision uses (squeeze/measure/latency.py)."""
     from squeeze.io.modelio import load_any
+    from squeeze.measure.latency import MeasureConfig, compare
     from squeeze.targets import get_target
-    from squeeze.targets.base import ProfileSpec
 
     target_name = (manifest.get("target") or {}).get("name") or "cpu"
     target = get_target(target_name)
@@ -235,50 +229,27 @@ def measure_ratio(manifest: dict[str, Any], cfg: GateConfig, *, measure: Callabl
     if list(reference.input_spec.shape[1:]) != list(model.input_spec.shape[1:]):
         raise UserInputError(f"reference takes {list(reference.input_spec.shape[1:])}, the model {list(model.input_spec.shape[1:])}: not comparable")
     batch = int((manifest.get("latency") or {}).get("batch_size", 1))
-    spec = ProfileSpec(batch_size=batch, warmup=5, iterations=cfg.block_iterations)
-    key = f"p{cfg.percentile}_ms"
-    profile = measure or (lambda art: target.profile(art, spec).to_dict())
-    model_ms: list[float] = []
-    ref_ms: list[float] = []
-    start = time.perf_counter()
-    ratio = low = high = float("nan")
-    tight = False
-    rounds = 0
-    while True:
-        order = (model, reference) if rounds % 2 == 0 else (reference, model)  # ABBA: neither always goes first
-        for art in order:
-            value = float(profile(art)[key])
-            (model_ms if art is model else ref_ms).append(value)
-        rounds += 1
-        ratios = np.asarray(model_ms) / np.asarray(ref_ms)
-        ratio = float(np.median(ratios))
-        if rounds >= 2:
-            low, high = _bootstrap_median_ci(ratios)
-        tight = rounds >= cfg.min_rounds and (high - low) / 2 <= cfg.ratio_ci * ratio
-        elapsed = time.perf_counter() - start
-        progress(f"ratio round {rounds}: {ratio:.3f} (95% CI {low:.3f}-{high:.3f}), {elapsed:.0f}s")
-        if tight or (rounds >= 3 and elapsed >= cfg.time_cap_s):
-            break
+    settings = MeasureConfig(block_iterations=cfg.block_iterations, warmup=5, min_rounds=cfg.min_rounds, max_rounds=10_000,
+                             ci=cfg.ratio_ci, time_cap_s=cfg.time_cap_s, statistic=f"p{cfg.percentile}", batch_size=batch)
+    result = compare(target, {"model": model, "reference": reference}, settings, reference="reference", progress=progress,
+                     profile=measure)
+    ratio = result.ratios["model"]
     return {
-        "ratio": ratio,
-        "ci95": [low, high],
-        "tight": bool(tight),
-        "rounds": rounds,
-        "seconds": round(time.perf_counter() - start, 2),
+        "ratio": ratio["ratio"],
+        "ci95": ratio["ci95"],
+        "tight": ratio["tight"],
+        "rounds": result.rounds,
+        "seconds": result.seconds,
         "percentile": cfg.percentile,
-        "model_ms": model_ms,
-        "reference_ms": ref_ms,
+        "model_ms": result.per_round["model"],
+        "reference_ms": result.per_round["reference"],
         "reference": str(cfg.reference),
         "target": target_name,
         "block_iterations": cfg.block_iterations,
+        "load": result.load,
+        "noisy": result.noisy,
+        "why_noisy": result.why_noisy,
     }
-
-
-def _bootstrap_median_ci(values: np.ndarray, resamples: int = 2000, seed: int = 0) -> tuple[float, float]:
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, len(values), size=(resamples, len(values)))
-    medians = np.median(values[idx], axis=1)
-    return float(np.percentile(medians, 2.5)), float(np.percentile(medians, 97.5))
 
 
 def junit_xml(result: dict[str, Any]) -> str:

@@ -34,9 +34,10 @@ from squeeze.io.artifacts import InputSpec, ModelArtifact, OnnxArtifact
 from squeeze.errors import UserInputError
 from squeeze.io.fsutil import sha256_file, write_json_atomic
 from squeeze.passes.base import Context, Pass
+from squeeze.passes.registry import pass_class, pass_names
 
 DONE = "done.json"
-CACHE_LAYOUT = 3  # bump when the entry format changes: old entries then simply miss
+CACHE_LAYOUT = 4  # bump when the entry format changes: old entries then simply miss
 
 
 @dataclass
@@ -108,16 +109,41 @@ def discard_entry(entry: Path, reason: Exception, progress=lambda m: None) -> No
     shutil.rmtree(entry, ignore_errors=True)
 
 
-def validate(steps: list[Step], first_input: type) -> None:
-    """Refuse a chain whose artifact types do not connect, before any pass starts."""
-    current = first_input
+@dataclass(frozen=True)
+class RunFacts:
+    """What a run has, for the passes' declared needs (squeeze.passes.base.Requires)."""
+
+    has_data: bool
+    has_labels: bool
+    logits: bool  # the model outputs (N, classes)
+    student_given: bool  # --student: the first artifact is a student, not the teacher
+    model: str = "the model"
+    output: str = ""  # its per-sample output shape, for messages
+
+
+def check_plan(steps: list[Step], facts: RunFacts, ctx: Context) -> None:
+    """Every pass's declared needs against what this run has, then the pass's own check(): all before any work.
+    (Pass order and artifact types were checked when the recipe was made.)"""
+    is_student = facts.student_given
     for step in steps:
-        kind = step.pass_.input_kind
-        if not issubclass(current, kind):
-            raise UserInputError(f"pass {step.pass_.name!r} takes a {kind.__name__} but receives a {current.__name__}; fix the pass order")
-        if not isinstance(step.config, step.pass_.Config):
-            raise UserInputError(f"pass {step.pass_.name!r} needs a {step.pass_.Config.__name__} config")
-        current = step.pass_.output_kind
+        p, need = step.pass_, step.pass_.requires
+        if not isinstance(step.config, p.Config):
+            raise UserInputError(f"pass {p.name!r} needs a {p.Config.__name__} config")
+        if need.data and not facts.has_data:
+            raise UserInputError(f"pass {p.name!r} needs data: pass --data")
+        if need.labels and not facts.has_labels:
+            raise UserInputError(f"pass {p.name!r} needs labelled data")
+        if need.logits and not facts.logits:
+            raise UserInputError(f"pass {p.name!r} needs a model that outputs class logits (N, classes); {facts.model} outputs "
+                                 f"N x {facts.output}. Use --recipe export to export and profile it")
+        if p.chooses_student and facts.student_given:
+            raise UserInputError(f"--student and a {p.name!r} pass both choose the student; drop one")
+        if need.student and not is_student:
+            choosers = [n for n in pass_names() if pass_class(n).chooses_student]
+            raise UserInputError(f"pass {p.name!r} trains a student but none is given: add a {' or '.join(repr(c) for c in choosers)} "
+                                 f"pass before it, or pass --student")
+        is_student = is_student or p.chooses_student
+        p.check(step.config, ctx)
 
 
 def module_digest(module: torch.nn.Module, extra: Any = None) -> str:
@@ -137,7 +163,7 @@ def artifact_hash(art: Any) -> str:
     raise TypeError(f"cannot hash a {type(art).__name__}")
 
 
-def _versions() -> dict[str, str]:
+def versions_key() -> dict[str, str]:
     import onnx
     import onnxruntime
 
@@ -156,7 +182,7 @@ def step_key(step: Step, ctx: Context, input_hash: str) -> str:
         "data": ctx.data.fingerprint if ctx.data is not None else None,
         "target": ctx.target.name,
         "device": ctx.device,
-        "versions": _versions(),
+        "versions": versions_key(),
     }
     return hashlib.sha256(json.dumps(material, sort_keys=True, default=str).encode()).hexdigest()
 
@@ -226,7 +252,9 @@ def _reuse(entry: Path, name: str, ctx: Context) -> tuple[Any, dict[str, Any]] |
 
 
 def run(steps: list[Step], ctx: Context, artifact: Any, cache: PassCache | None = None) -> tuple[Any, list[dict[str, Any]]]:
-    validate(steps, type(artifact))
+    """Run checked steps in order (check_plan first); each through the cache when there is one."""
+    if steps and not isinstance(artifact, steps[0].pass_.input_kind):
+        raise UserInputError(f"pass {steps[0].pass_.name!r} takes a {steps[0].pass_.input_kind.__name__}, not a {type(artifact).__name__}")
     records = []
     input_hash = artifact_hash(artifact) if cache is not None else ""
     started = getattr(ctx.progress, "pass_started", lambda name: None)

@@ -14,7 +14,6 @@ path (`passes[1].distill.epochs`), never a failure an hour into a run.
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import math
 import types
 import typing
@@ -23,18 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from squeeze.errors import UserInputError
+from squeeze.passes.registry import pass_class, pass_names  # noqa: F401 - pass_class is part of this module's interface
 
 RECIPE_VERSION = 1
 
-# name -> "module:PassClass". Imported lazily: a pass's heavy dependencies load only when a recipe uses it.
-PASSES: dict[str, str] = {
-    "search": "squeeze.passes.search:SearchPass",
-    "distill": "squeeze.passes.distill.pass_:DistillPass",
-    "prune": "squeeze.passes.prune:PrunePass",
-    "quantize": "squeeze.passes.quantize.pass_:QuantizePass",
-    "export": "squeeze.passes.export:ExportPass",
-    "profile": "squeeze.passes.profile:ProfilePass",
-}
 # Config fields the driver owns (set from the command line / context), not the recipe.
 DRIVER_FIELDS = {"device", "nproc"}
 
@@ -89,19 +80,6 @@ class Recipe:
 
         header = f"# squeeze recipe (effective; from {self.source})\n"
         return header + yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=None)
-
-
-def pass_class(name: str) -> type:
-    if name not in PASSES:
-        raise UserInputError(f"unknown pass {name!r}; known passes: {', '.join(PASSES)}")
-    module_name, cls_name = PASSES[name].split(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name and exc.name.startswith("squeeze.passes"):
-            raise UserInputError(f"pass {name!r} is not available in this version of squeeze") from None
-        raise
-    return getattr(module, cls_name)
 
 
 def config_to_dict(cfg: Any) -> dict[str, Any]:
@@ -225,8 +203,8 @@ def parse_recipe(data: Any, source: str) -> Recipe:
             values = {} if values is None else values
         else:
             raise UserInputError(f"{source}: {where}: expected a pass name or a one-key mapping like {{distill: {{epochs: 8}}}}")
-        if not isinstance(name, str) or name not in PASSES:
-            raise UserInputError(f"{source}: {where}: unknown pass {name!r}; known passes: {', '.join(PASSES)}")
+        if not isinstance(name, str) or name not in pass_names():
+            raise UserInputError(f"{source}: {where}: unknown pass {name!r}; known passes: {', '.join(pass_names())}")
         if not isinstance(values, dict):
             raise UserInputError(f"{source}: {where}.{name}: expected a mapping of config keys, got {values!r}")
         named.append((name, values))
@@ -263,28 +241,33 @@ def load_recipe(path: str | Path) -> Recipe:
 
 
 def validate_names(names: list[str], source: str) -> None:
-    """Order rules that need only the pass names (checked before any pass module is imported)."""
+    """Order rules from the passes' own placement declarations (squeeze.passes.base.Placement)."""
     for name in set(names):
         if names.count(name) > 1:
             raise UserInputError(f"{source}: passes: {name!r} appears {names.count(name)} times; each pass runs once")
-    if "search" in names and names.index("search") != 0:
-        raise UserInputError(f"{source}: passes: 'search' must come first (it picks the student every later pass works on)")
-    if "prune" in names and "quantize" in names and names.index("prune") > names.index("quantize"):
-        raise UserInputError(f"{source}: passes: 'prune' must come before 'quantize': dependency-graph pruning of a "
-                             "fake-quantized model breaks (Torch-Pruning #291); prune the float model, then quantize")
-    if "profile" in names and "export" not in names and "quantize" not in names:
-        raise UserInputError(f"{source}: passes: 'profile' needs an ONNX model: add 'export' (or 'quantize') before it")
+    for i, name in enumerate(names):
+        placement = pass_class(name).placement
+        if placement.first and i != 0:
+            raise UserInputError(f"{source}: passes: {name!r} must come first ({placement.why})")
+        for other in placement.before:
+            if other in names and names.index(other) < i:
+                raise UserInputError(f"{source}: passes: {name!r} must come before {other!r}: {placement.why}")
 
 
 def validate_order(recipe: Recipe) -> None:
-    """Orders whose artifacts connect, and the ones that would break mid-run, refused up front."""
-    from squeeze.io.artifacts import ModelArtifact
+    """Orders whose artifacts connect, and the ones that would break mid-run, refused up front (once, when
+    the recipe is made: a Recipe that exists is a valid one)."""
+    from squeeze.io.artifacts import ModelArtifact, OnnxArtifact
 
     validate_names(recipe.names(), recipe.source)
     current: type = ModelArtifact
     for i, step in enumerate(recipe.passes):
         cls = pass_class(step.name)
         if not issubclass(current, cls.input_kind):
+            if cls.input_kind is OnnxArtifact:
+                makers = [n for n in pass_names() if pass_class(n).output_kind is OnnxArtifact and pass_class(n).input_kind is ModelArtifact]
+                raise UserInputError(f"{recipe.source}: passes: {step.name!r} needs an ONNX model: add a pass that makes one "
+                                     f"({' or '.join(makers)}) before it")
             raise UserInputError(f"{recipe.source}: passes[{i}].{step.name}: takes a {cls.input_kind.__name__} but the pass before "
                                  f"gives a {current.__name__}; fix the order")
         current = cls.output_kind

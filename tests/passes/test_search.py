@@ -24,7 +24,7 @@ from squeeze.passes.search.pass_ import fixed_batch
 from squeeze.passes.search.spaces import get_space, mobilenetv2_space, resnet_space
 from squeeze.io.students import build_student, load_student_spec
 from squeeze.targets import get_target
-from squeeze.targets.base import Availability, LatencyStats
+from squeeze.targets.base import Availability, LatencyStats, TargetBase
 
 ROOT = Path(__file__).resolve().parents[2]
 DIGITS_TEACHER = ROOT / "samples" / "teachers" / "resnet_digits.pt"
@@ -199,7 +199,7 @@ def test_search_is_reproducible_with_a_seed_and_caches_latency(digits, tmp_path)
     assert [h["spec"] for h in other.history] != [h["spec"] for h in first.history]
 
 
-class _PredictingTarget:
+class _PredictingTarget(TargetBase):
     name = "fake-edge"
     description = "a target that cannot run here but predicts latency from the ONNX file"
     channel_multiple = 16
@@ -212,9 +212,13 @@ class _PredictingTarget:
         return LatencyStats("fake-edge", "roofline", "fake 1.0", [], spec.batch_size, [1], 0, 2, 1, ms, ms, ms, ms, 0.0, ms, ms, 0.0,
                             1000.0 / ms, measured=False)
 
+    def can_predict(self) -> bool:
+        return True
+
 
 class _SilentTarget(_PredictingTarget):
-    predict = None  # type: ignore[assignment]
+    def can_predict(self) -> bool:
+        return False
 
 
 def test_predicted_latency_is_labelled_predicted_and_a_target_without_predictor_is_refused(digits, tmp_path):

@@ -40,7 +40,7 @@ passes:
     ("passes: [export, {profile: {spec: {iterations: 1}}}]", r"passes\[1\]\.profile\.spec: profile needs .*iterations >= 2"),
     ("passes: [{distill: {epochs: 0}}]", r"passes\[0\]\.distill: --epochs and --batch-size must be >= 1"),
     ("passes: [{distil: {}}]", r"passes\[0\]: unknown pass 'distil'; known passes: search, distill"),
-    ("passes: [profile, export]", r"passes\[0\]\.profile: takes a OnnxArtifact but the pass before gives a ModelArtifact"),
+    ("passes: [profile, export]", r"'profile' needs an ONNX model: add a pass that makes one \(quantize or export\)"),
     ("passes: [export, export]", r"'export' appears 2 times"),
     ("passes: [export, distill]", r"passes\[1\]\.distill: takes a ModelArtifact but the pass before gives a OnnxArtifact"),
     ("passes: []", r"passes: expected a non-empty list"),

@@ -36,7 +36,7 @@ def test_jetson_without_device_predicts_and_refuses_to_measure(name, tiny_onnx_p
 
 
 def test_local_targets_refuse_remote_options():
-    with pytest.raises(UserInputError, match="target cpu runs on this machine; --device only apply to remote targets"):
+    with pytest.raises(UserInputError, match="target cpu: --device does not apply: this target runs on this machine"):
         get_target("cpu", device="nvidia@jetson")
     with pytest.raises(UserInputError, match="target tensorrt is this machine's GPU"):
         get_target("tensorrt", device="nvidia@jetson")

@@ -1,0 +1,103 @@
+"""The manifest compress writes (schema: squeeze/run/schema.py) and the verdict a CI job gates on."""
+
+from __future__ import annotations
+
+import datetime as dt
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from squeeze import __version__
+from squeeze.io.fsutil import sha256_file
+from squeeze.run.schema import SCHEMA_VERSION
+
+
+def gate_verdict(latency: dict[str, Any], accuracy: dict[str, Any] | None, parity: dict[str, Any],
+                 budget_ms: float | None, max_drop: float | None) -> dict[str, Any]:
+    """Every requested check must hold; parity always binds."""
+    checks = []
+    if "passed" in parity:
+        checks.append({"check": "onnx_parity", "passed": bool(parity["passed"]), "value": parity["max_abs_diff"],
+                       "limit": parity["tolerance_max_abs"]})
+    if budget_ms is not None:
+        checks.append({"check": "latency_p90_ms", "passed": latency["p90_ms"] <= budget_ms, "value": latency["p90_ms"], "limit": budget_ms,
+                       "measured": latency.get("measured", True)})
+    if max_drop is not None:
+        drop = 100.0 * (accuracy["teacher_accuracy"] - accuracy["output_accuracy"])
+        checks.append({"check": "accuracy_drop_pct_points", "passed": drop <= max_drop, "value": drop, "limit": max_drop})
+    return {"verdict": "pass" if all(c["passed"] for c in checks) else "fail", "checks": checks}
+
+
+@dataclass
+class Outcome:
+    """What a finished run produced, for the manifest."""
+
+    stages: list[dict[str, Any]]
+    records: list[dict[str, Any]]
+    results: dict[str, Any]
+    final: Any  # OnnxArtifact in the output directory
+    engine: Any  # EngineArtifact, or None for targets that run the ONNX
+    accuracy: dict[str, Any] | None
+    measurement: Any  # squeeze.measure.latency.Comparison of the closing rounds
+    layer_latency: dict[str, Any] | None
+    budget: dict[str, Any]
+    gate: dict[str, Any]
+
+
+def measurement_summary(comparison: Any) -> dict[str, Any]:
+    """How the closing rounds went: rounds, why they stopped, the host's load, and whether to trust them."""
+    return {"kind": comparison.kind, "statistic": comparison.statistic, "rounds": comparison.rounds, "seconds": comparison.seconds,
+            "stopped": comparison.stopped, "load": comparison.load, "noisy": comparison.noisy, "why_noisy": comparison.why_noisy}
+
+
+def build(run: Any, outcome: Outcome, stage: Path, started: dt.datetime, seconds: float) -> dict[str, Any]:
+    """`run` is compress's Prepared run; `outcome` what its passes and measurements produced."""
+    from squeeze.api import versions
+
+    final_row, teacher_row = outcome.stages[-1], outcome.stages[0]
+    final = outcome.final
+    files = [final.path, stage / "teacher.onnx", *([outcome.engine.path] if outcome.engine is not None else [])]
+    artifacts = {p.name: {"sha256": sha256_file(p), "bytes": p.stat().st_size} for p in files}
+    latency, teacher_latency = final_row["latency"], teacher_row["latency"]
+    bundle, teacher, tgt = run.bundle, run.teacher, run.target
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "squeeze_version": __version__,
+        "created_utc": started.isoformat(timespec="seconds"),
+        "finished_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "seconds": round(seconds, 1),
+        "command": run.command or sys.argv,
+        "recipe": run.plan.to_dict(),
+        "recipe_source": run.plan.source,
+        "target": {"name": tgt.name, "description": tgt.description, "availability": run.availability.reason,
+                   "can_measure": run.availability.available},
+        "teacher": {**teacher.describe(), "params": teacher_row["params"], "macs": teacher_row["macs"],
+                    "recorded": {k: teacher.metadata[k] for k in ("dataset", "eval_accuracy", "arch") if k in teacher.metadata}},
+        "data": bundle.describe() if bundle else None,
+        "preprocessing": final.input_spec.preprocessing(bundle.normalization if bundle else None),
+        "student": ({k: v for k, v in outcome.results["distill"].items() if k not in ("data", "teacher")} if "distill" in outcome.results
+                    else None),
+        "search": outcome.results.get("search"),
+        "passes": outcome.records,
+        "stages": outcome.stages,
+        "outputs": {
+            "model.onnx": {**artifacts[final.path.name], "opset": final.opset, "input_spec": final.input_spec.to_dict(),
+                           "params": final_row["params"], "macs": final_row["macs"],
+                           "exporter": (outcome.results.get("export") or {}).get("exporter")},
+            **({"engine": {"path": outcome.engine.path.name, **artifacts[outcome.engine.path.name]}} if outcome.engine is not None else {}),
+        },
+        "artifacts": artifacts,
+        "parity": final.parity or {},
+        "accuracy": outcome.accuracy,
+        "latency": latency,
+        "teacher_latency": teacher_latency,
+        "layer_latency": outcome.layer_latency,
+        "speedup_p50": final_row.get("speedup_p50", teacher_latency["p50_ms"] / latency["p50_ms"]),
+        "speedup_ci95": final_row.get("speedup_ci95"),
+        "measurement": measurement_summary(outcome.measurement),
+        "budget": {**outcome.budget, "max_accuracy_drop": run.max_accuracy_drop},
+        "gate": outcome.gate,
+        "cache": {"dir": str(run.cache.root), "resume": run.cache.resume},
+        "versions": versions(),
+    }
