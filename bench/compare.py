@@ -183,7 +183,7 @@ def cached_method(work: Path, name: str, material: dict[str, Any], produce: Call
 
 
 def export_teacher(teacher: Any, bundle: Any, folder: Path) -> dict[str, Any]:
-    from squeeze.passes.export import ExportConfig, export_onnx
+    from squeeze.io.onnx_export import ExportConfig, export_onnx
 
     onnx = export_onnx(teacher, folder / "model.onnx", ExportConfig(), bundle)
     return {"notes": f"float, {onnx.provenance[-1]['exporter']} export, opset {onnx.opset}", "parity": onnx.parity}
@@ -284,7 +284,7 @@ def tp_prune_finetune(teacher: Any, bundle: Any, folder: Path, s: Settings, seed
 
     from squeeze.measure.analysis import count_macs, count_params
     from squeeze.io.artifacts import ModelArtifact
-    from squeeze.passes.export import ExportConfig, export_onnx
+    from squeeze.io.onnx_export import ExportConfig, export_onnx
 
     torch.manual_seed(seed)
     model = copy.deepcopy(teacher.module).eval()
@@ -347,7 +347,7 @@ def kd_small(teacher_path: Path, bundle: Any, folder: Path, s: Settings, augment
     """A hand-picked student distilled with plain KD (squeeze's distill pass: KD T=4, 0.9 KD + 0.1 CE)."""
     from squeeze import api
     from squeeze.io.modelio import load_model
-    from squeeze.passes.export import ExportConfig, export_onnx
+    from squeeze.io.onnx_export import ExportConfig, export_onnx
 
     result = api.distill(teacher_path, str(SMALL_STUDENT), data=bundle.name, out=folder / "distill", epochs=s.kd_epochs, augment=augment,
                          progress=lambda m: progress(f"kd-small: {m}"))

@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT))
 from squeeze.measure.analysis import count_macs, count_params  # noqa: E402
 from squeeze.io.data import load_data  # noqa: E402
 from squeeze.io.modelio import load_model  # noqa: E402
-from squeeze.passes.export import ExportConfig, export_onnx  # noqa: E402
+from squeeze.io.onnx_export import ExportConfig, export_onnx  # noqa: E402
 from squeeze.targets.ort_runtime import create_session  # noqa: E402
 
 TEACHERS = ["resnet_mnist", "mobilenetv2_mnist"]

@@ -28,7 +28,7 @@ from ssh_fixtures import start_sshd, stop_sshd  # noqa: E402
 from squeeze.measure.analysis import onnx_summary  # noqa: E402
 from squeeze.io.data import load_data  # noqa: E402
 from squeeze.io.modelio import load_model  # noqa: E402
-from squeeze.passes.export import ExportConfig, export_onnx  # noqa: E402
+from squeeze.io.onnx_export import ExportConfig, export_onnx  # noqa: E402
 from squeeze.targets import get_target  # noqa: E402
 from squeeze.targets.base import ProfileSpec  # noqa: E402
 from squeeze.targets.jetson import JETSON_PROFILES  # noqa: E402

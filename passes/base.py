@@ -48,7 +48,7 @@ class Context:
     target: Target
     data: DataBundle | None = None
     teacher: ModelArtifact | None = None
-    device: str = "cpu"
+    device: str | None = None  # the run's device; None: each pass's config says (default cpu)
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("squeeze"))
     progress: Callable[[str], None] = lambda message: None  # status line for humans
     results: dict[str, dict[str, Any]] = field(default_factory=dict)  # per-pass figures for the manifest

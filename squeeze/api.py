@@ -2,23 +2,38 @@
 
 from __future__ import annotations
 
-import platform
-import re
-import sys
 import tempfile
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from squeeze import __version__
-from squeeze.io.artifacts import ModelArtifact, OnnxArtifact
-from squeeze.io.data import BUNDLED, DataBundle, SplitConfig, load_data
 from squeeze.errors import TargetUnavailableError, UserInputError
-from squeeze.io.fsutil import atomic_dir, check_output_path, sha256_file, write_json_atomic
-from squeeze.io.modelio import load_any, load_model
+from squeeze.io.fsutil import check_output_path, sha256_file
+from squeeze.options import parse_count, parse_duration_ms, parse_latency_budget  # noqa: F401 - the API's surface
 from squeeze.targets import get_target, target_names
 from squeeze.targets.base import ProfileSpec
+
+# Re-exported from their rooms, imported on first use: `squeeze gate` and `squeeze targets` never import torch.
+_LAZY = {
+    "open_data": "squeeze.io.data", "check_data_fits": "squeeze.io.data", "load_data": "squeeze.io.data", "SplitConfig": "squeeze.io.data",
+    "BUNDLED": "squeeze.io.data", "DataBundle": "squeeze.io.data", "versions": "squeeze.run.manifest",
+    "load_any": "squeeze.io.modelio", "load_model": "squeeze.io.modelio",
+    "ModelArtifact": "squeeze.io.artifacts", "OnnxArtifact": "squeeze.io.artifacts",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    if name == "_initial_student":
+        from squeeze.io.students import initial_student
+
+        return initial_student
+    raise AttributeError(f"module 'squeeze.api' has no attribute {name!r}")
+
 
 Progress = Callable[[str], None]
 
@@ -27,89 +42,13 @@ def silent(message: str) -> None:
     pass
 
 
-def versions() -> dict[str, str]:
-    import numpy
-    import onnx
-    import onnxruntime
-    import torch
-
-    return {
-        "squeeze": __version__,
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "onnx": onnx.__version__,
-        "onnxruntime": onnxruntime.__version__,
-        "numpy": numpy.__version__,
-        "platform": platform.platform(),
-    }
-
-
-def parse_duration_ms(text: str | float | None) -> float | None:
-    """'2ms', '500us', '0.5s' or a bare number of milliseconds."""
-    if text is None or isinstance(text, (int, float)):
-        return None if text is None else _positive_budget(float(text), text)
-    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*(ms|us|µs|s)?\s*", text)
-    if not match:
-        raise UserInputError(f"latency budget must look like 2ms, 500us or 0.5s, got {text!r}")
-    value, unit = float(match.group(1)), match.group(2) or "ms"
-    return _positive_budget(value * {"ms": 1.0, "us": 1e-3, "µs": 1e-3, "s": 1e3}[unit], text)
-
-
-def _positive_budget(value: float, text: Any) -> float:
-    import math
-
-    if not math.isfinite(value) or value <= 0:
-        raise UserInputError(f"a latency budget must be a positive duration, got {text!r}")
-    return value
-
-
-def open_data(spec: str | None, model: ModelArtifact | None = None, split_seed: int | None = None) -> DataBundle | None:
-    """The dataset the user named, else the bundled one a sample teacher records it was trained on.
-
-    The split seed is the one the teacher recorded for that dataset (so its held-out eval split
-    stays held out), else 0; it never follows a training seed, or the eval split would change
-    with every seed and could hold images the teacher trained on.
-    """
-    recorded = model.metadata if model is not None else {}
-    if spec is None and recorded.get("dataset") in BUNDLED:
-        spec = recorded["dataset"]
-    if split_seed is None:
-        split_seed = int(recorded.get("split", {}).get("seed", 0)) if recorded.get("dataset") == spec else 0
-    bundle = load_data(spec, SplitConfig(seed=split_seed)) if spec else None
-    if bundle is not None and model is not None:
-        check_data_fits(bundle, model)
-    return bundle
-
-
-def _same_normalization(a: dict[str, list[float]], b: dict[str, list[float]]) -> bool:
-    return all(len(a.get(k, [])) == len(b.get(k, [])) and all(abs(x - y) <= 1e-3 for x, y in zip(a[k], b[k])) for k in ("mean", "std"))
-
-
-def check_data_fits(bundle: DataBundle, model: ModelArtifact) -> None:
-    """Before any work: the samples have the model's input shape, and no label names a class the model lacks."""
-    expected = tuple(model.input_spec.shape[1:])
-    if tuple(bundle.sample_shape) != expected:
-        got, want = "x".join(map(str, bundle.sample_shape)), "x".join(map(str, expected))
-        raise UserInputError(f"data {bundle.source} has samples of shape {got}, but the model takes {want}")
-    recorded, given = model.input_spec.normalization, bundle.normalization
-    if recorded and given and not _same_normalization(recorded, given):
-        raise UserInputError(f"the model was trained on inputs normalised with {recorded}, but data {bundle.source} is normalised "
-                             f"with {given}: its predictions would be meaningless")
-    classes = model.output_classes
-    if bundle.has_labels and classes is not None and bundle.num_classes is not None and bundle.num_classes > classes:
-        from squeeze.io.data import all_labels
-
-        labels = all_labels(bundle)
-        bad = labels >= classes
-        raise UserInputError(f"data {bundle.source}: {int(bad.sum())} labels are >= {classes}, the model's number of classes "
-                             f"(values {sorted(set(labels[bad].tolist()))[:5]})")
-
-
 # ----------------------------------------------------------------------------------------------
 
 
 def inspect(path: str | Path, *, arch: str | None = None, input_shape: str | None = None, trust_pickle: bool = False) -> dict[str, Any]:
     """Input spec, parameters, MACs and a per-layer summary of a torch or ONNX model."""
+    from squeeze.io.artifacts import OnnxArtifact
+    from squeeze.io.modelio import load_any
     from squeeze.measure.analysis import count_macs, count_params, layer_summary, onnx_summary, op_histogram
 
     art = load_any(path, arch=arch, input_shape=input_shape, trust_pickle=trust_pickle)
@@ -143,7 +82,10 @@ def export(
     dynamic_batch: bool = True,
 ) -> dict[str, Any]:
     """Export a torch model to ONNX with a parity check on real eval samples."""
-    from squeeze.passes.export import ExportConfig, export_onnx
+    from squeeze.io.data import open_data
+    from squeeze.io.modelio import load_model
+    from squeeze.run.manifest import versions
+    from squeeze.io.onnx_export import ExportConfig, export_onnx
 
     cfg = ExportConfig(opset=opset, exporter=exporter, dynamic_batch=dynamic_batch)
     out = check_output_path(Path(out))
@@ -176,7 +118,10 @@ def profile(
     `"measured": false` / `"label": "predicted"`. An engine file (.engine/.plan with a squeeze
     manifest) is measured as is on the target that built it, and refused elsewhere.
     """
-    from squeeze.passes.export import ExportConfig, export_onnx
+    from squeeze.io.artifacts import ModelArtifact
+    from squeeze.io.data import open_data
+    from squeeze.io.modelio import load_any
+    from squeeze.io.onnx_export import ExportConfig, export_onnx
 
     tgt = remote_target(target, **remote)
     spec = ProfileSpec(batch_size=batch_size, warmup=warmup, iterations=iterations, threads=threads)
@@ -208,108 +153,24 @@ def profile(
     return result
 
 
-def _initial_student(spec: str, teacher: ModelArtifact, seed: int) -> tuple[Any, str, dict[str, Any]]:
-    """The student named by `spec`, freshly initialised from `seed`, shaped for the teacher's input and classes."""
-    import torch
+def run_pass(name: str, model: str | Path, *, out: str | Path, values: dict[str, Any] | None = None, **options: Any) -> dict[str, Any]:
+    """One pass as a one-step recipe through compress's runner (cache, resume, manifest, report): see squeeze/run/one_step.py."""
+    from squeeze.run.one_step import run_pass as run_one
 
-    from squeeze.io.students import build_student, load_student_spec
-
-    arch, kwargs = load_student_spec(spec)
-    with torch.no_grad():
-        num_classes = int(teacher.module(teacher.input_spec.example(batch=2)).shape[-1])
-    torch.manual_seed(seed)
-    module, kwargs = build_student(arch, kwargs, teacher.input_spec.shape[1], num_classes)
-    return module, arch, kwargs
+    remote = {k: options.pop(k) for k in REMOTE_KEYS if k in options}
+    return run_one(name, model, out=out, values=values or {}, remote={k: v for k, v in remote.items() if v is not None}, **options)
 
 
-def _prepare_distill(teacher_path, student, data, arch, input_shape, trust_pickle, config):
-    """Load teacher, data and a freshly initialised student; validate the config. Same in every process."""
-    from squeeze.passes.distill.pass_ import DistillConfig
-
-    cfg = DistillConfig(**config)
-    teacher = load_model(teacher_path, arch=arch, input_shape=input_shape, trust_pickle=trust_pickle)
-    bundle = open_data(data, teacher)
-    if bundle is None:
-        raise UserInputError("distillation needs data: pass --data (labels optional)")
-    module, student_arch, student_kwargs = _initial_student(student, teacher, cfg.seed)
-    return teacher, module, bundle, cfg, student_arch, student_kwargs
+REMOTE_KEYS = ("device", "identity_file", "known_hosts", "port", "connect_timeout_s", "power_mode", "remote_python", "precision", "trtexec")
 
 
-def _distill_worker(rank: int, world: int, port: int, args: dict[str, Any], show_progress: bool) -> None:
-    """One DistributedDataParallel process (started by torch.multiprocessing.spawn)."""
-    import os
-
-    import torch
-    import torch.distributed as dist
-
-    from squeeze.passes.distill.pass_ import distill as run_distill
-    from squeeze.targets.ort_runtime import usable_cores
-
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    config = dict(args["config"])
-    if config.get("device", "cpu").startswith("cuda"):
-        torch.cuda.set_device(rank)
-        config["device"] = f"cuda:{rank}"
-    dist.init_process_group("nccl" if config.get("device", "cpu").startswith("cuda") else "gloo", rank=rank, world_size=world)
-    torch.set_num_threads(max(1, usable_cores() // world))
-    try:
-        prepare_args = {k: v for k, v in args.items() if k != "out"}
-        teacher, module, bundle, cfg, student_arch, student_kwargs = _prepare_distill(**{**prepare_args, "config": config})
-        progress = (lambda m: print(f"… {m}", file=sys.stderr, flush=True)) if show_progress and rank == 0 else silent
-        run_distill(teacher, module, bundle, cfg, Path(args["out"]), student_arch=student_arch, student_kwargs=student_kwargs, progress=progress)
-    finally:
-        dist.destroy_process_group()
-
-
-def distill(
-    teacher_path: str | Path,
-    student: str,
-    *,
-    data: str | None = None,
-    out: str | Path = "distill-out",
-    arch: str | None = None,
-    input_shape: str | None = None,
-    trust_pickle: bool = False,
-    progress: Progress = silent,
-    **config: Any,
-) -> dict[str, Any]:
-    """Train a student (JSON spec or pkg.mod:factory) from the teacher; writes OUT/student.pt + result.json.
-
-    With nproc > 1 the training runs as DistributedDataParallel over that many local processes.
-    """
-    import json
-
-    from squeeze.passes.distill.pass_ import distill as run_distill
-
-    out = Path(out)
-    if not out.resolve().parent.is_dir():
-        raise UserInputError(f"output directory's parent does not exist: {out.resolve().parent}")
-    teacher, module, bundle, cfg, student_arch, student_kwargs = _prepare_distill(teacher_path, student, data, arch, input_shape,
-                                                                                  trust_pickle, config)
-    if cfg.nproc == 1:
-        return run_distill(teacher, module, bundle, cfg, out, student_arch=student_arch, student_kwargs=student_kwargs, progress=progress)
-
-    import socket
-
-    import torch.multiprocessing as mp
-
-    from squeeze.errors import SqueezeError
-    from squeeze.passes.distill.pass_ import check_inputs, resolve_weights
-
-    check_inputs(teacher, module, bundle)  # bad input fails here, in one process, before any worker starts
-    resolve_weights(cfg, bundle.has_labels)
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    args = {"teacher_path": str(teacher_path), "student": student, "data": data, "arch": arch, "input_shape": input_shape,
-            "trust_pickle": trust_pickle, "config": config, "out": str(out)}
-    (out / "result.json").unlink(missing_ok=True)
-    try:
-        mp.spawn(_distill_worker, args=(cfg.nproc, port, args, progress is not silent), nprocs=cfg.nproc, join=True)
-    except mp.ProcessRaisedException as exc:
-        last = [line for line in str(exc).splitlines() if line.strip()][-1]
-        raise SqueezeError(f"distributed distillation failed in a worker: {last}") from None
-    return json.loads((out / "result.json").read_text())
+def distill(teacher_path: str | Path, student: str, *, data: str | None = None, out: str | Path = "distill-out", target: str = "cpu",
+            arch: str | None = None, input_shape: str | None = None, trust_pickle: bool = False, progress: Progress = silent,
+            cache_dir: str | Path | None = None, resume: bool = True, **config: Any) -> dict[str, Any]:
+    """Train a student (JSON spec or pkg.mod:factory) from the teacher: OUT/student.pt, OUT/result.json, plus the run's
+    manifest and report. With nproc > 1 the training runs as DistributedDataParallel over that many local processes."""
+    return run_pass("distill", teacher_path, out=out, values=config, student=student, data=data, target=target, arch=arch,
+                    input_shape=input_shape, trust_pickle=trust_pickle, progress=progress, cache_dir=cache_dir, resume=resume)
 
 
 def list_targets() -> list[dict[str, Any]]:
@@ -418,44 +279,13 @@ def gate(
     return result
 
 
-def quantize(
-    path: str | Path,
-    *,
-    teacher: str | Path | None = None,
-    data: str | None = None,
-    target: str = "cpu",
-    out: str | Path = "quant",
-    arch: str | None = None,
-    input_shape: str | None = None,
-    trust_pickle: bool = False,
-    progress: Progress = silent,
-    measure: Callable[[list[Path]], list[float]] | None = None,
-    **config: Any,
-) -> dict[str, Any]:
-    """INT8 quantization-aware distillation for a target: OUT/model.onnx (QDQ), OUT/float.onnx, OUT/result.json.
-
-    The teacher defaults to the float model itself. Everything is validated before any work; OUT
-    appears only when complete. A killed run resumes from OUT's sibling work directory.
-    """
-    from squeeze.passes.quantize.pass_ import QuantizeConfig, check_inputs, quantize as run_quantize, resolve_backend
-
-    cfg = QuantizeConfig(**config)
-    tgt = get_target(target)
-    resolve_backend(cfg, tgt.quant_rules, tgt.name)
-    out = Path(out)
-    if not out.resolve().parent.is_dir():
-        raise UserInputError(f"output directory's parent does not exist: {out.resolve().parent}")
-    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "result.json").exists())):
-        raise UserInputError(f"{out} exists and is not a squeeze quantize output directory; choose another --out")
-    model = load_model(path, arch=arch, input_shape=input_shape, trust_pickle=trust_pickle)
-    teacher_art = load_model(teacher, arch=arch, input_shape=input_shape, trust_pickle=trust_pickle) if teacher else model
-    bundle = open_data(data, model)
-    check_inputs(model, teacher_art, bundle)
-    work_dir = out.resolve().parent / f".{out.name}.work"
-    with atomic_dir(out) as stage:
-        result = run_quantize(model, teacher_art, bundle, tgt, cfg, stage, work_dir, measure=measure, progress=progress)
-    result.pop("fake_quant_model", None)
-    return {"out": str(out), **result, "versions": versions()}
+def quantize(path: str | Path, *, teacher: str | Path | None = None, data: str | None = None, target: str = "cpu",
+             out: str | Path = "quant", arch: str | None = None, input_shape: str | None = None, trust_pickle: bool = False,
+             progress: Progress = silent, cache_dir: str | Path | None = None, resume: bool = True, **config: Any) -> dict[str, Any]:
+    """INT8 quantization-aware distillation for a target: OUT/model.onnx (QDQ), OUT/float.onnx, OUT/result.json, plus the
+    run's manifest and report. The teacher defaults to the float model itself. A killed run resumes."""
+    return run_pass("quantize", path, out=out, values=config, teacher=teacher, data=data, target=target, arch=arch,
+                    input_shape=input_shape, trust_pickle=trust_pickle, progress=progress, cache_dir=cache_dir, resume=resume)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -470,9 +300,9 @@ def _is_engine(path: Path) -> bool:
 def remote_target(target: str, **options: Any) -> Any:
     """The target configured from its command-line options (device, SSH, power mode, precision, ...); each
     target takes the options that apply to it and refuses the others (squeeze.targets.base.TargetOptions)."""
-    from squeeze.targets.base import TargetOptions
+    from squeeze.targets.registry import target_from_options
 
-    return get_target(target, TargetOptions(**{k: v for k, v in options.items() if v is not None}))
+    return target_from_options(target, **options)
 
 
 def build(
@@ -492,7 +322,10 @@ def build(
     jetson-* builds on the device over SSH (--device); tensorrt builds on this machine's GPU. When
     neither is possible the error says exactly what would run and why it cannot here.
     """
-    from squeeze.passes.export import ExportConfig, export_onnx
+    from squeeze.io.artifacts import ModelArtifact
+    from squeeze.io.data import open_data
+    from squeeze.io.modelio import load_any
+    from squeeze.io.onnx_export import ExportConfig, export_onnx
     from squeeze.targets.tensorrt import manifest_path
 
     out = check_output_path(Path(out))
@@ -513,106 +346,24 @@ def build(
             **engine.manifest}
 
 
-def parse_count(text: str | int | None, what: str) -> int | None:
-    """'200k', '1.5M', '2G' or a bare integer."""
-    if text is None or isinstance(text, int):
-        return text
-    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([kKmMgG]?)\s*", text)
-    if not match:
-        raise UserInputError(f"{what} must look like 200k, 1.5M or 300000, got {text!r}")
-    return int(float(match.group(1)) * {"": 1, "k": 1e3, "m": 1e6, "g": 1e9}[match.group(2).lower()])
+def search(teacher_path: str | Path, *, data: str | None = None, target: str = "cpu", out: str | Path = "search-out",
+           latency_budget: str | float | None = None, params_budget: str | int | None = None, macs_budget: str | int | None = None,
+           arch: str | None = None, input_shape: str | None = None, trust_pickle: bool = False, progress: Progress = silent,
+           cache_dir: str | Path | None = None, resume: bool = True, **config: Any) -> dict[str, Any]:
+    """Training-free student search for the teacher: OUT/student.json, result.json, history.jsonl, plus the run's manifest."""
+    values = {**config, "latency_budget_ms": parse_duration_ms(latency_budget), "params_budget": parse_count(params_budget, "--params-budget"),
+              "macs_budget": parse_count(macs_budget, "--macs-budget")}
+    return run_pass("search", teacher_path, out=out, values=values, data=data, target=target, arch=arch, input_shape=input_shape,
+                    trust_pickle=trust_pickle, progress=progress, cache_dir=cache_dir, resume=resume)
 
 
-def search(
-    teacher_path: str | Path,
-    *,
-    data: str | None = None,
-    target: str = "cpu",
-    out: str | Path = "search-out",
-    latency_budget: str | float | None = None,
-    params_budget: str | int | None = None,
-    macs_budget: str | int | None = None,
-    arch: str | None = None,
-    input_shape: str | None = None,
-    trust_pickle: bool = False,
-    progress: Progress = silent,
-    on_event: Callable[..., None] | None = None,
-    **config: Any,
-) -> dict[str, Any]:
-    """Training-free student search for the teacher; writes OUT/student.json, result.json, history.jsonl."""
-    from squeeze.passes.search import SearchConfig, search as run_search, write_outputs
-    from squeeze.passes.search.spaces import get_space
-
-    cfg = SearchConfig(latency_budget_ms=parse_duration_ms(latency_budget), params_budget=parse_count(params_budget, "--params-budget"),
-                       macs_budget=parse_count(macs_budget, "--macs-budget"), **config)
-    out = Path(out)
-    if not out.resolve().parent.is_dir():
-        raise UserInputError(f"output directory's parent does not exist: {out.resolve().parent}")
-    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "result.json").exists())):
-        raise UserInputError(f"{out} exists and is not a squeeze search directory; choose another --out")
-    get_space(cfg.space)  # an unknown space fails here, before the teacher is loaded
-    tgt = get_target(target)
-    teacher = load_model(teacher_path, arch=arch, input_shape=input_shape, trust_pickle=trust_pickle)
-    bundle = open_data(data, teacher)
-    outcome = run_search(teacher, bundle, tgt, cfg, progress=progress, on_event=on_event)
-    outcome.result["versions"] = versions()
-    with atomic_dir(out) as stage:
-        write_outputs(outcome, stage)
-    return {"out": str(out), **outcome.result}
-
-
-def parse_latency_budget(text: str | float | None) -> tuple[float | None, float | None]:
-    """'1ms' / '500us' -> (1.0, None) in ms; '0.5x' -> (None, 0.5), a fraction of the input model's measured latency."""
-    if isinstance(text, str) and text.strip().lower().endswith("x"):
-        try:
-            ratio = float(text.strip()[:-1])
-        except ValueError:
-            raise UserInputError(f"relative latency budget must look like 0.5x, got {text!r}") from None
-        return None, _positive_budget(ratio, text)
-    return parse_duration_ms(text), None
-
-
-def prune(
-    path: str | Path,
-    *,
-    teacher: str | Path | None = None,
-    data: str | None = None,
-    target: str = "cpu",
-    latency_budget: str | float | None = None,
-    out: str | Path = "prune-out",
-    arch: str | None = None,
-    input_shape: str | None = None,
-    trust_pickle: bool = False,
-    progress: Progress = silent,
-    **config: Any,
-) -> dict[str, Any]:
-    """Structured pruning toward a latency budget measured on the target, recovered by (layer) distillation.
-
-    Writes OUT/model.pt (a squeeze checkpoint that records the pruned structure) and OUT/result.json,
-    staged so that OUT appears only when complete. `result["budget_met"]` is False when the budget
-    was not reached (the best model reached is still written).
-    """
-    from squeeze.passes.prune import MODEL_FILE, PruneConfig, check_float_model
-    from squeeze.passes.prune import prune as run_prune
-
+def prune(path: str | Path, *, teacher: str | Path | None = None, data: str | None = None, target: str = "cpu",
+          latency_budget: str | float | None = None, out: str | Path = "prune-out", arch: str | None = None, input_shape: str | None = None,
+          trust_pickle: bool = False, progress: Progress = silent, cache_dir: str | Path | None = None, resume: bool = True, **config: Any) -> dict[str, Any]:
+    """Structured pruning toward a latency budget measured on the target, recovered by (layer) distillation:
+    OUT/model.pt (a squeeze checkpoint that records the pruned structure), OUT/result.json, plus the run's manifest.
+    `result["budget_met"]` is False when the budget was not reached (the best model reached is still written)."""
     budget_ms, budget_ratio = parse_latency_budget(latency_budget)
-    cfg = PruneConfig(latency_budget_ms=budget_ms, latency_budget_ratio=budget_ratio, **config)
-    out = Path(out)
-    if not out.resolve().parent.is_dir():
-        raise UserInputError(f"output directory's parent does not exist: {out.resolve().parent}")
-    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "result.json").exists())):
-        raise UserInputError(f"{out} exists and is not a squeeze prune output directory; choose another --out")
-    tgt = get_target(target)
-    model = load_model(path, arch=arch, input_shape=input_shape, trust_pickle=trust_pickle)
-    check_float_model(model)
-    teacher_art = load_model(teacher, trust_pickle=trust_pickle) if teacher is not None else None
-    bundle = open_data(data, model)
-    if bundle is None:
-        raise UserInputError("pruning needs data for calibration, recovery and evaluation: pass --data")
-    if not tgt.available().available and not tgt.can_predict():
-        raise TargetUnavailableError(f"target {target} cannot measure latency here and has no offline predictor: {tgt.available().reason}")
-    with atomic_dir(out) as stage:
-        result = run_prune(model, bundle, tgt, cfg, stage, teacher=teacher_art, progress=progress)
-        result["model_file"] = str(out / MODEL_FILE)
-        write_json_atomic(stage / "result.json", result)
-    return {"out": str(out), **result, "versions": versions()}
+    values = {**config, "latency_budget_ms": budget_ms, "latency_budget_ratio": budget_ratio}
+    return run_pass("prune", path, out=out, values=values, teacher=teacher, data=data, target=target, arch=arch, input_shape=input_shape,
+                    trust_pickle=trust_pickle, progress=progress, cache_dir=cache_dir, resume=resume)

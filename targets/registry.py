@@ -82,3 +82,8 @@ def get_target(name: str, options: TargetOptions | None = None, **option_values:
     if lookup not in target_paths():
         raise UserInputError(f"unknown target {name!r}; known targets: {', '.join(target_names())} (and ssh://user@host[:port])")
     return target_class(lookup).from_options(name, options)
+
+
+def target_from_options(name: str, **options: Any) -> Any:
+    """The target configured from command-line option values (None = not given)."""
+    return get_target(name, TargetOptions(**{k: v for k, v in options.items() if v is not None}))

@@ -115,7 +115,7 @@ class LatencyOracle:
         return {**entry, "cached": False}
 
     def _run(self, module: nn.Module):
-        from squeeze.passes.export import ExportConfig, export_onnx
+        from squeeze.io.onnx_export import ExportConfig, export_onnx
 
         art = ModelArtifact(module.eval(), self.input_spec, "search-candidate", "module", "")
         with tempfile.TemporaryDirectory(prefix="squeeze-search-") as tmp:

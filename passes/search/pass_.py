@@ -29,6 +29,7 @@ from squeeze.io.artifacts import ModelArtifact
 from squeeze.io.data import DataBundle
 from squeeze.errors import UserInputError
 from squeeze.io.fsutil import write_bytes_atomic, write_json_atomic
+from squeeze.options import cli
 from squeeze.passes.base import Context, PassBase, Placement, Requires
 from squeeze.passes.search import proxies
 from squeeze.passes.search.evolution import Candidate, EvolutionConfig, Event, best_candidates, evolve
@@ -53,14 +54,15 @@ class SearchConfig:
     crossover: float = 0.3
     seed: int = 0
     teacher_init: str = "trained"  # or "random": the paper's random-init teacher
-    batch_size: int = 64
+    batch_size: int = field(default=64, metadata=cli(flags=("-b",), help="the one fixed proxy batch (from the calibration split)"))
     proxy_split: str = "calibration"
     temperature: float = 4.0  # of the semantic term's CE: the distillation temperature
     top_k: int = 10
     profile_warmup: int = 5  # per-candidate latency: short runs; the chosen student is re-measured with the full spec
     profile_iterations: int = 40
     latency_cache: str = ""  # "" = ~/.cache/squeeze/latency.json (SQUEEZE_CACHE_DIR / XDG_CACHE_HOME respected)
-    use_latency_cache: bool = True
+    use_latency_cache: bool = field(default=True, metadata=cli(names=("--use-latency-cache/--no-latency-cache",),
+                                                                help="reuse cached candidate latencies (--no-latency-cache: measure every one afresh)"))
 
     def __post_init__(self) -> None:
         proxies.check_proxy(self.proxy)

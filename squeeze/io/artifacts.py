@@ -6,8 +6,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from squeeze.errors import UserInputError
 
 
@@ -21,7 +19,9 @@ class InputSpec:
     dynamic_batch: bool = True
     normalization: dict[str, list[float]] | None = None  # how the data was normalised, for deployers
 
-    def example(self, batch: int | None = None) -> torch.Tensor:
+    def example(self, batch: int | None = None) -> Any:
+        import torch  # imported where used: `squeeze gate` and `squeeze targets` never load torch
+
         shape = (batch or self.shape[0], *self.shape[1:])
         return torch.zeros(shape, dtype=getattr(torch, self.dtype))
 
@@ -72,7 +72,7 @@ def parse_input_shape(text: str) -> tuple[int, ...]:
 class ModelArtifact:
     """A torch model plus its input spec and where it came from."""
 
-    module: torch.nn.Module
+    module: Any  # torch.nn.Module
     input_spec: InputSpec
     source: str
     format: str  # "checkpoint", "state_dict", "pt2", "torchscript", "pickle"
@@ -87,6 +87,8 @@ class ModelArtifact:
 
     def probe_output_shape(self) -> tuple[int, ...]:
         if self.output_shape is None:
+            import torch
+
             with torch.no_grad():
                 out = self.module(self.input_spec.example(batch=2))
             self.output_shape = tuple(out.shape[1:]) if isinstance(out, torch.Tensor) else ()

@@ -325,3 +325,45 @@ def load_data(spec: str, split: SplitConfig | None = None) -> DataBundle:
         digest = hashlib.sha256(f"{spec}|{len(full)}".encode()).hexdigest()
         return _bundle(spec, f"factory:{spec}", full, labels, digest, cfg)
     raise UserInputError(f"dataset not found: {spec!r} (expected 'mnist', 'digits', a .npz/.pt file, an image folder, or pkg.mod:fn)")
+
+
+def open_data(spec: str | None, model: Any = None, split_seed: int | None = None) -> DataBundle | None:
+    """The dataset the user named, else the bundled one a sample teacher records it was trained on.
+
+    The split seed is the one the teacher recorded for that dataset (so its held-out eval split
+    stays held out), else 0; it never follows a training seed, or the eval split would change
+    with every seed and could hold images the teacher trained on.
+    """
+    recorded = model.metadata if model is not None else {}
+    if spec is None and recorded.get("dataset") in BUNDLED:
+        spec = recorded["dataset"]
+    if split_seed is None:
+        split_seed = int(recorded.get("split", {}).get("seed", 0)) if recorded.get("dataset") == spec else 0
+    bundle = load_data(spec, SplitConfig(seed=split_seed)) if spec else None
+    if bundle is not None and model is not None:
+        check_data_fits(bundle, model)
+    return bundle
+
+
+def _same_normalization(a: dict[str, list[float]], b: dict[str, list[float]]) -> bool:
+    return all(len(a.get(k, [])) == len(b.get(k, [])) and all(abs(x - y) <= 1e-3 for x, y in zip(a[k], b[k])) for k in ("mean", "std"))
+
+
+def check_data_fits(bundle: DataBundle, model: Any) -> None:
+    """Before any work: the samples have the model's input shape, and no label names a class the model lacks."""
+    expected = tuple(model.input_spec.shape[1:])
+    if tuple(bundle.sample_shape) != expected:
+        got, want = "x".join(map(str, bundle.sample_shape)), "x".join(map(str, expected))
+        raise UserInputError(f"data {bundle.source} has samples of shape {got}, but the model takes {want}")
+    recorded, given = model.input_spec.normalization, bundle.normalization
+    if recorded and given and not _same_normalization(recorded, given):
+        raise UserInputError(f"the model was trained on inputs normalised with {recorded}, but data {bundle.source} is normalised "
+                             f"with {given}: its predictions would be meaningless")
+    classes = model.output_classes
+    if bundle.has_labels and classes is not None and bundle.num_classes is not None and bundle.num_classes > classes:
+        from squeeze.io.data import all_labels
+
+        labels = all_labels(bundle)
+        bad = labels >= classes
+        raise UserInputError(f"data {bundle.source}: {int(bad.sum())} labels are >= {classes}, the model's number of classes "
+                             f"(values {sorted(set(labels[bad].tolist()))[:5]})")

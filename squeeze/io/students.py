@@ -52,3 +52,15 @@ def build_student(arch: str, kwargs: dict[str, Any], in_channels: int, num_class
     if not isinstance(module, nn.Module):
         raise UserInputError(f"student {arch} returned a {type(module).__name__}, not an nn.Module")
     return module, kwargs
+
+
+def initial_student(spec: str, teacher: Any, seed: int) -> tuple[Any, str, dict[str, Any]]:
+    """The student named by `spec`, freshly initialised from `seed`, shaped for the teacher's input and classes."""
+    import torch
+
+    arch, kwargs = load_student_spec(spec)
+    with torch.no_grad():
+        num_classes = int(teacher.module(teacher.input_spec.example(batch=2)).shape[-1])
+    torch.manual_seed(seed)
+    module, kwargs = build_student(arch, kwargs, teacher.input_spec.shape[1], num_classes)
+    return module, arch, kwargs

@@ -101,15 +101,18 @@ class Prepared:
     budget_ms: float | None
     max_accuracy_drop: float | None
     command: list[str] | None
+    expose: bool = False  # a one-step run: the pass's own files also go to the top of the output
 
 
 def prepare(path: str | Path, *, target: str, out: str | Path, data: str | None, arch: str | None, input_shape: str | None,
             trust_pickle: bool, latency_budget: str | float | None, max_accuracy_drop: float | None, profile_spec: ProfileSpec | None,
             student: str | None, recipe: str | Path | Recipe | None, overrides: dict[str, dict[str, Any]] | None, seed: int,
             resume: bool, cache_dir: str | Path | None, progress: Progress, command: list[str] | None,
-            remote: dict[str, Any] | None) -> Prepared:
+            remote: dict[str, Any] | None, teacher_path: str | Path | None = None, expose: bool = False) -> Prepared:
     """Recipe, target, output, cache, teacher, data and every pass's declared needs, before any work."""
-    from squeeze.api import open_data, parse_duration_ms, remote_target
+    from squeeze.io.data import check_data_fits, open_data
+    from squeeze.options import parse_duration_ms
+    from squeeze.targets.registry import target_from_options
     from squeeze.io.modelio import load_model
     from squeeze.passes.base import Context
     from squeeze.run import pipeline
@@ -122,7 +125,7 @@ def prepare(path: str | Path, *, target: str, out: str | Path, data: str | None,
     if profile_spec is not None and plan.step("profile") is not None:
         overrides.setdefault("profile", {})["spec"] = dataclasses.asdict(profile_spec)
     plan = apply_overrides(plan, overrides)
-    tgt = remote_target(target, **(remote or {}))
+    tgt = target_from_options(target, **(remote or {}))
     availability = tgt.available()
     if not availability.available and not tgt.can_predict():
         raise TargetUnavailableError(f"target {target} can neither measure nor predict here: {availability.reason}")
@@ -137,19 +140,23 @@ def prepare(path: str | Path, *, target: str, out: str | Path, data: str | None,
         progress(f"checking that {target} is reachable")
         tgt.preflight()
     progress("loading model and data")
-    teacher = load_model(path, arch=arch, input_shape=input_shape, trust_pickle=trust_pickle)
-    bundle = open_data(data, teacher)
+    model = load_model(path, arch=arch, input_shape=input_shape, trust_pickle=trust_pickle)
+    teacher = load_model(teacher_path, trust_pickle=trust_pickle) if teacher_path is not None else model
+    bundle = open_data(data, model)
+    if bundle is not None and teacher is not model:
+        check_data_fits(bundle, teacher)
     if max_accuracy_drop is not None and (bundle is None or not bundle.has_labels or teacher.output_classes is None):
         raise UserInputError("--max-accuracy-drop needs a classifier and a labelled dataset (--data)")
-    first = _first_artifact(teacher, student, plan, bundle, seed)
+    first = _first_artifact(teacher, student, plan, bundle, seed) if student is not None else model
     ctx = Context(run_dir=out, target=tgt, data=bundle, teacher=teacher, progress=progress)
     facts = pipeline.RunFacts(has_data=bundle is not None, has_labels=bool(bundle and bundle.has_labels),
-                              logits=teacher.output_classes is not None, student_given=student is not None, model=str(path),
-                              output="x".join(map(str, teacher.output_shape or ())))
+                              logits=model.output_classes is not None, student_given=student is not None, model=str(path),
+                              output="x".join(map(str, model.output_shape or ())))
     pipeline.check_plan(steps, facts, ctx)
     profile_step = plan.step("profile")
     spec = profile_step.config.spec if profile_step is not None else (profile_spec or ProfileSpec())
-    return Prepared(plan, steps, tgt, availability, out, teacher, bundle, first, ctx, cache, spec, budget_ms, max_accuracy_drop, command)
+    return Prepared(plan, steps, tgt, availability, out, teacher, bundle, first, ctx, cache, spec, budget_ms, max_accuracy_drop, command,
+                    expose)
 
 
 def _check_cache(root: Path) -> None:
@@ -165,7 +172,7 @@ def _first_artifact(teacher: ModelArtifact, student: str | None, plan: Recipe, b
     """What the first pass receives: the teacher, or the --student freshly initialised (checked against the teacher)."""
     if student is None:
         return teacher
-    from squeeze.api import _initial_student
+    from squeeze.io.students import initial_student as _initial_student
     from squeeze.passes.distill.pass_ import check_inputs
 
     distill_step = plan.step("distill")
@@ -196,6 +203,8 @@ def compress(
     progress: Progress = lambda m: None,
     command: list[str] | None = None,
     remote: dict[str, Any] | None = None,
+    teacher_path: str | Path | None = None,
+    expose_pass_outputs: bool = False,
 ) -> dict[str, Any]:
     """Run the recipe's passes for a target; write model.onnx, teacher.onnx, manifest.json, report.{html,md}.
 
@@ -207,13 +216,13 @@ def compress(
     run = prepare(path, target=target, out=out, data=data, arch=arch, input_shape=input_shape, trust_pickle=trust_pickle,
                   latency_budget=latency_budget, max_accuracy_drop=max_accuracy_drop, profile_spec=profile_spec, student=student,
                   recipe=recipe, overrides=overrides, seed=seed, resume=resume, cache_dir=cache_dir, progress=progress,
-                  command=command, remote=remote)
+                  command=command, remote=remote, teacher_path=teacher_path, expose=expose_pass_outputs)
     with atomic_dir(run.out) as stage:
-        manifest = execute(run, stage, progress)
-    return {"out": str(run.out), **manifest}
+        manifest, exposed = execute(run, stage, progress)
+    return {"out": str(run.out), **manifest, "exposed": {src: str(run.out / rel) for src, rel in exposed.items()}}
 
 
-def execute(run: Prepared, stage: Path, progress: Progress) -> dict[str, Any]:
+def execute(run: Prepared, stage: Path, progress: Progress) -> tuple[dict[str, Any], dict[str, str]]:
     """The passes, the stage measurements, the output files, the manifest and the reports, into `stage`."""
     from squeeze.io.fsutil import write_json_atomic
     from squeeze.run import manifest as manifests
@@ -243,11 +252,30 @@ def execute(run: Prepared, stage: Path, progress: Progress) -> dict[str, Any]:
                                 manifests.gate_verdict(stages[-1]["latency"], accuracy, final_art.parity or {}, run.budget_ms,
                                                        run.max_accuracy_drop))
     copy_checkpoints(records, ctx.artifacts, stage_passes, stage)
+    exposed = _expose(records, stage) if run.expose else {}
     manifest = manifests.build(run, outcome, stage, started, time.perf_counter() - t0)
     write_json_atomic(stage / "manifest.json", manifest)
     progress("writing report.html and report.md")
     write_reports(manifest, stage)
-    return manifest
+    return manifest, exposed
+
+
+def _expose(records: list[dict[str, Any]], stage: Path) -> dict[str, str]:
+    """A one-step run's pass files (student.pt, result.json, ...) at the top of the output; {cache path: output name}.
+    compress's own files (model.onnx, manifest.json, ...) are never overwritten."""
+    from squeeze.io.fsutil import copy_atomic
+
+    exposed: dict[str, str] = {}
+    for record in records:
+        run_dir = Path(record.get("cache_entry", "")) / record["name"]
+        if not run_dir.is_dir():
+            continue
+        for src in sorted(p for p in run_dir.iterdir() if p.is_file() and "resume-state" not in p.name):
+            dest = stage / src.name
+            if not dest.exists():
+                copy_atomic(src, dest)
+            exposed[str(src)] = src.name
+    return exposed
 
 
 def _pass_stages(records: list[dict[str, Any]], ctx: Any, meter: Any, stage_passes: set[str]) -> list[dict[str, Any]]:
@@ -265,7 +293,7 @@ def _pass_stages(records: list[dict[str, Any]], ctx: Any, meter: Any, stage_pass
 def _output_model(run: Prepared, final: Any, records: list[dict[str, Any]], stage: Path, progress: Progress) -> tuple[OnnxArtifact, Any, float]:
     """model.onnx in the output (exported with parity when the recipe has no export), and the target's engine if it builds one."""
     from squeeze.io.fsutil import copy_atomic
-    from squeeze.passes.export import ExportConfig, export_onnx
+    from squeeze.io.onnx_export import ExportConfig, export_onnx
     from squeeze.targets.base import EngineArtifact
 
     if not isinstance(final, OnnxArtifact):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import platform
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,6 +12,23 @@ from typing import Any
 from squeeze import __version__
 from squeeze.io.fsutil import sha256_file
 from squeeze.run.schema import SCHEMA_VERSION
+
+
+def versions() -> dict[str, str]:
+    import numpy
+    import onnx
+    import onnxruntime
+    import torch
+
+    return {
+        "squeeze": __version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "onnx": onnx.__version__,
+        "onnxruntime": onnxruntime.__version__,
+        "numpy": numpy.__version__,
+        "platform": platform.platform(),
+    }
 
 
 def gate_verdict(latency: dict[str, Any], accuracy: dict[str, Any] | None, parity: dict[str, Any],
@@ -53,8 +71,6 @@ def measurement_summary(comparison: Any) -> dict[str, Any]:
 
 def build(run: Any, outcome: Outcome, stage: Path, started: dt.datetime, seconds: float) -> dict[str, Any]:
     """`run` is compress's Prepared run; `outcome` what its passes and measurements produced."""
-    from squeeze.api import versions
-
     final_row, teacher_row = outcome.stages[-1], outcome.stages[0]
     final = outcome.final
     files = [final.path, stage / "teacher.onnx", *([outcome.engine.path] if outcome.engine is not None else [])]
@@ -79,6 +95,7 @@ def build(run: Any, outcome: Outcome, stage: Path, started: dt.datetime, seconds
         "student": ({k: v for k, v in outcome.results["distill"].items() if k not in ("data", "teacher")} if "distill" in outcome.results
                     else None),
         "search": outcome.results.get("search"),
+        "pass_results": {k: v for k, v in outcome.results.items() if k != "budget"},
         "passes": outcome.records,
         "stages": outcome.stages,
         "outputs": {

@@ -39,7 +39,7 @@ def run_pass(name: str, model: str | Path, *, out: str | Path, values: dict[str,
     recipe = one_step_recipe(name, values)
     manifest = compress(model, out=out, recipe=recipe, student=student, teacher_path=teacher, expose_pass_outputs=True,
                         **compress_options)
-    result = dict(manifest["passes_results"][name]) if manifest.get("passes_results") else {}
+    result = dict(manifest["pass_results"].get(name) or {})
     result = _point_into(result, manifest.get("exposed", {}))
     summary = {"verdict": manifest["gate"]["verdict"], "speedup_p50": manifest["speedup_p50"], "speedup_ci95": manifest.get("speedup_ci95"),
                "accuracy": manifest["accuracy"], "latency": manifest["latency"], "teacher_latency": manifest["teacher_latency"],

@@ -55,7 +55,7 @@ class StageMeter:
         """A torch-model stage: eval in torch; exported (with parity) to `onnx_path` for the latency rounds."""
         from squeeze.measure.accuracy import torch_predictions
         from squeeze.measure.analysis import count_macs, count_params
-        from squeeze.passes.export import ExportConfig, export_onnx
+        from squeeze.io.onnx_export import ExportConfig, export_onnx
 
         self.progress(f"measuring stage '{name}': accuracy and size; exporting it for the latency rounds")
         row: dict[str, Any] = {"stage": name, "params": count_params(art.module), "macs": count_macs(art.module, art.input_spec.example())}

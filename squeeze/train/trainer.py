@@ -64,11 +64,11 @@ class TrainOutcome:
 class ResumableTrainer:
     def __init__(self, *, what: str, epochs: int, parts: dict[str, Stateful], best_of: torch.nn.Module, fingerprint: str,
                  state_path: Path | None = None, max_rollbacks: int = 1, lr_scale: LrScale | None = None, save: bool = True,
-                 progress: Callable[[str], None] = lambda m: None, hint: str = "lower --lr"):
+                 progress: Callable[[str], None] = lambda m: None, hint: str = "lower --lr", select: bool = True):
         self.what, self.epochs, self.parts, self.best_of = what, epochs, parts, best_of
         self.fingerprint, self.state_path, self.max_rollbacks = fingerprint, state_path, max_rollbacks
         self.lr_scale = lr_scale or LrScale()
-        self.save, self.progress, self.hint = save, progress, hint
+        self.save, self.progress, self.hint, self.select = save, progress, hint, select  # select: restore the best epoch at the end
         self.history: list[dict[str, Any]] = []
         self.best: dict[str, Any] = {"score": float("-inf"), "epoch": 0, "state": copy.deepcopy(best_of.state_dict())}
         self.rollbacks, self.start = 0, 0
@@ -126,7 +126,8 @@ class ResumableTrainer:
             self._checkpoint(epoch)
             if describe is not None:
                 self.progress(describe(epoch, record))
-        self.best_of.load_state_dict(self.best["state"])
+        if self.select:
+            self.best_of.load_state_dict(self.best["state"])
         return TrainOutcome(self.history, int(self.best["epoch"]), float(self.best["score"]), self.rollbacks, self.epochs, resumed_from)
 
     def _roll_back(self, epoch: int, snapshot: dict[str, dict[str, Any]]) -> None:

@@ -171,7 +171,7 @@ def test_detect_format(tiny):
 
 
 def test_onnx_input_and_load_any(tiny, tmp_path):
-    from squeeze.passes.export import ExportConfig, export_onnx
+    from squeeze.io.onnx_export import ExportConfig, export_onnx
 
     onnx_path = tmp_path / "m.onnx"
     export_onnx(load_model(tiny.checkpoint), onnx_path, ExportConfig(parity_samples=8))

@@ -34,7 +34,9 @@ def student_json(tmp_path_factory) -> Path:
 
 
 def run(tmp_path, student_json, **config):
-    return api.distill(TEACHER, str(student_json), data="digits", out=tmp_path / "run", **{"epochs": 2, "batch_size": 64, **config})
+    """A distill run with its own pass cache: tests that patch the training code must never reuse another test's result."""
+    return api.distill(TEACHER, str(student_json), data="digits", out=tmp_path / "run", cache_dir=tmp_path / "cache",
+                       **{"epochs": 2, "batch_size": 64, **config})
 
 
 @pytest.mark.parametrize("term", ["kd", "dist", "fitnet", "rkd", "sp"])
@@ -122,22 +124,25 @@ def test_resume_after_kill_matches_uninterrupted_run(tmp_path, student_json):
     """Kill a real `squeeze distill` process after its first epoch; the re-run resumes and ends where a clean run ends."""
     args = [sys.executable, "-m", "squeeze", "distill", str(TEACHER), "--student", str(student_json), "--data", "digits",
             "--epochs", "4", "--batch-size", "64", "--json"]
-    killed_dir = tmp_path / "killed"
-    proc = subprocess.Popen([*args, "--out", str(killed_dir)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    state = killed_dir / "last.pt"
+    killed_dir, killed_cache = tmp_path / "killed", tmp_path / "cache-killed"
+    proc = subprocess.Popen([*args, "--out", str(killed_dir), "--cache-dir", str(killed_cache)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
     deadline = time.time() + 240
+    states: list[Path] = []
     while time.time() < deadline and proc.poll() is None:
-        if state.exists() and torch.load(state, weights_only=True)["epoch"] >= 1:
+        states = list(killed_cache.glob("distill-*/distill/resume-state.pt"))
+        if states and torch.load(states[0], weights_only=True)["epoch"] >= 1:
             proc.send_signal(signal.SIGKILL)
             break
         time.sleep(0.2)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
-    epoch_at_kill = torch.load(state, weights_only=True)["epoch"]
-    assert 1 <= epoch_at_kill < 4 and not (killed_dir / "student.pt").exists()
-    resumed = subprocess.run([*args, "--out", str(killed_dir)], capture_output=True, text=True, timeout=300)
+    epoch_at_kill = torch.load(states[0], weights_only=True)["epoch"]
+    assert 1 <= epoch_at_kill < 4 and not killed_dir.exists()  # nothing half-written at --out
+    resumed = subprocess.run([*args, "--out", str(killed_dir), "--cache-dir", str(killed_cache)], capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
-    clean = subprocess.run([*args, "--out", str(tmp_path / "clean")], capture_output=True, text=True, timeout=300)
+    clean = subprocess.run([*args, "--out", str(tmp_path / "clean"), "--cache-dir", str(tmp_path / "cache-clean")], capture_output=True,
+                           text=True, timeout=300)
     assert clean.returncode == 0, clean.stderr
     a, b = json.loads(resumed.stdout), json.loads(clean.stdout)
     assert a["eval"] == b["eval"] and a["best_epoch"] == b["best_epoch"]
@@ -152,7 +157,7 @@ def test_ddp_two_processes_match_single_process(tmp_path, student_json):
     double = api.distill(TEACHER, str(student_json), data="digits", out=tmp_path / "two", epochs=3, batch_size=64, nproc=2)
     assert double["nproc"] == 2 and single["nproc"] == 1
     assert double["eval"]["samples"] == single["eval"]["samples"] == 359
-    assert abs(double["eval"]["student_accuracy"] - single["eval"]["student_accuracy"]) <= 0.05
+    assert abs(double["eval"]["student_accuracy"] - single["eval"]["student_accuracy"]) <= 0.06  # 359 images: 6 pt = 22 of them
     assert double["eval"]["student_accuracy"] >= 0.8 and (tmp_path / "two" / "student.pt").exists()
     assert len(double["history"]) == 3
 
@@ -162,13 +167,12 @@ def test_nproc_must_divide_batch():
         DistillConfig(nproc=3, batch_size=64)
 
 
-def test_rerun_with_other_config_is_refused(tmp_path, student_json):
-    run(tmp_path, student_json, loss="kd", epochs=1)
-    with pytest.raises(UserInputError, match="different config"):
-        run(tmp_path, student_json, loss="dist", epochs=1)
-
-
-# --- bad input ----------------------------------------------------------------------------------
+def test_rerun_with_other_config_is_a_new_run_not_a_resume(tmp_path, student_json):
+    """The pass cache is keyed by the config: a re-run with another loss trains afresh, never on the old run's state."""
+    first = run(tmp_path, student_json, loss="kd", epochs=1)
+    second = run(tmp_path, student_json, loss="dist", epochs=1)
+    assert first["config"]["loss"] == "kd" and second["config"]["loss"] == "dist"
+    assert second["loss_weights"] != first["loss_weights"]
 
 
 def test_student_output_must_match_teacher(tmp_path):

@@ -14,7 +14,7 @@ from squeeze.io.data import load_data
 from squeeze.errors import ParityError, UserInputError
 from squeeze.measure.accuracy import onnx_predictions, torch_predictions
 from squeeze.io.modelio import load_model
-from squeeze.passes.export import ExportConfig, export_onnx
+from squeeze.io.onnx_export import ExportConfig, export_onnx
 
 TEACHERS = Path(__file__).resolve().parents[2] / "samples" / "teachers"
 

@@ -14,19 +14,9 @@ from squeeze.io.artifacts import InputSpec, ModelArtifact
 from squeeze.io.data import load_data
 from squeeze.errors import UserInputError
 from squeeze.io.modelio import load_model
-from squeeze.passes.prune import (
-    CallableLatency,
-    PruneConfig,
-    block_importance,
-    find_quantizer,
-    layer_widths,
-    output_layer,
-    planned_width,
-    prune,
-    prune_model,
-    prune_width,
-    recalibrate_batchnorm,
-)
+from squeeze.passes.prune import CallableLatency, PruneConfig, prune, prune_model
+from squeeze.passes.prune.structure import (block_importance, find_quantizer, layer_widths, output_layer, planned_width, prune_width,
+                                            recalibrate_batchnorm)
 from squeeze.io.structure import apply_structure, record_structure
 from squeeze.targets import get_target
 
@@ -66,9 +56,9 @@ def fast(**overrides) -> PruneConfig:
 
 def macs_latency(module: nn.Module) -> float:
     """A deterministic stand-in for a latency measurement: proportional to MACs."""
-    from squeeze.passes.prune import _size
+    from squeeze.passes.prune.structure import size_of
 
-    return _size(module, SPEC.example())["macs"] / 1e6
+    return size_of(module, SPEC.example())["macs"] / 1e6
 
 
 @pytest.mark.parametrize("build", [small_resnet, small_mobilenet], ids=["resnet-residual", "mobilenetv2-depthwise"])
@@ -120,7 +110,7 @@ def test_depth_removal_replaces_the_least_important_identity_block(digits):
     assert set(scores) == {"stages.0.0", "stages.0.1", "stages.1.1"}
     assert all(0.0 <= s <= 2.0 for s in scores.values())
     weakest = min(scores, key=scores.get)
-    from squeeze.passes.prune import remove_block
+    from squeeze.passes.prune.structure import remove_block
 
     remove_block(model, weakest)
     recalibrate_batchnorm(model, x)

@@ -17,7 +17,7 @@ from squeeze import zoo
 from squeeze.io.data import SplitConfig, load_data
 from squeeze.errors import ParityError, UserInputError
 from squeeze.io.modelio import load_model
-from squeeze.passes.distill.pass_ import DistillConfig, _Objective, resolve_weights
+from squeeze.train.objective import DistillObjective, ObjectiveConfig, resolve_weights
 from squeeze.passes.quantize.pass_ import (QuantizeConfig, SpeedGuardError, calibration_batches, check_parity, export_qdq, quantize,
                                      resolve_backend, speed_guard)
 from squeeze.passes.quantize.qdq import QuantRulesError, check_qdq_graph, enforce_rules, weight_dequantizers, _Graph
@@ -108,8 +108,8 @@ def test_one_qat_step_lowers_the_distillation_loss(teacher, digits):
     backend = get_backend("torch-fx")
     example = teacher.input_spec.example(batch=2)
     qmodel = backend.quantize(student, CPU_QUANT_RULES, example, calibration_batches(digits, 128))
-    dcfg = DistillConfig(loss="kd")
-    objective = _Objective(resolve_weights(dcfg, True), dcfg, teacher.module.eval(), qmodel, example)
+    dcfg = ObjectiveConfig(loss="kd")
+    objective = DistillObjective(resolve_weights(dcfg, True), dcfg, teacher.module.eval(), qmodel, example)
     x, y = digits.batch("train", 128)
     with torch.no_grad():
         t_logits = teacher.module(x)

@@ -47,7 +47,7 @@ def test_kill_9_during_passes_resumes_and_matches_an_uninterrupted_run(tmp_path)
     out, cache = tmp_path / "out", tmp_path / "cache"
     cmd = _compress_cmd(out, cache, epochs=3)
     # 1) killed in the middle of distillation, once its first epoch checkpoint exists
-    _run_until(cmd, lambda: any(cache.glob("distill-*/distill/last.pt")))
+    _run_until(cmd, lambda: any(cache.glob("distill-*/distill/resume-state.pt")))
     assert not out.exists() and not any((cache).glob("distill-*/done.json"))
     # 2) killed after distillation finished, while exporting / profiling
     _run_until(cmd, lambda: any(cache.glob("distill-*/done.json")))

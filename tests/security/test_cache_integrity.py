@@ -95,7 +95,7 @@ def test_every_kind_of_damage_is_detected_discarded_and_recomputed(setup, tmp_pa
     def corrupt_training_state():  # what a killed run leaves, corrupted: no done.json, a broken per-epoch state
         for f in [p for p in distill.rglob("*") if p.is_file()]:
             f.unlink()
-        (distill / "distill" / "last.pt").write_bytes(b"PK\x03\x04 not a zip")
+        (distill / "distill" / "resume-state.pt").write_bytes(b"PK\x03\x04 not a zip")
 
     _, messages = damage_then_rerun(5, "broken training state", corrupt_training_state)
     assert any("discarding unreadable training state" in m for m in messages)

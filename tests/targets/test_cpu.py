@@ -6,7 +6,7 @@ import pytest
 
 from squeeze.errors import TargetUnavailableError, UserInputError
 from squeeze.io.modelio import load_model, load_onnx
-from squeeze.passes.export import ExportConfig, export_onnx
+from squeeze.io.onnx_export import ExportConfig, export_onnx
 from squeeze.targets import get_target
 from squeeze.targets.base import ProfileSpec
 

@@ -1,0 +1,177 @@
+"""The `squeeze` app: consoles, error handling, the options every command shares.
+
+Exit codes: 0 ok; 1 gate failed / budget not met / parity failed; 2 bad input or usage (one line
+on stderr, no traceback unless --debug); 3 internal error (traceback written to a log file).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+import tempfile
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+import typer
+import typer.main
+from typer.core import TyperGroup
+from rich.console import Console
+from rich.markup import escape
+
+from squeeze.errors import SqueezeError
+
+PASS_COMMANDS = ("distill", "prune", "quantize", "search")  # generated from the passes' configs: built on first use
+
+
+class LazyGroup(TyperGroup):
+    """The pass commands are generated from the passes' typed configs, which import torch: they are built
+    only when named (or when the root --help lists them), so `squeeze gate` and `squeeze targets` start fast."""
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        return [*super().list_commands(ctx), *(n for n in PASS_COMMANDS if n not in self.commands)]
+
+    def get_command(self, ctx: Any, name: str) -> Any:
+        command = super().get_command(ctx, name)
+        if command is None and name in PASS_COMMANDS:
+            from squeeze.cli import pass_commands  # noqa: F401 - importing it registers the typer commands
+
+            info = next(c for c in app.registered_commands if c.name == name)
+            command = typer.main.get_command_from_info(info, pretty_exceptions_short=True, rich_markup_mode=app.rich_markup_mode)
+            self.add_command(command, name)
+        return command
+
+
+app = typer.Typer(
+    cls=LazyGroup,
+    name="squeeze",
+    help=(
+        "Compress a trained PyTorch model for an edge target and measure it there.\n\n"
+        "Examples:\n\n"
+        "  squeeze compress samples/teachers/resnet_mnist.pt --target cpu --out out/\n\n"
+        "  squeeze search samples/teachers/resnet_mnist.pt --data mnist --latency-budget 0.3ms --out search/\n\n"
+        "  squeeze inspect samples/teachers/resnet_mnist.pt2\n\n"
+        "  squeeze export samples/teachers/resnet_mnist.pt --out m.onnx --json\n\n"
+        "  squeeze profile m.onnx --target cpu --json\n\n"
+        "  squeeze targets"
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _console(to_stderr: bool) -> Console:
+    """A terminal gets rich's wrapping at its width; a pipe or log file gets whole lines (no 80-column
+    wrap in the middle of a path or a table cell)."""
+    stream = sys.stderr if to_stderr else sys.stdout
+    if stream.isatty():
+        return Console(stderr=to_stderr)
+    return Console(stderr=to_stderr, width=1000, soft_wrap=True)
+
+
+stdout = _console(False)
+stderr = _console(True)
+_state = {"debug": bool(os.environ.get("SQUEEZE_DEBUG"))}
+
+# Options shared by the commands that load a model.
+ArchOpt = typer.Option(None, "--arch", help="module:factory that builds the architecture of a state_dict, e.g. mypkg.models:resnet18")
+ShapeOpt = typer.Option(None, "--input-shape", help="input shape with batch, e.g. 1x3x32x32 (when the file does not record it)")
+TrustOpt = typer.Option(False, "--trust-pickle", help="allow loading full pickles (runs code from the file: only for files you trust)")
+DataOpt = typer.Option(None, "--data", help="'mnist', 'digits', a .npz/.pt file, an image folder, or pkg.mod:fn")
+JsonOpt = typer.Option(False, "--json", help="print one JSON document on stdout instead of tables")
+# Options of the remote targets (jetson-*, ssh://) and TensorRT builds.
+DeviceOpt = typer.Option(None, "--device", help="Jetson to build/measure on over SSH: user@host[:port] (host must be in known_hosts)")
+PowerOpt = typer.Option(None, "--power-mode", help="Jetson nvpmodel mode (name like MAXN_SUPER, or id) to set before measuring")
+IdentityOpt = typer.Option(None, "--identity-file", "-i", help="SSH private key (default: ssh-agent and ~/.ssh keys)")
+KnownHostsOpt = typer.Option(None, "--known-hosts", help="known_hosts file to check the device's host key against (default ~/.ssh/known_hosts)")
+PortOpt = typer.Option(None, "--port", help="SSH port (default 22, or the one in the address)")
+RemotePythonOpt = typer.Option(None, "--remote-python", help="Python on an ssh:// target that has onnxruntime (default python3)")
+PrecisionOpt = typer.Option(None, "--precision", help="TensorRT: strongly-typed (default; precision from the ONNX), or fp16/int8/best (TensorRT 10.x only)")
+TrtexecOpt = typer.Option(None, "--trtexec", help="trtexec path (default: /usr/src/tensorrt/bin/trtexec on a Jetson; PATH locally)")
+
+
+def handled(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn squeeze errors into one stderr line + exit code; internal errors into a log pointer."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        _quiet_libraries()
+        try:
+            return fn(*args, **kwargs)
+        except typer.Exit:
+            raise
+        except KeyboardInterrupt:
+            stderr.print("interrupted; re-running the same command resumes from the last finished step")
+            raise typer.Exit(130) from None
+        except Exception as exc:
+            if _state["debug"]:
+                traceback.print_exc()
+            exc = _as_user_error(exc)
+            if isinstance(exc, SqueezeError):
+                stderr.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+                raise typer.Exit(exc.exit_code) from None
+            fd, log = tempfile.mkstemp(prefix="squeeze-error-", suffix=".log")
+            with os.fdopen(fd, "w") as fh:
+                fh.write(traceback.format_exc())
+            stderr.print(f"[bold red]internal error:[/] {type(exc).__name__}: {escape(str(exc))} (traceback in {log}; re-run with --debug)",
+                         highlight=False, soft_wrap=True)
+            raise typer.Exit(3) from None
+
+    return wrapper
+
+
+def _as_user_error(exc: Exception) -> Exception:
+    """A write that failed on the user's disk (full, read-only, no permission) is bad input, not a bug."""
+    from squeeze.errors import UserInputError
+    from squeeze.io.fsutil import WRITE_ERRNOS
+
+    if isinstance(exc, OSError) and exc.errno in WRITE_ERRNOS:
+        return UserInputError(f"cannot write {exc.filename or 'a file'}: {exc.strerror}")
+    return exc
+
+
+def _quiet_libraries() -> None:
+    """Library log lines and warnings are not ours to show: a bad input gets one line. --debug shows them."""
+    if _state["debug"]:
+        return
+    import logging
+    import warnings
+
+    warnings.simplefilter("ignore")
+    for name in ("torch", "paramiko", "onnxscript", "onnx_ir", "nncf", "modelopt"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
+
+
+def _emit_json(obj: Any) -> None:
+    sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
+
+
+def _progress(as_json: bool) -> Callable[[str], None]:
+    if as_json:
+        from squeeze.api import silent
+
+        return silent
+    return lambda message: stderr.print(f"[dim]… {message}[/]", highlight=False)
+
+
+def _fmt_count(n: int | None) -> str:
+    if n is None:
+        return "-"
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.2f}{unit}"
+    return str(n)
+
+
+@app.callback()
+def _root(debug: bool = typer.Option(False, "--debug", help="show tracebacks")) -> None:
+    _state["debug"] = _state["debug"] or debug
+
+
+
+
+def main() -> None:
+    app()
