@@ -288,7 +288,7 @@ def main() -> None:
     epoch_t = [t["epoch"] for t in timing]
     ratio = [t["epoch"] / t["proxy"] for t in timing]
     ratio_full = [(t["epoch"] + teacher_epoch) / t["proxy"] for t in timing]
-    print(f"\ncost, measured interleaved per student (proxy = the search's DisWOT call: build + init + score, batch 64; median of 3, before and after the epoch):")
+    print("\ncost, measured interleaved per student (proxy = the search's DisWOT call: build + init + score, batch 64; median of 3, before and after the epoch):")
     print(f"  DisWOT proxy per candidate: median {statistics.median(proxy_t) * 1000:.1f} ms (score only {statistics.median(score_t) * 1000:.1f} ms), "
           f"max {max(proxy_t) * 1000:.1f} ms")
     print(f"  one KD epoch, {len(x_train)} images, cached teacher logits: median {statistics.median(epoch_t):.2f} s, min {min(epoch_t):.2f} s, "

@@ -326,7 +326,7 @@ def build(
     from squeeze.io.data import open_data
     from squeeze.io.modelio import load_any
     from squeeze.io.onnx_export import ExportConfig, export_onnx
-    from squeeze.targets.tensorrt import manifest_path
+    from squeeze.targets.engine import manifest_path
 
     out = check_output_path(Path(out))
     tgt = remote_target(target, **remote)

@@ -77,7 +77,7 @@ def make_device(root: Path, kind: str = "orin-nano-devkit", trt: str = "10.3", m
 
 def device_config(root: Path, sshd, calibration: Path, **overrides):
     from squeeze.targets.jetson import JetsonConfig
-    from squeeze.targets.tensorrt import TrtexecTiming
+    from squeeze.targets.trtexec import TrtexecTiming
 
     base = dict(trtexec=str(root / "bin" / "trtexec"), device_tree=str(root / "dt"), release_file=str(root / "etc" / "nv_tegra_release"),
                 nvpmodel=str(root / "bin" / "nvpmodel"), nvpmodel_conf=str(root / "etc" / "nvpmodel.conf"),

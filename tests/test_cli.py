@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
 
 TEACHER = Path(__file__).resolve().parent.parent / "samples" / "teachers" / "resnet_mnist.pt"
 

@@ -22,7 +22,7 @@ def _worker(rank: int, world: int, port: int, teacher: Any, student: torch.nn.Mo
 
     import torch.distributed as dist
 
-    from squeeze.passes.distill.pass_ import distill
+    from squeeze.passes.distill.train import distill
     from squeeze.targets.ort_runtime import usable_cores
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
@@ -43,7 +43,7 @@ def distill_distributed(teacher: Any, student: torch.nn.Module, data: Any, cfg: 
     """Run distill() in cfg.nproc processes; returns rank 0's result (out_dir/result.json)."""
     import torch.multiprocessing as mp
 
-    from squeeze.passes.distill.pass_ import check_inputs, resolve_weights
+    from squeeze.train.objective import check_student_fits as check_inputs, resolve_weights
 
     check_inputs(teacher, student, data)  # bad input fails here, in one process, before any worker starts
     resolve_weights(cfg, data.has_labels)

@@ -42,7 +42,7 @@ class QuantizeConfig:
     weight_decay: float = 0.0
     batch_size: int = 128
     train_samples: int = 0  # QAT on a seeded subset of the train split of this size; 0 = all of it
-    loss: str = "kd"  # the distill pass's loss terms (kd, dist, ce, fitnet, ...), see passes/distill.py
+    loss: str = "kd"  # the distill pass's loss terms (kd, dist, ce, fitnet, ...), see squeeze/train/objective.py
     temperature: float = 4.0
     alpha: float = 0.9
     scale_update_epochs: int = 0  # 0: activation scales frozen after PTQ (ModelOpt's QAD); k: re-estimated after each of the first k epochs
@@ -74,7 +74,7 @@ class QuantizeConfig:
             raise UserInputError("parity needs samples >= 1, a tolerance > 0 and a top-1 agreement in [0, 1]")
         if self.scale_update_epochs < 0 or self.latency_rounds < 1 or self.latency_iterations < 2:
             raise UserInputError("--scale-update-epochs must be >= 0; latency rounds >= 1 and iterations >= 2")
-        from squeeze.passes.distill.pass_ import parse_loss
+        from squeeze.train.objective import parse_loss
 
         parse_loss(self.loss)
 

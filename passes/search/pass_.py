@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
+from torch import nn
 
 from squeeze.measure.analysis import count_macs, count_params, evaluating
 from squeeze.io.artifacts import ModelArtifact
@@ -147,18 +148,9 @@ def _fmt_budget(value: float, unit: str) -> str:
     return f"{value:.4g} {unit}"
 
 
-def search(teacher: ModelArtifact, data: DataBundle | None, target: Target, cfg: SearchConfig, *,
-           progress: Callable[[str], None] = lambda m: None,
-           on_event: Callable[[Event, Candidate | None], None] | None = None) -> SearchOutcome:
-    started = time.perf_counter()
-    space = get_space(cfg.space)
-    num_classes = teacher_classes(teacher, cfg.proxy)
-    in_channels = int(teacher.input_spec.shape[1])
-    input_shape = (1, *teacher.input_spec.shape[1:])
-    example = torch.zeros(input_shape)
-    timings: dict[str, float] = {}
-
-    # -- the fixed batch and the teacher's side, once ------------------------------------------
+def _proxy_inputs(teacher: ModelArtifact, data: DataBundle | None, cfg: SearchConfig, num_classes: int, input_shape: tuple[int, ...],
+                  timings: dict[str, float], progress: Callable[[str], None]) -> tuple[Any, dict[str, Any]]:
+    """The one fixed proxy batch (calibration split, never eval) and the teacher's side of the proxy, computed once."""
     batch_info: dict[str, Any] = {"size": 0}
     x = y = None
     if cfg.proxy in proxies.NEEDS_DATA:
@@ -182,88 +174,120 @@ def search(teacher: ModelArtifact, data: DataBundle | None, target: Target, cfg:
         progress(f"computing the teacher's reference on {len(x)} {cfg.proxy_split} images ({cfg.teacher_init} teacher)")
         reference = proxies.teacher_reference(teacher.module, x, y, cfg.teacher_init, cfg.seed, cfg.temperature)
         timings["teacher_reference_s"] = time.perf_counter() - t0
-    inputs = proxies.ProxyInputs(x, y, input_shape, reference)
+    return proxies.ProxyInputs(x, y, input_shape, reference), batch_info
 
-    teacher_params = count_params(teacher.module)
-    teacher_macs = count_macs(teacher.module, teacher.input_spec.example(batch=1))
-    params_cap = cfg.params_budget if cfg.params_budget is not None else teacher_params
-    macs_cap = cfg.macs_budget if cfg.macs_budget is not None else teacher_macs
-    cache_path = (Path(cfg.latency_cache).expanduser() if cfg.latency_cache else default_cache_path()) if cfg.use_latency_cache else None
-    short_spec = ProfileSpec(warmup=cfg.profile_warmup, iterations=cfg.profile_iterations)
-    oracle: LatencyOracle | None = None
-    latency_note = ""
-    try:
-        oracle = LatencyOracle(target, teacher.input_spec, short_spec, cache_path)
-    except UserInputError as exc:
-        if cfg.latency_budget_ms is not None:
-            raise
-        latency_note = str(exc)
-    metric_key = f"{cfg.latency_metric}_ms"
 
-    # -- evaluating one candidate ------------------------------------------------------------
-    memo: dict[str, Candidate] = {}
+class _Evaluator:
+    """Scores one candidate: size caps, then the latency budget on the target, then the proxy; memoised by architecture."""
 
-    def evaluate(genome: dict[str, Any]) -> Candidate:
-        key = space.key(genome)
-        if key in memo:
-            return memo[key]
-        spec = space.spec(genome)
-        t0 = time.perf_counter()
-        torch.manual_seed(candidate_seed(cfg.seed, key))
-        with proxies.one_thread():
-            module = space.build(genome, in_channels, num_classes)
-            params, macs = count_params(module), count_macs(module, example)
-        metrics: dict[str, Any] = {"params": params, "macs": macs}
-        reason = ""
-        if params > params_cap:
-            reason = f"params {params} > {'budget' if cfg.params_budget is not None else 'the teacher'} {params_cap}"
-        elif macs > macs_cap:
-            reason = f"MACs {macs} > {'budget' if cfg.macs_budget is not None else 'the teacher'} {macs_cap}"
-        elif cfg.latency_budget_ms is not None and oracle is not None:
-            lat = oracle.latency(spec, module)
+    def __init__(self, space: SearchSpace, cfg: SearchConfig, inputs: Any, oracle: LatencyOracle | None, in_channels: int, num_classes: int,
+                 example: torch.Tensor, params_cap: int, macs_cap: int):
+        self.space, self.cfg, self.inputs, self.oracle = space, cfg, inputs, oracle
+        self.in_channels, self.num_classes, self.example, self.params_cap, self.macs_cap = in_channels, num_classes, example, params_cap, macs_cap
+        self.metric_key = f"{cfg.latency_metric}_ms"
+        self.memo: dict[str, Candidate] = {}
+
+    def _reason(self, params: int, macs: int, spec: dict[str, Any], module: nn.Module, metrics: dict[str, Any]) -> str:
+        cfg = self.cfg
+        if params > self.params_cap:
+            return f"params {params} > {'budget' if cfg.params_budget is not None else 'the teacher'} {self.params_cap}"
+        if macs > self.macs_cap:
+            return f"MACs {macs} > {'budget' if cfg.macs_budget is not None else 'the teacher'} {self.macs_cap}"
+        if cfg.latency_budget_ms is not None and self.oracle is not None:
+            lat = self.oracle.latency(spec, module)
             metrics["latency"] = _latency_summary(lat)
-            if lat[metric_key] > cfg.latency_budget_ms:
-                reason = f"latency {cfg.latency_metric} {lat[metric_key]:.3f} ms > budget {cfg.latency_budget_ms:.3f} ms"
+            if lat[self.metric_key] > cfg.latency_budget_ms:
+                return f"latency {cfg.latency_metric} {lat[self.metric_key]:.3f} ms > budget {cfg.latency_budget_ms:.3f} ms"
+        return ""
+
+    def __call__(self, genome: dict[str, Any]) -> Candidate:
+        key = self.space.key(genome)
+        if key in self.memo:
+            return self.memo[key]
+        spec = self.space.spec(genome)
+        t0 = time.perf_counter()
+        torch.manual_seed(candidate_seed(self.cfg.seed, key))
+        with proxies.one_thread():
+            module = self.space.build(genome, self.in_channels, self.num_classes)
+            params, macs = count_params(module), count_macs(module, self.example)
+        metrics: dict[str, Any] = {"params": params, "macs": macs}
+        reason = self._reason(params, macs, spec, module, metrics)
         cand = Candidate(key, dict(genome), spec, feasible=not reason, reason=reason, metrics=metrics)
         if not reason:
             p0 = time.perf_counter()
-            cand.score, terms = proxies.score(cfg.proxy, module, inputs)
+            cand.score, terms = proxies.score(self.cfg.proxy, module, self.inputs)
             metrics["terms"] = terms
             metrics["proxy_seconds"] = time.perf_counter() - p0
         metrics["seconds"] = time.perf_counter() - t0
         del module  # nothing else holds it: released before the next candidate
-        memo[key] = cand
+        self.memo[key] = cand
         return cand
 
-    # -- an impossible budget is one clear line, decided by the smallest architecture -----------
+
+def search(teacher: ModelArtifact, data: DataBundle | None, target: Target, cfg: SearchConfig, *,
+           progress: Callable[[str], None] = lambda m: None,
+           on_event: Callable[[Event, Candidate | None], None] | None = None) -> SearchOutcome:
+    started = time.perf_counter()
+    space = get_space(cfg.space)
+    num_classes = teacher_classes(teacher, cfg.proxy)
+    in_channels = int(teacher.input_spec.shape[1])
+    input_shape = (1, *teacher.input_spec.shape[1:])
+    timings: dict[str, float] = {}
+    inputs, batch_info = _proxy_inputs(teacher, data, cfg, num_classes, input_shape, timings, progress)
+    teacher_size = {"params": count_params(teacher.module), "macs": count_macs(teacher.module, teacher.input_spec.example(batch=1))}
+    params_cap = cfg.params_budget if cfg.params_budget is not None else teacher_size["params"]
+    macs_cap = cfg.macs_budget if cfg.macs_budget is not None else teacher_size["macs"]
+    cache_path = (Path(cfg.latency_cache).expanduser() if cfg.latency_cache else default_cache_path()) if cfg.use_latency_cache else None
+    oracle: LatencyOracle | None = None
+    latency_note = ""
+    try:
+        oracle = LatencyOracle(target, teacher.input_spec, ProfileSpec(warmup=cfg.profile_warmup, iterations=cfg.profile_iterations), cache_path)
+    except UserInputError as exc:
+        if cfg.latency_budget_ms is not None:
+            raise
+        latency_note = str(exc)
+    evaluate = _Evaluator(space, cfg, inputs, oracle, in_channels, num_classes, torch.zeros(input_shape), params_cap, macs_cap)
+    # an impossible budget is one clear line, decided by the smallest architecture
     smallest_genome = space.smallest()
     progress(f"checking the smallest architecture of space {space.name} against the budgets")
     smallest = evaluate(smallest_genome)
     if not smallest.feasible:
-        raise UserInputError(_impossible(cfg, space, target, smallest, metric_key))
-
+        raise UserInputError(_impossible(cfg, space, target, smallest, evaluate.metric_key))
     progress(f"searching space {space.name} with proxy {cfg.proxy}: population {cfg.population}, {cfg.iterations} iterations")
     t0 = time.perf_counter()
     events = evolve(space, evaluate, cfg.evolution(), first=[smallest_genome], on_event=on_event)
     timings["evolution_s"] = time.perf_counter() - t0
     top = best_candidates(events, cfg.top_k)
-    best = top[0]
-
-    # -- latency of the top-k (short runs) and of the chosen student (full profile spec) ---------
-    final_latency = None
-    if oracle is not None:
-        progress(f"measuring the top {len(top)} on {target.name}")
-        for cand in top:
-            if "latency" not in cand.metrics:
-                torch.manual_seed(candidate_seed(cfg.seed, cand.key))
-                cand.metrics["latency"] = _latency_summary(oracle.latency(cand.spec, space.build(cand.genome, in_channels, num_classes)))
-        final_oracle = LatencyOracle(target, teacher.input_spec, ProfileSpec(), cache_path)
-        torch.manual_seed(cfg.seed)
-        final_latency = final_oracle.latency(best.spec, space.build(best.genome, in_channels, num_classes))
-        final_latency["kind"] = "measured" if final_latency["measured"] else "predicted"
+    final_latency = _measure_top(top, space, oracle, target, teacher, cfg, cache_path, in_channels, num_classes, progress)
     timings["total_s"] = time.perf_counter() - started
+    latency_kind = "measured" if oracle is not None and oracle.measured else ("predicted" if oracle is not None else f"not available: {latency_note}")
+    result = _result(cfg, space, teacher, teacher_size, data, target, latency_kind, events, top, final_latency, params_cap, macs_cap,
+                     batch_info, timings, oracle, num_classes)
+    return SearchOutcome(space, top[0], top, events, result, in_channels, num_classes, [_event_row(e) for e in events])
 
-    history = [_event_row(e) for e in events]
+
+def _measure_top(top: list[Candidate], space: SearchSpace, oracle: LatencyOracle | None, target: Target, teacher: ModelArtifact,
+                 cfg: SearchConfig, cache_path: Path | None, in_channels: int, num_classes: int, progress) -> dict[str, Any] | None:
+    """Latency of the top-k (short runs) and of the chosen student (the full profile spec)."""
+    if oracle is None:
+        return None
+    progress(f"measuring the top {len(top)} on {target.name}")
+    for cand in top:
+        if "latency" not in cand.metrics:
+            torch.manual_seed(candidate_seed(cfg.seed, cand.key))
+            cand.metrics["latency"] = _latency_summary(oracle.latency(cand.spec, space.build(cand.genome, in_channels, num_classes)))
+    final_oracle = LatencyOracle(target, teacher.input_spec, ProfileSpec(), cache_path)
+    torch.manual_seed(cfg.seed)
+    final = final_oracle.latency(top[0].spec, space.build(top[0].genome, in_channels, num_classes))
+    final["kind"] = "measured" if final["measured"] else "predicted"
+    return final
+
+
+def _result(cfg: SearchConfig, space: SearchSpace, teacher: ModelArtifact, teacher_size: dict[str, int], data: DataBundle | None,
+            target: Target, latency_kind: str, events: list[Event], top: list[Candidate], final_latency: dict[str, Any] | None,
+            params_cap: int, macs_cap: int, batch_info: dict[str, Any], timings: dict[str, float], oracle: LatencyOracle | None,
+            num_classes: int) -> dict[str, Any]:
+    best, metric_key = top[0], f"{cfg.latency_metric}_ms"
     scored = [e.candidate.metrics["proxy_seconds"] for e in events if not e.repeat and "proxy_seconds" in e.candidate.metrics]
     unique = {e.candidate.key: e.candidate for e in events}
     rejected: dict[str, int] = {}
@@ -271,26 +295,24 @@ def search(teacher: ModelArtifact, data: DataBundle | None, target: Target, cfg:
         if not cand.feasible:
             kind = cand.reason.split(" ", 1)[0]
             rejected[kind] = rejected.get(kind, 0) + 1
-    budgets = {"latency_ms": cfg.latency_budget_ms, "latency_metric": cfg.latency_metric,
-               "params": params_cap, "params_from": "budget" if cfg.params_budget is not None else "teacher",
-               "macs": macs_cap, "macs_from": "budget" if cfg.macs_budget is not None else "teacher"}
     within = {"params": best.metrics["params"] <= params_cap, "macs": best.metrics["macs"] <= macs_cap}
     if cfg.latency_budget_ms is not None:
         within["latency_search"] = best.metrics["latency"][metric_key] <= cfg.latency_budget_ms
         within["latency_final"] = final_latency[metric_key] <= cfg.latency_budget_ms if final_latency else None
-    result = {
+    return {
         "student": {"spec": best.spec, "score": best.score, "terms": best.metrics.get("terms", {}), "params": best.metrics["params"],
                     "macs": best.metrics["macs"], "latency_search": best.metrics.get("latency"), "latency": final_latency},
         "within_budget": within,
-        "budgets": budgets,
+        "budgets": {"latency_ms": cfg.latency_budget_ms, "latency_metric": cfg.latency_metric,
+                    "params": params_cap, "params_from": "budget" if cfg.params_budget is not None else "teacher",
+                    "macs": macs_cap, "macs_from": "budget" if cfg.macs_budget is not None else "teacher"},
         "proxy": {"name": cfg.proxy, "higher_is_better": True, "teacher_init": cfg.teacher_init, "semantic_temperature": cfg.temperature,
                   "batch": batch_info},
         "top_k": [_candidate_row(i + 1, c) for i, c in enumerate(top)],
         "space": space.describe(),
-        "teacher": {**teacher.describe(), "params": teacher_params, "macs": teacher_macs, "classes": num_classes},
+        "teacher": {**teacher.describe(), **teacher_size, "classes": num_classes},
         "data": data.describe() if data is not None else None,
-        "target": {"name": target.name, "latency": "measured" if oracle is not None and oracle.measured else
-                   ("predicted" if oracle is not None else f"not available: {latency_note}")},
+        "target": {"name": target.name, "latency": latency_kind},
         "search": {"proposals": len(events), "unique_candidates": len(unique), "feasible": sum(c.feasible for c in unique.values()),
                    "rejected": rejected, "repeats": sum(e.repeat for e in events)},
         "timings": {**{k: round(v, 3) for k, v in timings.items()},
@@ -299,7 +321,6 @@ def search(teacher: ModelArtifact, data: DataBundle | None, target: Target, cfg:
         "latency_cache": oracle.stats() if oracle is not None else None,
         "config": asdict(cfg),
     }
-    return SearchOutcome(space, best, top, events, result, in_channels, num_classes, history)
 
 
 def _latency_summary(lat: dict[str, Any]) -> dict[str, Any]:

@@ -23,7 +23,9 @@ from rich.markup import escape
 
 from squeeze.errors import SqueezeError
 
-PASS_COMMANDS = ("distill", "prune", "quantize", "search")  # generated from the passes' configs: built on first use
+# Commands generated from the passes' configs, built on first use by the module that registers them (a plugin-style
+# load by name: this module never imports that one, which imports this one to register).
+LAZY_COMMANDS = {name: "squeeze.cli.pass_commands" for name in ("distill", "prune", "quantize", "search")}
 
 
 class LazyGroup(TyperGroup):
@@ -31,12 +33,14 @@ class LazyGroup(TyperGroup):
     only when named (or when the root --help lists them), so `squeeze gate` and `squeeze targets` start fast."""
 
     def list_commands(self, ctx: Any) -> list[str]:
-        return [*super().list_commands(ctx), *(n for n in PASS_COMMANDS if n not in self.commands)]
+        return [*super().list_commands(ctx), *(n for n in LAZY_COMMANDS if n not in self.commands)]
 
     def get_command(self, ctx: Any, name: str) -> Any:
         command = super().get_command(ctx, name)
-        if command is None and name in PASS_COMMANDS:
-            from squeeze.cli import pass_commands  # noqa: F401 - importing it registers the typer commands
+        if command is None and name in LAZY_COMMANDS:
+            import importlib
+
+            importlib.import_module(LAZY_COMMANDS[name])  # registers the typer commands
 
             info = next(c for c in app.registered_commands if c.name == name)
             command = typer.main.get_command_from_info(info, pretty_exceptions_short=True, rich_markup_mode=app.rich_markup_mode)

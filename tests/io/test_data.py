@@ -13,7 +13,6 @@ import pytest
 import torch
 from PIL import Image
 
-import squeeze.io.data as data
 import squeeze.io.readers as readers
 from squeeze.io.data import UNLABELLED, DataBundle, SplitConfig, load_data, load_mnist
 from squeeze.errors import UserInputError

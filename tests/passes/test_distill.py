@@ -18,7 +18,7 @@ from squeeze import api
 from squeeze.train import losses
 from squeeze.errors import UserInputError
 from squeeze.io.modelio import load_model
-from squeeze.passes.distill.pass_ import DistillConfig, TrainingDivergedError, distill, parse_loss, resolve_weights
+from squeeze.passes.distill.pass_ import DistillConfig, TrainingDivergedError, resolve_weights
 from squeeze.io.students import build_student
 
 ROOT = Path(__file__).resolve().parents[2]

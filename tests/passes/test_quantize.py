@@ -15,7 +15,7 @@ from onnx import helper, numpy_helper
 
 from squeeze import zoo
 from squeeze.io.data import SplitConfig, load_data
-from squeeze.errors import ParityError, UserInputError
+from squeeze.errors import UserInputError
 from squeeze.io.modelio import load_model
 from squeeze.train.objective import DistillObjective, ObjectiveConfig, resolve_weights
 from squeeze.passes.quantize.pass_ import (QuantizeConfig, SpeedGuardError, calibration_batches, check_parity, export_qdq, quantize,
@@ -24,7 +24,7 @@ from squeeze.passes.quantize.qdq import QuantRulesError, check_qdq_graph, enforc
 from squeeze.passes.quantize.backends import fold_batchnorm, get_backend
 from squeeze.targets import get_target
 from squeeze.targets.cpu import CPU_QUANT_RULES
-from squeeze.targets.tensorrt import TENSORRT_QUANT_RULES
+from squeeze.targets.trtexec import TENSORRT_QUANT_RULES
 
 ROOT = Path(__file__).resolve().parents[2]
 TEACHER = ROOT / "samples" / "teachers" / "resnet_digits.pt"

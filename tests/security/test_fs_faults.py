@@ -9,12 +9,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-import torch
 
 from conftest import assert_refused
-from squeeze import zoo
-from squeeze.io.artifacts import InputSpec
-from squeeze.io.modelio import save_checkpoint
 
 ROOT = Path(__file__).resolve().parents[2]
 TEACHER = ROOT / "samples" / "teachers" / "resnet_digits.pt"  # its ONNX is 2.8 MB: it cannot fit in 1 MB

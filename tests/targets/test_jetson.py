@@ -30,7 +30,8 @@ from squeeze.targets.jetson import (
     parse_nvpmodel_query,
     parse_tegra_release,
 )
-from squeeze.targets.tensorrt import EngineBuildOptions, EngineMismatchError, TensorRTError, TrtexecMissingError, manifest_path
+from squeeze.targets.engine import manifest_path
+from squeeze.targets.trtexec import EngineBuildOptions, EngineMismatchError, TensorRTError, TrtexecMissingError
 
 SPEC = ProfileSpec(batch_size=1, warmup=0, iterations=50)
 

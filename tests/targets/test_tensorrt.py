@@ -14,24 +14,11 @@ from squeeze.io.artifacts import InputSpec
 from squeeze.errors import TargetUnavailableError, UserInputError
 from squeeze.io.modelio import load_onnx
 from squeeze.targets import get_target
-from squeeze.targets.tensorrt import (
-    EngineBuildOptions,
-    EngineMismatchError,
-    TensorRTError,
-    TrtexecTiming,
-    TrtVersion,
-    build_with_python_api,
-    check_precision,
-    engine_mismatches,
-    nearest_rank,
-    parse_export_profile,
-    parse_export_times,
-    parse_trtexec_log,
-    read_manifest,
-    trtexec_build_args,
-    trtexec_profile_args,
-    version_from_banner,
-)
+from squeeze.targets.engine import engine_mismatches, read_manifest
+from squeeze.targets.tensorrt import build_with_python_api
+from squeeze.targets.trtexec import (EngineBuildOptions, EngineMismatchError, TensorRTError, TrtexecTiming, TrtVersion, check_precision,
+                                     nearest_rank, parse_export_profile, parse_export_times, parse_trtexec_log, trtexec_build_args,
+                                     trtexec_profile_args, version_from_banner)
 
 FIXTURES = Path(__file__).parent / "fixtures" / "trtexec"
 DYNAMIC = InputSpec((1, 3, 32, 32), name="images")
