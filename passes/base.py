@@ -65,6 +65,7 @@ class Pass(Protocol):
     placement: ClassVar[Placement]
     produces_stage: ClassVar[bool]  # its output is a new model: measured as a stage of the manifest
     chooses_student: ClassVar[bool]  # its output is the student later passes train (search)
+    lowers_precision: ClassVar[bool]  # its output is its input at lower precision (quantize): ships only if measured faster
 
     def run(self, ctx: Context, inp: Any, cfg: Any) -> Any: ...
 
@@ -80,6 +81,7 @@ class PassBase:
     placement: ClassVar[Placement] = Placement()
     produces_stage: ClassVar[bool] = False
     chooses_student: ClassVar[bool] = False
+    lowers_precision: ClassVar[bool] = False
 
     def check(self, cfg: Any, ctx: Context) -> None:
         return None
@@ -108,7 +110,8 @@ def check_pass_class(cls: type, name: str) -> None:
         raise UserInputError(f"pass registered as {name!r} calls itself {cls.name!r}")
     if not dataclasses.is_dataclass(cls.Config):
         raise UserInputError(f"pass {name!r}: Config must be a dataclass (the single source of its options)")
-    for attr, default in (("requires", Requires()), ("placement", Placement()), ("produces_stage", False), ("chooses_student", False)):
+    for attr, default in (("requires", Requires()), ("placement", Placement()), ("produces_stage", False), ("chooses_student", False),
+                          ("lowers_precision", False)):
         if not hasattr(cls, attr):
             setattr(cls, attr, default)
     for hook in ("check", "aim", "aims_at_latency"):

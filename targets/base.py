@@ -27,6 +27,7 @@ class QuantRules:
     quantized_bias: bool = False  # int32 DequantizeLinear for biases (TensorRT cannot parse it)
     onnx_domains: tuple[str, ...] = ("", "ai.onnx")  # op domains the runtime runs (no custom ops)
     backend: str = "modelopt"  # the quantization backend `auto` picks for this target (passes/quantize.py)
+    ort_cpu_kernels: bool = False  # runs on ORT's CPU EP: every Q/DQ pair must fuse into its QLinear kernels (checked at export)
 
     @property
     def activation_dtype(self) -> str:
@@ -40,6 +41,9 @@ class Availability:
     details: dict[str, Any] = field(default_factory=dict)
 
 
+OPTIMIZATION_LEVELS = ("all", "extended", "basic")
+
+
 @dataclass(frozen=True)
 class ProfileSpec:
     """How to measure. Defaults suit small edge models on a shared CPU; raise iterations for tight p99."""
@@ -49,12 +53,20 @@ class ProfileSpec:
     iterations: int = 200
     threads: int | None = None  # intra-op threads; None = every core this process may use
     seed: int = 0
+    spinning: bool | None = None  # ORT's intra-op thread spinning; None = the runtime's default (on)
+    optimization: str = "all"  # ORT graph optimisation: all (incl. the NCHWc layout), extended (no layout change), basic
 
     def __post_init__(self) -> None:
         from squeeze.errors import UserInputError
 
         if self.batch_size < 1 or self.warmup < 0 or self.iterations < 2 or (self.threads is not None and self.threads < 1):
             raise UserInputError("profile needs batch >= 1, warmup >= 0, iterations >= 2 and threads >= 1")
+        if self.optimization not in OPTIMIZATION_LEVELS:
+            raise UserInputError(f"graph optimisation must be one of {', '.join(OPTIMIZATION_LEVELS)}, got {self.optimization!r}")
+
+    def settings(self) -> dict[str, Any]:
+        """The runtime settings a deployment must reproduce (what session tuning chooses)."""
+        return {"threads": self.threads, "spinning": self.spinning, "optimization": self.optimization}
 
 
 @dataclass
@@ -170,6 +182,10 @@ class Target(Protocol):
 
     def layer_profile(self, art: OnnxArtifact, spec: ProfileSpec) -> list[dict[str, Any]] | None: ...
 
+    def settings_candidates(self, spec: ProfileSpec, scope: str) -> list[ProfileSpec]: ...  # what session tuning times
+
+    def deploy_settings(self, spec: ProfileSpec) -> dict[str, Any] | None: ...  # {"settings", "snippet"} for model.session.json
+
 
 class TargetBase:
     """Defaults for what a target need not implement. A target that measures on this machine needs
@@ -216,3 +232,13 @@ class TargetBase:
 
     def layer_profile(self, art: OnnxArtifact, spec: ProfileSpec) -> list[dict[str, Any]] | None:
         return None  # no per-layer profiler on this target
+
+    def settings_candidates(self, spec: ProfileSpec, scope: str) -> list[ProfileSpec]:
+        """The runtime settings worth timing for a model (`scope`: threads or full); a pinned setting stays pinned.
+        A target without runtime knobs has one candidate: the spec itself."""
+        return [spec]
+
+    def deploy_settings(self, spec: ProfileSpec) -> dict[str, Any] | None:
+        """The runtime settings a deployment must reproduce to get the measured latency ({"settings": ..., "snippet":
+        Python that applies them}), written next to the model; None when the artifact carries them (an engine)."""
+        return None

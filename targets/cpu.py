@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from squeeze.io.artifacts import OnnxArtifact
 from squeeze.targets.base import Availability, LatencyStats, ProfileSpec, QuantRules, TargetBase
-from squeeze.targets.ort_runtime import create_session, layer_profile, profile_session, usable_cores
+from squeeze.targets.ort_runtime import create_session, deploy_settings, layer_profile, profile_session, usable_cores
 
 PROVIDER = "CPUExecutionProvider"
 
@@ -22,6 +23,7 @@ CPU_QUANT_RULES = QuantRules(
     weight_max_int=63,
     quantized_bias=True,
     backend="torch-fx",
+    ort_cpu_kernels=True,
     notes="ORT CPU EP: uint8 affine activations, int8 symmetric per-channel weights (axis 0) with |q| <= 63",
 )
 
@@ -49,6 +51,22 @@ class CpuTarget(TargetBase):
 
     def profile(self, art: OnnxArtifact, spec: ProfileSpec) -> LatencyStats:
         return profile_session(self.name, art, spec, [PROVIDER])
+
+    def settings_candidates(self, spec: ProfileSpec, scope: str) -> list[ProfileSpec]:
+        """Threads 1..cores (unless pinned), and with scope "full" also spinning on/off and the graph optimisation
+        with or without ORT's NCHWc layout: small models often run fastest on one thread without spinning."""
+        import dataclasses
+        import itertools
+
+        threads = [spec.threads] if spec.threads else list(range(1, usable_cores() + 1))
+        if scope != "full":
+            return [dataclasses.replace(spec, threads=t) for t in threads]
+        # spinning only matters with a thread pool (more than one intra-op thread)
+        return [dataclasses.replace(spec, threads=t, spinning=sp, optimization=opt)
+                for t, opt in itertools.product(threads, ("all", "extended")) for sp in ((None,) if t == 1 else (True, False))]
+
+    def deploy_settings(self, spec: ProfileSpec) -> dict[str, Any]:
+        return deploy_settings(spec, [PROVIDER])
 
     def layer_profile(self, art: OnnxArtifact, spec: ProfileSpec) -> list[dict]:
         """Per-node mean time from ONNX Runtime's profiler (for the report's per-layer table)."""

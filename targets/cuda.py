@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from squeeze.io.artifacts import OnnxArtifact
 from squeeze.errors import TargetUnavailableError
 from squeeze.targets.base import Availability, LatencyStats, ProfileSpec, QuantRules, TargetBase
-from squeeze.targets.ort_runtime import create_session, profile_session
+from squeeze.targets.ort_runtime import create_session, deploy_settings, profile_session
 
 PROVIDER = "CUDAExecutionProvider"
 
@@ -42,6 +43,9 @@ class CudaTarget(TargetBase):
         if not availability.available:
             raise TargetUnavailableError(f"target cuda is unavailable here: {availability.reason}")
         return profile_session(self.name, art, spec, [PROVIDER, "CPUExecutionProvider"])
+
+    def deploy_settings(self, spec: ProfileSpec) -> dict[str, Any]:
+        return deploy_settings(spec, [PROVIDER, "CPUExecutionProvider"])
 
 
 def _probe_session() -> None:

@@ -22,7 +22,42 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
-def create_session(path: str, providers: list[Any], threads: int | None = None):
+OPTIMIZATION = {"all": "ORT_ENABLE_ALL", "extended": "ORT_ENABLE_EXTENDED", "basic": "ORT_ENABLE_BASIC"}
+
+
+def session_options(threads: int | None = None, spinning: bool | None = None, optimization: str = "all") -> Any:
+    """The SessionOptions squeeze measures with, and that a deployment reproduces (model.session.json)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads or usable_cores()
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, OPTIMIZATION[optimization])
+    if spinning is not None:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
+    options.log_severity_level = 3
+    return options
+
+
+def deploy_settings(spec: Any, providers: list[str]) -> dict[str, Any]:
+    """The session settings a model was measured (and gated) at, as data (model.session.json) and as the
+    Python a user's runtime runs to reproduce them."""
+    threads = spec.threads or usable_cores()
+    entries = {} if spec.spinning is None else {"session.intra_op.allow_spinning": "1" if spec.spinning else "0"}
+    settings = {"runtime": "onnxruntime", "providers": providers, "intra_op_num_threads": threads, "inter_op_num_threads": 1,
+                "execution_mode": "ORT_SEQUENTIAL", "graph_optimization_level": OPTIMIZATION[spec.optimization],
+                "session_config_entries": entries}
+    lines = ["import onnxruntime as ort", "", "options = ort.SessionOptions()",
+             f"options.intra_op_num_threads = {threads}", "options.inter_op_num_threads = 1",
+             "options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL",
+             f"options.graph_optimization_level = ort.GraphOptimizationLevel.{OPTIMIZATION[spec.optimization]}",
+             *(f"options.add_session_config_entry({k!r}, {v!r})" for k, v in entries.items()),
+             f"session = ort.InferenceSession('model.onnx', options, providers={providers!r})"]
+    return {"settings": settings, "snippet": "\n".join(lines) + "\n"}
+
+
+def create_session(path: str, providers: list[Any], threads: int | None = None, spinning: bool | None = None, optimization: str = "all"):
     """An ORT session that fails loudly if the first requested provider is not the one in use.
 
     ORT silently falls back to CPU when e.g. CUDA libraries are missing (deploy.md §0.7), so the
@@ -30,12 +65,7 @@ def create_session(path: str, providers: list[Any], threads: int | None = None):
     """
     import onnxruntime as ort
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads or usable_cores()
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.log_severity_level = 3
+    options = session_options(threads, spinning, optimization)
     session = ort.InferenceSession(path, options, providers=providers)
     wanted = providers[0] if isinstance(providers[0], str) else providers[0][0]
     used = session.get_providers()
@@ -78,7 +108,7 @@ def profile_session(target: str, art: OnnxArtifact, spec: ProfileSpec, providers
         raise TargetUnavailableError(
             f"{art.path} has a static batch of {art.input_spec.shape[0]}; cannot profile batch {spec.batch_size}"
         )
-    session, options = create_session(str(art.path), providers, spec.threads)
+    session, options = create_session(str(art.path), providers, spec.threads, spec.spinning, spec.optimization)
     shape = [spec.batch_size, *art.input_spec.shape[1:]]
     rng = np.random.default_rng(spec.seed)
     feed = {session.get_inputs()[0].name: rng.standard_normal(shape).astype(art.input_spec.dtype)}
@@ -105,7 +135,9 @@ def profile_session(target: str, art: OnnxArtifact, spec: ProfileSpec, providers
             "intra_op_num_threads": options.intra_op_num_threads,
             "inter_op_num_threads": options.inter_op_num_threads,
             "execution_mode": "sequential",
-            "graph_optimization_level": "ORT_ENABLE_ALL",
+            "graph_optimization_level": OPTIMIZATION[spec.optimization],
+            "allow_spinning": "runtime default (on)" if spec.spinning is None else spec.spinning,
+            "settings": {**spec.settings(), "threads": options.intra_op_num_threads},
             "timer": "time.perf_counter_ns around InferenceSession.run, input pre-allocated",
             "percentiles": "numpy linear interpolation",
         },
@@ -125,15 +157,11 @@ def layer_profile(target: str, art: OnnxArtifact, spec: ProfileSpec, providers: 
 
     import onnxruntime as ort
 
-    session_options = ort.SessionOptions()
-    session_options.intra_op_num_threads = spec.threads or usable_cores()
-    session_options.inter_op_num_threads = 1
-    session_options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    session_options.log_severity_level = 3
+    options = session_options(spec.threads, spec.spinning, spec.optimization)
     with tempfile.TemporaryDirectory(prefix="squeeze-ortprof-") as tmp:
-        session_options.enable_profiling = True
-        session_options.profile_file_prefix = str(Path(tmp) / "profile")
-        session = ort.InferenceSession(str(art.path), session_options, providers=providers)
+        options.enable_profiling = True
+        options.profile_file_prefix = str(Path(tmp) / "profile")
+        session = ort.InferenceSession(str(art.path), options, providers=providers)
         shape = [spec.batch_size, *art.input_spec.shape[1:]]
         feed = {session.get_inputs()[0].name: np.random.default_rng(spec.seed).standard_normal(shape).astype(art.input_spec.dtype)}
         warmup = max(1, min(spec.warmup, 10))

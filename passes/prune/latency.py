@@ -80,7 +80,7 @@ class TargetLatency(LatencyMeter):
 
         arts = {str(i): self._export(m) for i, m in enumerate(models)}
         settings = MeasureConfig(block_iterations=iterations, warmup=warmup, min_rounds=rounds, max_rounds=2 * rounds, time_cap_s=120.0,
-                                 statistic=self.stat.removesuffix("_ms"), threads=self.threads)
+                                 statistic=self.stat.removesuffix("_ms"), threads=self.threads, tune="threads")
         result = compare(self.target, arts, settings, reference="0")
         return Measurement([result.per_round[n] for n in arts], result.kind, [result.stats[n] for n in arts])
 

@@ -56,7 +56,7 @@ class QuantizeConfig:
     fallback_to_float: bool = False  # INT8 slower than float (after excluding layers): ship the float model instead of failing
     latency_rounds: int = 7  # interleaved float/INT8 rounds; the median of per-round p50s is compared
     latency_iterations: int = 40
-    threads: int | None = None
+    threads: int | None = None  # speed guard's threads; None: float and INT8 each at their fastest thread count
     seed: int = 0
 
     def __post_init__(self) -> None:

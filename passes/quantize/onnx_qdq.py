@@ -13,7 +13,7 @@ from squeeze.io.artifacts import InputSpec, OnnxArtifact
 from squeeze.errors import UserInputError
 from squeeze.io.fsutil import atomic_path, sha256_file
 from squeeze.passes.quantize.backends import QuantBackend
-from squeeze.passes.quantize.qdq import enforce_rules, fold_weight_quantizers, qdq_summary
+from squeeze.passes.quantize.qdq import enforce_rules, fold_weight_quantizers, qdq_summary, scalarize_quant_params
 from squeeze.targets.base import QuantRules, Target
 
 from squeeze.passes.quantize.config import OUTPUT_NAME, Measure, QuantizeConfig
@@ -36,12 +36,38 @@ def export_qdq(module: nn.Module, spec: InputSpec, path: Path, cfg: QuantizeConf
             raise UserInputError(f"QDQ ONNX export failed: {type(exc).__name__}: {str(exc).splitlines()[0][:240]}") from None
         model = onnx.load(str(tmp))
         if rules is not None:
-            model = fold_weight_quantizers(model, rules.weight_max_int)
+            model = scalarize_quant_params(fold_weight_quantizers(model, rules.weight_max_int))
             onnx.checker.check_model(model)
             enforce_rules(model, rules, target)
             onnx.save(model, str(tmp))
         summary = qdq_summary(model)
+        if rules is not None and rules.ort_cpu_kernels:
+            summary["ort_fusion"] = ort_fusion_report(tmp)
     return summary
+
+
+def ort_fusion_report(path: Path, optimization: str = "extended") -> dict[str, Any]:
+    """The graph ONNX Runtime's CPU EP runs after its QDQ fusions. Any QuantizeLinear not on the graph's
+    input or DequantizeLinear not on its output is a pair ORT could not fuse: the op between runs in float
+    and pays a dequantize/quantize round trip (the 'extended' level: every QDQ fusion, no NCHWc layout)."""
+    import tempfile
+    from collections import Counter
+
+    import onnx
+    import onnxruntime as ort
+
+    from squeeze.targets.ort_runtime import session_options
+
+    with tempfile.TemporaryDirectory(prefix="squeeze-fusion-") as tmp:
+        options = session_options(threads=1, optimization=optimization)
+        options.optimized_model_filepath = str(Path(tmp) / "optimized.onnx")
+        ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        graph = onnx.load(options.optimized_model_filepath).graph
+    inputs, outputs = {i.name for i in graph.input}, {o.name for o in graph.output}
+    unfused = [n.name for n in graph.node if (n.op_type == "QuantizeLinear" and n.input[0] not in inputs)
+               or (n.op_type == "DequantizeLinear" and n.output[0] not in outputs)]
+    return {"optimization": optimization, "ops": dict(Counter(n.op_type for n in graph.node)), "unfused_qdq": unfused,
+            "fully_fused": not unfused}
 
 
 @torch.no_grad()
@@ -71,7 +97,8 @@ def target_measure(target: Target, spec: InputSpec, cfg: QuantizeConfig) -> Meas
     from squeeze.measure.latency import MeasureConfig, compare
 
     settings = MeasureConfig(block_iterations=cfg.latency_iterations, warmup=5, min_rounds=cfg.latency_rounds,
-                             max_rounds=3 * cfg.latency_rounds, time_cap_s=30.0, threads=cfg.threads)
+                             max_rounds=3 * cfg.latency_rounds, time_cap_s=30.0, threads=cfg.threads,
+                             tune="threads")
 
     def measure(paths: list[Path]) -> list[float]:
         arts = {f"{i}:{p.name}": OnnxArtifact(p, sha256_file(p), cfg.opset, spec) for i, p in enumerate(paths)}

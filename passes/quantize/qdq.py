@@ -124,6 +124,36 @@ def fold_weight_quantizers(model, weight_max_int: int | None = None):
     return model
 
 
+def scalarize_quant_params(model):
+    """One-element scale / zero-point tensors of per-tensor Q/DQ nodes become scalars (rank 0).
+
+    The legacy exporter writes per-tensor parameters with shape (1,). ONNX Runtime's CPU QDQ fusions for
+    Add/Mul (QLinearAdd), pooling and double Q/DQ pairs accept only scalars, so with (1,) every residual
+    Add ran in float between a DequantizeLinear and a QuantizeLinear. Identity nodes in front of such
+    constants (the exporter's shared-initializer copies) are bypassed. Same values: numerically identical.
+    Returns the model, changed in place."""
+    from onnx import numpy_helper
+
+    g = _Graph(model)
+    qdq = ("QuantizeLinear", "DequantizeLinear")
+    outputs = {o.name for o in g.graph.output}
+    for node in list(g.graph.node):  # Identity(initializer) feeding only Q/DQ parameters: use the initializer directly
+        if node.op_type == "Identity" and node.input[0] in g.initializers and node.output[0] not in outputs:
+            consumers = g.consumers.get(node.output[0], [])
+            if consumers and all(c.op_type in qdq and list(c.input).index(node.output[0]) > 0 for c in consumers):
+                for c in consumers:
+                    c.input[:] = [node.input[0] if i == node.output[0] else i for i in c.input]
+                g.graph.node.remove(node)
+    g = _Graph(model)
+    for init in g.graph.initializer:
+        if len(init.dims) != 1 or init.dims[0] != 1:
+            continue
+        users = g.consumers.get(init.name, [])
+        if users and all(u.op_type in qdq and init.name in u.input[1:] and init.name != u.input[0] for u in users):
+            init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init).reshape(()), init.name))
+    return model
+
+
 def _float_tensors(model) -> set[str]:
     """Names of float32 tensors, by ONNX shape inference."""
     from onnx import TensorProto, shape_inference

@@ -95,7 +95,8 @@ class LatencyOracle:
         p = self.profile_spec
         payload = {"spec": spec, "input_shape": list(self.input_spec.shape[1:]), "target": self.target.name,
                    "runtime_version": self.runtime_version, "measured": self.measured, "host": self.host,
-                   "profile": {"batch_size": p.batch_size, "warmup": p.warmup, "iterations": p.iterations, "threads": p.threads}}
+                   "profile": {"batch_size": p.batch_size, "warmup": p.warmup, "iterations": p.iterations, "threads": p.threads},
+                   "tuning": "threads"}  # figures at each candidate's fastest thread count
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
     def latency(self, spec: dict[str, Any], module: nn.Module) -> dict[str, Any]:
@@ -122,7 +123,7 @@ class LatencyOracle:
             onnx_art = export_onnx(art, Path(tmp) / "candidate.onnx", ExportConfig(exporter="legacy", parity_samples=8))
             p = self.profile_spec  # one block per candidate through the one measurer (its stats record the host's load)
             cfg = MeasureConfig(block_iterations=p.iterations, warmup=p.warmup, min_rounds=1, max_rounds=1, batch_size=p.batch_size,
-                                threads=p.threads)
+                                threads=p.threads, tune="threads")  # aim at the tuned latency compress will ship
             result = measure_one(self.target, onnx_art, cfg)
             return _Stats({**result.stats["model"], "measured": result.kind == "measured", "load": result.load})
 

@@ -61,9 +61,9 @@ class SearchConfig:
     top_k: int = 10
     profile_warmup: int = 5  # per-candidate latency: short runs; the chosen student is re-measured with the full spec
     profile_iterations: int = 40
+    profile_threads: int | None = None  # None: each candidate at its fastest thread count (what compress ships); N pins it
     latency_cache: str = ""  # "" = ~/.cache/squeeze/latency.json (SQUEEZE_CACHE_DIR / XDG_CACHE_HOME respected)
-    use_latency_cache: bool = field(default=True, metadata=cli(names=("--use-latency-cache/--no-latency-cache",),
-                                                                help="reuse cached candidate latencies (--no-latency-cache: measure every one afresh)"))
+    use_latency_cache: bool = field(default=True, metadata=cli(names=("--use-latency-cache/--no-latency-cache",), help="reuse cached candidate latencies (--no-latency-cache: measure every one afresh)"))
 
     def __post_init__(self) -> None:
         proxies.check_proxy(self.proxy)
@@ -241,7 +241,8 @@ def search(teacher: ModelArtifact, data: DataBundle | None, target: Target, cfg:
     oracle: LatencyOracle | None = None
     latency_note = ""
     try:
-        oracle = LatencyOracle(target, teacher.input_spec, ProfileSpec(warmup=cfg.profile_warmup, iterations=cfg.profile_iterations), cache_path)
+        spec = ProfileSpec(warmup=cfg.profile_warmup, iterations=cfg.profile_iterations, threads=cfg.profile_threads)
+        oracle = LatencyOracle(target, teacher.input_spec, spec, cache_path)
     except UserInputError as exc:
         if cfg.latency_budget_ms is not None:
             raise
@@ -276,7 +277,7 @@ def _measure_top(top: list[Candidate], space: SearchSpace, oracle: LatencyOracle
         if "latency" not in cand.metrics:
             torch.manual_seed(candidate_seed(cfg.seed, cand.key))
             cand.metrics["latency"] = _latency_summary(oracle.latency(cand.spec, space.build(cand.genome, in_channels, num_classes)))
-    final_oracle = LatencyOracle(target, teacher.input_spec, ProfileSpec(), cache_path)
+    final_oracle = LatencyOracle(target, teacher.input_spec, ProfileSpec(threads=cfg.profile_threads), cache_path)
     torch.manual_seed(cfg.seed)
     final = final_oracle.latency(top[0].spec, space.build(top[0].genome, in_channels, num_classes))
     final["kind"] = "measured" if final["measured"] else "predicted"

@@ -161,6 +161,9 @@ def compress(
     recipe: Optional[str] = typer.Option(None, "--recipe", help="full (default: search, distill, prune, INT8 QAD, profile), quick, distill (of --student), export (no compression), or a YAML file; see --print-recipe"),
     print_recipe: bool = typer.Option(False, "--print-recipe", help="print the effective recipe as YAML and exit (no work)"),
     iterations: Optional[int] = typer.Option(None, "--iterations", "-n", help="timed runs when profiling (default 200)"),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="pin ORT intra-op threads for every measurement (default: "
+                                          "tuned: each model is timed at 1..cores threads, spinning on/off, with and without "
+                                          "the NCHWc layout, and ships at its fastest; model.session.json records it)"),
     student: Optional[str] = typer.Option(None, "--student", help="distil this student (JSON spec or pkg.mod:factory) instead of searching one"),
     epochs: Optional[int] = typer.Option(None, "--epochs", help="distillation epochs (overrides the recipe)"),
     loss: Optional[str] = typer.Option(None, "--loss", help="distillation loss (overrides the recipe), see `squeeze distill --help`"),
@@ -191,7 +194,6 @@ def compress(
     Example: squeeze compress samples/teachers/resnet_mnist.pt --target cpu --out out/ --latency-budget 5ms
     """
     from squeeze import api
-    from squeeze.targets.base import ProfileSpec
 
     distill = {k: v for k, v in {"epochs": epochs, "loss": loss, "label_free": label_free}.items() if v is not None}
     overrides = {"distill": distill} if distill else {}
@@ -207,7 +209,7 @@ def compress(
     with contextlib.nullcontext() if as_json else progress:
         result = api.compress(model, target=target, out=out, data=data, arch=arch, input_shape=input_shape, trust_pickle=trust_pickle,
                               latency_budget=latency_budget, max_accuracy_drop=max_accuracy_drop,
-                              profile_spec=ProfileSpec(iterations=iterations) if iterations is not None else None, student=student,
+                              profile_spec=_profile_spec(iterations, threads), student=student,
                               recipe=recipe, overrides=overrides, resume=resume, cache_dir=cache_dir, progress=progress, command=sys.argv,
                               device=device, power_mode=power_mode, identity_file=identity_file, known_hosts=known_hosts, port=port,
                               remote_python=remote_python)
@@ -215,12 +217,24 @@ def compress(
         return _emit_result(result)
     stdout.print(f"wrote [bold]{out}/model.onnx[/], manifest.json and report.html")
     stdout.print(_stage_table(result))
+    if (result.get("measurement") or {}).get("noisy"):
+        stderr.print("[yellow]warning:[/] the latency was measured on a noisy host (" + escape("; ".join(result["measurement"]["why_noisy"])) +
+                     "); ratios hold better than absolute figures: re-run on a quiet machine before trusting a budget", highlight=False)
+    if result.get("precision"):
+        stdout.print(escape(f"precision: '{result['precision']['shipped']}' shipped: {result['precision']['why']}"))
     for check in result["gate"]["checks"]:
         stdout.print(f"gate {check['check']}: {check['value']:.4g} vs limit {check['limit']:.4g} — {'pass' if check['passed'] else 'FAIL'}")
     stdout.print(f"verdict: [bold]{result['gate']['verdict']}[/]")
     if result["gate"]["verdict"] != "pass":
         raise typer.Exit(1)
 
+
+
+def _profile_spec(iterations: int | None, threads: int | None) -> Any:
+    from squeeze.targets.base import ProfileSpec
+
+    given = {k: v for k, v in {"iterations": iterations, "threads": threads}.items() if v is not None}
+    return ProfileSpec(**given) if given else None
 
 
 @app.command()

@@ -35,8 +35,18 @@ def _stage_table(result: dict[str, Any]) -> Table:
 
     tl, lat = result["teacher_latency"], result["latency"]
     keep = ["stage", "accuracy", "agreement", "params", "MACs", "p50 ms", "p90 ms"]
-    table = Table(title=f"stages on {result['target']['name']}",
-                  caption=f"teacher p50 {tl['p50_ms']:.3f} ms → output p50 {lat['p50_ms']:.3f} ms ({result['speedup_p50']:.1f}× faster)")
+    ci = result.get("speedup_ci95")
+    interval = f", 95% CI {ci[0]:.1f}–{ci[1]:.1f}×" if ci else ""
+    caption = f"teacher p50 {tl['p50_ms']:.3f} ms → output p50 {lat['p50_ms']:.3f} ms ({result['speedup_p50']:.1f}× faster{interval})"
+    chosen = (lat.get("settings") or {}).get("chosen")
+    if chosen:
+        from squeeze.run.report import describe_settings
+
+        caption += f"\noutput at {describe_settings(chosen)} (model.session.json)"
+    measurement = result.get("measurement") or {}
+    if measurement.get("noisy"):
+        caption += "\nNOISY HOST: " + "; ".join(measurement.get("why_noisy") or []) + " — absolute figures are inflated"
+    table = Table(title=f"stages on {result['target']['name']}", caption=caption)
     for i, col in enumerate(keep):
         table.add_column(col, justify="left" if i == 0 else "right", overflow="fold")
     for row in stage_rows(result):

@@ -39,7 +39,9 @@ class MeasureConfig:
     time_cap_s: float = 60.0
     statistic: str = "p50"  # the per-round figure compared: p50, p90, min or mean of the block
     batch_size: int = 1
-    threads: int | None = None  # intra-op threads; None = the target's default
+    threads: int | None = None  # intra-op threads; None = the target's default (or tuned)
+    tune: str = "off"  # off; threads (time each model at every thread count); full (also the target's other runtime knobs)
+    choose_by: str | None = None  # the statistic tuning picks a model's settings by (the gated one); None = `statistic`
 
     def __post_init__(self) -> None:
         if self.block_iterations < 2 or self.warmup < 0 or self.min_rounds < 1 or self.max_rounds < self.min_rounds:
@@ -48,6 +50,10 @@ class MeasureConfig:
             raise UserInputError("latency measurement needs 0 < ci < 1 and a positive time cap")
         if self.statistic not in STATISTICS:
             raise UserInputError(f"latency statistic must be one of {', '.join(STATISTICS)}, got {self.statistic!r}")
+        if self.choose_by is not None and self.choose_by not in STATISTICS:
+            raise UserInputError(f"choose_by must be one of {', '.join(STATISTICS)}, got {self.choose_by!r}")
+        if self.tune not in ("off", "threads", "full"):
+            raise UserInputError(f"tune must be off, threads or full, got {self.tune!r}")
 
     def spec(self) -> Any:
         from squeeze.targets.base import ProfileSpec
@@ -125,7 +131,8 @@ def host_load_now(seconds: float = 0.5) -> HostLoad:
 # Interleaved comparison
 
 
-def bootstrap_median_ci(values: np.ndarray, resamples: int = 2000, seed: int = 0) -> tuple[float, float]:
+def bootstrap_median_ci(values: Any, resamples: int = 2000, seed: int = 0) -> tuple[float, float]:
+    values = np.asarray(values, dtype=np.float64)
     if len(values) < 2:
         return float("nan"), float("nan")
     rng = np.random.default_rng(seed)
@@ -133,7 +140,7 @@ def bootstrap_median_ci(values: np.ndarray, resamples: int = 2000, seed: int = 0
     return float(np.percentile(medians, 2.5)), float(np.percentile(medians, 97.5))
 
 
-def round_order(names: list[str], r: int) -> list[str]:
+def round_order(names: list[Any], r: int) -> list[Any]:
     """Round r's order: rotated by r and reversed on odd rounds (A B, B A, A B ... for two models)."""
     k = r % len(names)
     order = names[k:] + names[:k] if len(names) > 2 else list(names)
@@ -156,6 +163,8 @@ class Comparison:
     load: dict[str, Any] | None = None
     noisy: bool = False
     why_noisy: list[str] = field(default_factory=list)
+    settings: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> chosen runtime settings and every candidate's figure
+    per_round_by_statistic: dict[str, dict[str, list[float]]] = field(default_factory=dict)  # p50/p90 -> name -> per-round figure
 
     def latency(self, name: str) -> float:
         return float(np.median(self.per_round[name]))
@@ -198,55 +207,106 @@ def _ratios(per_round: dict[str, list[float]], reference: str | None, ci: float)
     return out
 
 
+def _variants(target: Any, models: Mapping[str, Any], cfg: MeasureConfig) -> dict[str, list[tuple[Any, Any]]]:
+    """name -> [(artifact, ProfileSpec)]: one spec per runtime setting the target offers when tuning, else the one spec."""
+    base = cfg.spec()
+    if cfg.tune == "off" or not hasattr(target, "settings_candidates"):
+        return {n: [(a, base)] for n, a in models.items()}
+    return {n: [(a, s) for s in target.settings_candidates(base, cfg.tune)] for n, a in models.items()}
+
+
+def _chosen(raw: dict[str, list[list[dict[str, Any]]]], key: str) -> dict[str, int]:
+    """Per model, the variant with the lowest median statistic over the rounds so far, among those still timed
+    (the most rounds), so that every model's per-round figures pair up with the reference's."""
+    out = {}
+    for n, variants in raw.items():
+        most = max(len(rounds) for rounds in variants)
+        out[n] = min((i for i, rounds in enumerate(variants) if len(rounds) == most),
+                     key=lambda i: float(np.median([s[key] for s in variants[i]])))
+    return out
+
+
 def compare(target: Any, models: Mapping[str, Any], cfg: MeasureConfig = MeasureConfig(), *, reference: str | None = None,
             progress: Callable[[str], None] = lambda m: None, profile: Callable[[Any], dict[str, Any]] | None = None) -> Comparison:
     """Time `models` (name -> OnnxArtifact) on `target`, interleaved, until the ratios to `reference` are tight.
 
+    With `cfg.tune`, every runtime setting the target offers is timed too, in the same rounds, and each
+    model is reported at its fastest (`settings` records the choice and every candidate's figure).
     A target that cannot measure here but predicts returns its (deterministic) predictions, kind
-    "predicted". `profile` replaces the target's timing (tests inject deterministic latencies)."""
+    "predicted". `profile(art)` replaces the target's timing (tests inject deterministic latencies)."""
     names = list(models)
     if not names:
         raise ValueError("nothing to measure")
     if reference is not None and reference not in models:
         raise ValueError(f"reference {reference!r} is not among the models")
-    spec = cfg.spec()
+    key, choose_key = f"{cfg.statistic}_ms", f"{cfg.choose_by or cfg.statistic}_ms"
     if profile is None and not target.available().available:
-        stats = {n: target.latency(models[n], spec).to_dict() for n in names}
-        key = f"{cfg.statistic}_ms"
+        stats = {n: target.latency(models[n], cfg.spec()).to_dict() for n in names}
         per_round = {n: [float(s[key])] for n, s in stats.items()}
-        return Comparison("predicted", cfg.statistic, stats, per_round, _ratios(per_round, reference, cfg.ci), reference)
-    timing = profile or (lambda art: target.profile(art, spec).to_dict())
-    sampler = LoadSampler()
-    started = time.monotonic()
-    raw: dict[str, list[dict[str, Any]]] = {n: [] for n in names}
-    key = f"{cfg.statistic}_ms"
-    stopped, ratios = "max rounds", {}
+        by_stat = {stat: {n: [float(s[f"{stat}_ms"])] for n, s in stats.items()} for stat in ("p50", "p90")}
+        return Comparison("predicted", cfg.statistic, stats, per_round, _ratios(per_round, reference, cfg.ci), reference,
+                          per_round_by_statistic=by_stat)
+    variants = _variants(target, models, cfg) if profile is None else {n: [(a, cfg.spec())] for n, a in models.items()}
+    timing = (lambda art, spec: profile(art)) if profile is not None else (lambda art, spec: target.profile(art, spec).to_dict())
+    sampler, started = LoadSampler(), time.monotonic()
+    raw: dict[str, list[list[dict[str, Any]]]] = {n: [[] for _ in variants[n]] for n in names}
+    stopped, ratios, per_round = "max rounds", {}, {}
+    flat = [(n, i) for n in names for i in range(len(variants[n]))]
+    timed = len(flat)
     for r in range(cfg.max_rounds):
-        for n in round_order(names, r):
-            raw[n].append(timing(models[n]))
-        per_round = {n: [float(s[key]) for s in raw[n]] for n in names}
+        for n, i in round_order(flat, r):
+            raw[n][i].append(timing(*variants[n][i]))
+        chosen = _chosen(raw, choose_key)
+        if r == 1 and len(flat) > len(names):
+            flat = _survivors(raw, chosen, choose_key)
+        per_round = {n: [float(s[key]) for s in raw[n][chosen[n]]] for n in names}
         ratios = _ratios(per_round, reference, cfg.ci)
-        elapsed = time.monotonic() - started
         if r + 1 >= cfg.min_rounds:
             if all(v["tight"] for v in ratios.values()):
                 stopped = "tight"
                 break
-            if elapsed >= cfg.time_cap_s:
+            if time.monotonic() - started >= cfg.time_cap_s:
                 stopped = "time cap"
                 break
-        if ratios:
-            worst = max(ratios.values(), key=lambda v: (v["ci95"][1] - v["ci95"][0]) / max(v["ratio"], 1e-12))
-            progress(f"latency round {r + 1}: {len(names)} model(s) interleaved on {target.name}, widest ratio interval "
-                     f"{worst['ci95'][0]:.3f}-{worst['ci95'][1]:.3f}")
-        else:
-            progress(f"latency round {r + 1}: {len(names)} model(s) on {target.name}")
+        _report_round(progress, r, len(flat), target.name, ratios)
     load = sampler.finish()
-    order_note = f"{len(names)} model(s), order turned every round and reversed every other (A B B A ...)"
-    stats = {n: _aggregate(raw[n], order_note) for n in names}
-    result = Comparison("measured", cfg.statistic, stats, per_round, ratios, reference, len(raw[names[0]]),
-                        round(time.monotonic() - started, 2), stopped, load.to_dict())
+    chosen = _chosen(raw, choose_key)
+    order_note = f"{len(flat)} timed configuration(s), order turned every round and reversed every other (A B B A ...)"
+    stats = {n: _aggregate(raw[n][chosen[n]], order_note) for n in names}
+    settings = {n: _settings_record(variants[n], raw[n], chosen[n], choose_key) for n in names} if timed > len(names) else {}
+    by_stat = {stat: {n: [float(s[f"{stat}_ms"]) for s in raw[n][chosen[n]]] for n in names} for stat in ("p50", "p90")
+               if all(f"{stat}_ms" in s for n in names for s in raw[n][chosen[n]])}  # an injected profile may give fewer figures
+    result = Comparison("measured", cfg.statistic, stats, per_round, ratios, reference, len(raw[names[0]][chosen[names[0]]]),
+                        round(time.monotonic() - started, 2), stopped, load.to_dict(), settings=settings, per_round_by_statistic=by_stat)
     _judge_noise(result, cfg)
     return result
+
+
+def _survivors(raw: dict[str, list[list[dict[str, Any]]]], chosen: dict[str, int], key: str, margin: float = 1.15) -> list[tuple[str, int]]:
+    """After two rounds, keep timing only the settings within `margin` of each model's fastest (a setting
+    15 % slower twice in a row will not win; this halves the closing rounds' time on a 2-core host)."""
+    keep = []
+    for n, variants in raw.items():
+        best = float(np.median([s[key] for s in variants[chosen[n]]]))
+        keep += [(n, i) for i, rounds in enumerate(variants) if float(np.median([s[key] for s in rounds])) <= margin * best]
+    return keep
+
+
+def _report_round(progress: Callable[[str], None], r: int, count: int, target: str, ratios: dict[str, dict[str, Any]]) -> None:
+    if ratios:
+        worst = max(ratios.values(), key=lambda v: (v["ci95"][1] - v["ci95"][0]) / max(v["ratio"], 1e-12))
+        progress(f"latency round {r + 1}: {count} configuration(s) interleaved on {target}, widest ratio interval "
+                 f"{worst['ci95'][0]:.3f}-{worst['ci95'][1]:.3f}")
+    else:
+        progress(f"latency round {r + 1}: {count} configuration(s) on {target}")
+
+
+def _settings_record(variants: list[tuple[Any, Any]], raw: list[list[dict[str, Any]]], chosen: int, key: str) -> dict[str, Any]:
+    candidates = [{**spec.settings(), key: float(np.median([s[key] for s in rounds]))} for (_, spec), rounds in zip(variants, raw)]
+    best = candidates[chosen][key]
+    for c in candidates:
+        c["vs_chosen"] = c[key] / best if best > 0 else None
+    return {"chosen": variants[chosen][1].settings(), "statistic": key, "candidates": candidates}
 
 
 def _judge_noise(result: Comparison, cfg: MeasureConfig) -> None:

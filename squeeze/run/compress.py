@@ -124,6 +124,8 @@ def prepare(path: str | Path, *, target: str, out: str | Path, data: str | None,
     plan = effective_recipe(recipe, student=student is not None)
     if profile_spec is not None and plan.step("profile") is not None:
         overrides.setdefault("profile", {})["spec"] = dataclasses.asdict(profile_spec)
+    if profile_spec is not None and profile_spec.threads is not None:
+        _pin_threads(plan, overrides, profile_spec.threads)
     plan = apply_overrides(plan, overrides)
     tgt = target_from_options(target, **(remote or {}))
     availability = tgt.available()
@@ -157,6 +159,19 @@ def prepare(path: str | Path, *, target: str, out: str | Path, data: str | None,
     spec = profile_step.config.spec if profile_step is not None else (profile_spec or ProfileSpec())
     return Prepared(plan, steps, tgt, availability, out, teacher, bundle, first, ctx, cache, spec, budget_ms, max_accuracy_drop, command,
                     expose)
+
+
+THREAD_FIELDS = ("profile_threads", "threads")  # the pass-config fields that pick a latency measurement's thread count
+
+
+def _pin_threads(plan: Recipe, overrides: dict[str, dict[str, Any]], threads: int) -> None:
+    """--threads N pins every pass's latency measurements (search, prune, the quantize guard) as well as the
+    closing rounds: they all aim at the latency at N threads instead of each model's fastest thread count."""
+    for step in plan.passes:
+        names = {f.name for f in dataclasses.fields(step.config)}
+        for field_name in THREAD_FIELDS:
+            if field_name in names and getattr(step.config, field_name) is None:
+                overrides.setdefault(step.name, {}).setdefault(field_name, threads)
 
 
 def _check_cache(root: Path) -> None:
@@ -225,8 +240,8 @@ def compress(
 def execute(run: Prepared, stage: Path, progress: Progress) -> tuple[dict[str, Any], dict[str, str]]:
     """The passes, the stage measurements, the output files, the manifest and the reports, into `stage`."""
     from squeeze.io.fsutil import write_json_atomic
+    from squeeze.run import closing, pipeline
     from squeeze.run import manifest as manifests
-    from squeeze.run import pipeline
     from squeeze.run.report import write_reports
     from squeeze.run.stages import StageMeter, copy_checkpoints, teacher_stage
 
@@ -246,11 +261,17 @@ def execute(run: Prepared, stage: Path, progress: Progress) -> tuple[dict[str, A
     final_art, engine, seconds = _output_model(run, final, records, stage, progress)
     stages.append({**meter.onnx("final", final_art), "seconds": seconds})
     comparison = meter.measure_latencies(stages)
+    precision = closing.precision_decision(stages, run.steps, ctx.results, comparison, meter.onnx_files)
+    if precision is not None:
+        progress(f"precision: {precision['shipped']} ships: {precision['why']}")
+        if precision["shipped"] == precision["float"]:
+            final_art, engine = closing.ship_float(precision, stages, meter, run, stage)
+    deploy = closing.write_session_file(run.target, run.spec, stages[-1]["latency"], stage)
     accuracy = _accuracy(meter)
     outcome = manifests.Outcome(stages, records, ctx.results, final_art, engine, accuracy, comparison,
-                                _layer_latency(run, meter, final_art, progress), budget,
+                                _layer_latency(run, meter, final_art, stages, progress), budget,
                                 manifests.gate_verdict(stages[-1]["latency"], accuracy, final_art.parity or {}, run.budget_ms,
-                                                       run.max_accuracy_drop))
+                                                       run.max_accuracy_drop), precision, deploy)
     copy_checkpoints(records, ctx.artifacts, stage_passes, stage)
     exposed = _expose(records, stage) if run.expose else {}
     manifest = manifests.build(run, outcome, stage, started, time.perf_counter() - t0)
@@ -319,11 +340,15 @@ def _accuracy(meter: Any) -> dict[str, Any] | None:
     return compare((meter.teacher_preds, meter.labels), (meter.predictions["final"], meter.labels), "eval")
 
 
-def _layer_latency(run: Prepared, meter: Any, final_art: OnnxArtifact, progress: Progress) -> dict[str, Any] | None:
+def _layer_latency(run: Prepared, meter: Any, final_art: OnnxArtifact, stages: list[dict[str, Any]],
+                   progress: Progress) -> dict[str, Any] | None:
+    """Per-layer times of the output and of the teacher, each at the runtime settings it was measured at."""
+    from squeeze.run.closing import chosen_spec
+
     if not run.availability.available:
         return None
-    final = run.target.layer_profile(final_art, run.spec)
+    final = run.target.layer_profile(final_art, chosen_spec(run.spec, stages[-1]["latency"]))
     if final is None:
         return None
     progress("per-layer latency of the output and the teacher")
-    return {"final": final, "teacher": run.target.layer_profile(meter.onnx_files["teacher"], run.spec)}
+    return {"final": final, "teacher": run.target.layer_profile(meter.onnx_files["teacher"], chosen_spec(run.spec, stages[0]["latency"]))}

@@ -229,8 +229,11 @@ def measure_ratio(manifest: dict[str, Any], cfg: GateConfig, *, measure: Callabl
     if list(reference.input_spec.shape[1:]) != list(model.input_spec.shape[1:]):
         raise UserInputError(f"reference takes {list(reference.input_spec.shape[1:])}, the model {list(model.input_spec.shape[1:])}: not comparable")
     batch = int((manifest.get("latency") or {}).get("batch_size", 1))
+    # both at the thread count the model was gated at (its model.session.json), so the ratio is the deployed one
+    threads = (((manifest.get("latency") or {}).get("settings") or {}).get("chosen") or {}).get("threads")
     settings = MeasureConfig(block_iterations=cfg.block_iterations, warmup=5, min_rounds=cfg.min_rounds, max_rounds=10_000,
-                             ci=cfg.ratio_ci, time_cap_s=cfg.time_cap_s, statistic=f"p{cfg.percentile}", batch_size=batch)
+                             ci=cfg.ratio_ci, time_cap_s=cfg.time_cap_s, statistic=f"p{cfg.percentile}", batch_size=batch,
+                             threads=threads if isinstance(threads, int) and threads >= 1 else None)
     result = compare(target, {"model": model, "reference": reference}, settings, reference="reference", progress=progress,
                      profile=measure)
     ratio = result.ratios["model"]

@@ -61,6 +61,8 @@ class Outcome:
     layer_latency: dict[str, Any] | None
     budget: dict[str, Any]
     gate: dict[str, Any]
+    precision: dict[str, Any] | None = None  # INT8 vs its float input, decided on the closing rounds (squeeze.run.closing)
+    deploy: dict[str, Any] | None = None  # the runtime settings written to model.session.json
 
 
 def measurement_summary(comparison: Any) -> dict[str, Any]:
@@ -73,7 +75,8 @@ def build(run: Any, outcome: Outcome, stage: Path, started: dt.datetime, seconds
     """`run` is compress's Prepared run; `outcome` what its passes and measurements produced."""
     final_row, teacher_row = outcome.stages[-1], outcome.stages[0]
     final = outcome.final
-    files = [final.path, stage / "teacher.onnx", *([outcome.engine.path] if outcome.engine is not None else [])]
+    files = [final.path, stage / "teacher.onnx", *([outcome.engine.path] if outcome.engine is not None else []),
+             *([stage / outcome.deploy["file"]] if outcome.deploy else [])]
     artifacts = {p.name: {"sha256": sha256_file(p), "bytes": p.stat().st_size} for p in files}
     latency, teacher_latency = final_row["latency"], teacher_row["latency"]
     bundle, teacher, tgt = run.bundle, run.teacher, run.target
@@ -113,6 +116,8 @@ def build(run: Any, outcome: Outcome, stage: Path, started: dt.datetime, seconds
         "speedup_p50": final_row.get("speedup_p50", teacher_latency["p50_ms"] / latency["p50_ms"]),
         "speedup_ci95": final_row.get("speedup_ci95"),
         "measurement": measurement_summary(outcome.measurement),
+        "precision": outcome.precision,
+        "deploy": outcome.deploy,
         "budget": {**outcome.budget, "max_accuracy_drop": run.max_accuracy_drop},
         "gate": outcome.gate,
         "cache": {"dir": str(run.cache.root), "resume": run.cache.resume},

@@ -150,6 +150,15 @@ def sections(manifest: dict[str, Any]) -> list[tuple[str, list[str], list[list[s
             rows = [[l["name"], l["op_type"], f"{l['mean_us']:.1f}", f"{100 * l['share']:.1f}%"] for l in layers[:15]]
             out.append((f"Per-layer latency ({which}, top 15)", ["node", "op", "mean µs", "share"], rows,
                         "from ONNX Runtime's node profiler (one batch-1 run per sample, same threads as the timing)"))
+    final_latency = manifest.get("latency") or {}
+    if (final_latency.get("settings") or {}).get("candidates"):
+        out.append(("Session tuning (deployed model)", ["settings", f"{final_latency['settings']['statistic'].removesuffix('_ms')} ms",
+                                                        "vs chosen"], tuning_rows(final_latency),
+                    "every candidate timed in the same interleaved rounds; the fastest ships and model.session.json records it"))
+    precision = manifest.get("precision")
+    if precision:
+        rows = [[name, *(_ms(fig, k) for k in ("p50_ms", "p90_ms", "p99_ms"))] for name, fig in precision["candidates"].items()]
+        out.append(("Precision: INT8 or float", ["candidate", "p50 ms", "p90 ms", "p99 ms"], rows, precision["why"]))
     pre = manifest.get("preprocessing")
     if pre:
         norm = pre.get("normalization") or {}
@@ -182,20 +191,57 @@ def _headline(manifest: dict[str, Any]) -> list[str]:
         drop = 100 * (acc["teacher_accuracy"] - acc["output_accuracy"])
         lines.append(f"accuracy {_pct(acc['output_accuracy'])} vs teacher {_pct(acc['teacher_accuracy'])} "
                      f"(drop {drop:.2f} pt), top-1 agreement {_pct(acc.get('top1_agreement'))} on {acc.get('samples')} eval samples")
+    measurement = manifest.get("measurement") or {}
+    noisy = " (noisy host: absolute figures are inflated)" if measurement.get("noisy") else ""
     if lat and tlat:
+        ci = manifest.get("speedup_ci95")
+        interval = f", 95% CI {ci[0]:.1f}–{ci[1]:.1f}×" if ci else ""
         lines.append(f"latency p50 {_ms(lat, 'p50_ms')} ms vs teacher {_ms(tlat, 'p50_ms')} ms "
-                     f"({manifest.get('speedup_p50', 0):.1f}× faster); p90 {_ms(lat, 'p90_ms')} ms")
+                     f"({manifest.get('speedup_p50', 0):.1f}× faster{interval}); p90 {_ms(lat, 'p90_ms')} ms{noisy}")
+    if measurement.get("noisy"):
+        lines.append("WARNING: measured on a noisy host (" + "; ".join(measurement.get("why_noisy") or []) +
+                     "): the ratios are paired round by round and hold better than the absolute figures; re-run on a quiet machine")
+    chosen = (lat.get("settings") or {}).get("chosen")
+    if chosen:
+        lines.append(f"runtime settings: {describe_settings(chosen)} (fastest of {len(lat['settings']['candidates'])} measured; "
+                     "model.session.json)")
+    precision = manifest.get("precision")
+    if precision:
+        lines.append(f"precision: '{precision['shipped']}' shipped: {precision['why']}")
     budget = manifest.get("budget") or {}
     if budget.get("latency_ms") is not None:
         lines.append(f"latency budget {budget['latency_ms']:g} ms (p90)")
     return lines
 
 
+def describe_settings(settings: dict[str, Any]) -> str:
+    """'2 threads, spinning off, graph optimisation extended' from a settings record."""
+    spinning = settings.get("spinning")
+    parts = [f"{settings.get('threads') or 'all'} thread{'s' if settings.get('threads') != 1 else ''}"]
+    if spinning is not None:
+        parts.append(f"spinning {'on' if spinning else 'off'}")
+    parts.append(f"graph optimisation {settings.get('optimization', 'all')}")
+    return ", ".join(parts)
+
+
+def tuning_rows(latency: dict[str, Any]) -> list[list[str]]:
+    """Session tuning's candidates for one model: settings, figure, ratio to the chosen one."""
+    record = latency.get("settings") or {}
+    key = record.get("statistic", "p50_ms")
+    return [[describe_settings(c), f"{c[key]:.3f}", "-" if c.get("vs_chosen") is None else f"{c['vs_chosen']:.3f}"]
+            for c in sorted(record.get("candidates") or [], key=lambda c: c[key])]
+
+
+def deploy_snippet(manifest: dict[str, Any]) -> str | None:
+    return (manifest.get("deploy") or {}).get("snippet")
+
+
 CSS = """body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:2rem auto;max-width:1100px;color:#222;padding:0 1rem}
 h1{margin-bottom:.2rem}.verdict{display:inline-block;padding:.2rem .8rem;border-radius:.4rem;color:#fff;font-weight:600}
 .pass{background:#2ca02c}.fail{background:#d62728}table{border-collapse:collapse;margin:.6rem 0 1.4rem;font-size:.9rem}
 td,th{border:1px solid #ccc;padding:.25rem .55rem;text-align:right}td:first-child,th:first-child{text-align:left}
-th{background:#f3f3f3}.note{color:#666;font-size:.85rem}svg{max-width:100%;height:auto}code{background:#f3f3f3;padding:0 .2rem}"""
+th{background:#f3f3f3}.note{color:#666;font-size:.85rem}svg{max-width:100%;height:auto}code{background:#f3f3f3;padding:0 .2rem}
+pre{background:#f3f3f3;padding:.6rem;overflow-x:auto}"""
 
 
 def render_html(manifest: dict[str, Any]) -> str:
@@ -212,6 +258,10 @@ def render_html(manifest: dict[str, Any]) -> str:
         if note:
             parts.append(f"<p class='note'>{html.escape(note)}</p>")
         parts.append(_html_table(header, rows))
+    snippet = deploy_snippet(manifest)
+    if snippet:
+        parts.append("<h2>Deploying: runtime settings</h2><p class='note'>the settings the model was measured and gated at "
+                     "(also in model.session.json)</p><pre><code>" + html.escape(snippet) + "</code></pre>")
     versions = manifest.get("versions") or {}
     parts.append("<h2>Environment</h2><p class='note'>" + html.escape(", ".join(f"{k} {v}" for k, v in versions.items())) + "</p>")
     parts.append("</body></html>\n")
@@ -227,6 +277,10 @@ def render_markdown(manifest: dict[str, Any]) -> str:
         if note:
             lines += [note, ""]
         lines += [_md_table(header, rows), ""]
+    snippet = deploy_snippet(manifest)
+    if snippet:
+        lines += ["## Deploying: runtime settings", "", "the settings the model was measured and gated at (also in model.session.json)",
+                  "", "```python", snippet.rstrip("\n"), "```", ""]
     return "\n".join(lines)
 
 

@@ -20,11 +20,12 @@ from squeeze.targets.base import ProfileSpec
 Progress = Callable[[str], None]
 
 
-def closing_config(spec: ProfileSpec) -> MeasureConfig:
+def closing_config(spec: ProfileSpec, tune: str = "full") -> MeasureConfig:
     """compress's closing rounds: blocks of the profile's iterations, at least 5 rounds, more while a
-    ratio to the teacher is still loose (up to a minute)."""
+    ratio to the teacher is still loose (up to a minute); every model at its fastest runtime settings
+    (session tuning: threads, spinning, graph optimisation; a pinned --threads stays pinned)."""
     return MeasureConfig(block_iterations=spec.iterations, warmup=spec.warmup, min_rounds=5, max_rounds=15, ci=0.03, time_cap_s=60.0,
-                         batch_size=spec.batch_size, threads=spec.threads)
+                         batch_size=spec.batch_size, threads=spec.threads, tune=tune, choose_by="p90")  # the gate bounds p90
 
 
 class StageMeter:
@@ -98,6 +99,8 @@ class StageMeter:
             h = self.onnx_files[row["stage"]].sha256
             row["latency"] = {**result.stats[h], "measured": result.kind == "measured",
                               "interleaved_with": [r["stage"] for r in rows]}
+            if h in result.settings:
+                row["latency"]["settings"] = result.settings[h]
             if h != teacher_hash and h in result.ratios:
                 ratio = result.ratios[h]
                 row["speedup_p50"] = 1.0 / ratio["ratio"]
@@ -136,14 +139,29 @@ def teacher_stage(meter: StageMeter, teacher: ModelArtifact, bundle: Any, target
         meter.progress(f"exporting and measuring the teacher on {target.name}")
         row = json.loads(json.dumps(meter.model("teacher", teacher, stage / "teacher.onnx"), default=str))
         teacher_onnx = meter.onnx_files["teacher"]
-        up_front = compare(target, {"teacher": teacher_onnx}, closing_config(spec), progress=meter.progress)
-        budget_latency = {**up_front.stats["teacher"], "measured": up_front.kind == "measured", "noisy": up_front.noisy,
-                          "why_noisy": up_front.why_noisy, "load": up_front.load}
+        budget_latency = budget_measurement(target, teacher_onnx, spec, meter.progress)
         entry.mkdir(parents=True, exist_ok=True)
         copy_atomic(stage / "teacher.onnx", onnx_file)
         record = {"row": row, "budget_latency": budget_latency, "onnx_sha256": sha256_file(onnx_file)}
         write_json_atomic(row_file, json.loads(json.dumps(record, default=str)))
     return row, budget_latency
+
+
+def budget_measurement(target: Any, teacher_onnx: OnnxArtifact, spec: ProfileSpec, progress: Progress, tries: int = 3) -> dict[str, Any]:
+    """The teacher's latency a derived budget comes from. On a noisy host it is measured again (up to `tries`
+    times) and the lowest p50 kept: contention only ever adds time, so the fastest attempt is the closest to the
+    quiet figure, and a budget derived from it is never inflated by a neighbour's load."""
+    attempts = []
+    for i in range(tries):
+        result = compare(target, {"teacher": teacher_onnx}, closing_config(spec), progress=progress)
+        attempts.append(result)
+        if not result.noisy:
+            break
+        progress(f"the teacher's latency was measured on a noisy host ({'; '.join(result.why_noisy)}); measuring again ({i + 2}/{tries})")
+    best = min(attempts, key=lambda r: r.stats["teacher"]["p50_ms"])
+    return {**best.stats["teacher"], "measured": best.kind == "measured", "noisy": best.noisy, "why_noisy": best.why_noisy,
+            "load": best.load, "settings": best.settings.get("teacher"), "attempts": [
+                {"p50_ms": a.stats["teacher"]["p50_ms"], "noisy": a.noisy, "load": a.load} for a in attempts]}
 
 
 def load_onnx_like(path: Path, row: dict[str, Any]) -> OnnxArtifact:

@@ -5,6 +5,7 @@ Real model and data: the bundled digits ResNet teacher (6.6 MMACs) on scikit-lea
 from __future__ import annotations
 
 import copy
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -167,6 +168,39 @@ def _broken(exported, edit) -> onnx.ModelProto:
     model = onnx.load(str(exported["tensorrt"]))
     edit(model, _Graph(model))
     return model
+
+
+@pytest.mark.parametrize("optimization", ["extended", "all"])
+def test_cpu_int8_graph_fuses_completely_in_onnx_runtime(exported, optimization):
+    """ORT's optimised graph of the deployed INT8 model keeps no Q/DQ but the input quantizer and the output
+    dequantizer: residual Adds, pooling and the head run as QLinear kernels (with (1,)-shaped scales the
+    Adds ran in float between a DQ and a Q)."""
+    from squeeze.passes.quantize.onnx_qdq import ort_fusion_report
+
+    exported_ops = Counter(n.op_type for n in onnx.load(str(exported["cpu"])).graph.node)
+    report = ort_fusion_report(exported["cpu"], optimization)
+    assert report["fully_fused"] and report["unfused_qdq"] == [], report
+    ops = report["ops"]
+    assert ops["QuantizeLinear"] == 1 and ops["DequantizeLinear"] == 1
+    assert ops.get("QLinearAdd") == exported_ops["Add"] > 0 and "Add" not in ops
+    assert ops.get("QLinearConv") == exported_ops["Conv"] and ops.get("QGemm") == 1 and ops.get("QLinearGlobalAveragePool") == 1
+
+
+def test_mobilenet_int8_graph_fuses_completely(tmp_path):
+    from squeeze.passes.quantize.onnx_qdq import ort_fusion_report
+
+    torch.manual_seed(0)
+    model = zoo.mobilenetv2_teacher()  # the layout of the MNIST sample teacher: inverted residuals, depthwise convs
+    folded = fold_batchnorm(model.eval())
+    backend = get_backend(CPU_QUANT_RULES.backend)
+    example = torch.randn(2, 1, 28, 28)
+    qmodel = backend.quantize(folded, CPU_QUANT_RULES, example, [torch.randn(16, 1, 28, 28) for _ in range(2)])
+    backend.refresh_weight_scales(qmodel)
+    from squeeze.io.artifacts import InputSpec
+
+    graph = export_qdq(qmodel, InputSpec((1, 1, 28, 28)), tmp_path / "m.onnx", QuantizeConfig(), CPU_QUANT_RULES, "cpu")
+    assert graph["ort_fusion"]["fully_fused"], graph["ort_fusion"]
+    assert graph["ort_fusion"]["ops"].get("QLinearAdd", 0) >= 1 and ort_fusion_report(tmp_path / "m.onnx", "all")["fully_fused"]
 
 
 def test_rule_violations_name_rule_and_node(exported):

@@ -35,7 +35,7 @@ def test_compress_sample_teacher_writes_model_and_manifest(tmp_path):
     assert manifest["data"]["fingerprint"] and manifest["data"]["split"]["seed"] == 0
     for key in ("torch", "onnx", "onnxruntime", "python"):
         assert manifest["versions"][key]
-    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "model.onnx", "report.html", "report.md", "teacher.onnx"]
+    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "model.onnx", "model.session.json", "report.html", "report.md", "teacher.onnx"]
     assert [s["stage"] for s in manifest["stages"]] == ["teacher", "final"]
     for stage in manifest["stages"]:
         assert stage["accuracy"] >= 0.98 and stage["teacher_agreement"] >= 0.999 and stage["latency"]["p90_ms"] > 0
@@ -67,7 +67,7 @@ def test_rerun_replaces_previous_output(tiny, tmp_path):
     first = json.loads((out / "manifest.json").read_text())["created_utc"]
     api.compress(tiny.checkpoint, out=out, recipe="export", profile_spec=FAST)
     assert json.loads((out / "manifest.json").read_text())["created_utc"] >= first
-    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "model.onnx", "report.html", "report.md", "teacher.onnx"]
+    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "model.onnx", "model.session.json", "report.html", "report.md", "teacher.onnx"]
 
 
 def test_refuses_foreign_output_directory(tiny, tmp_path):
