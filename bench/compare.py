@@ -373,7 +373,12 @@ def squeeze_compress(teacher_path: Path, bundle_name: str, folder: Path, budget_
     shipped = next((st.get("note") for st in manifest["stages"] if st["stage"] == "quantize" and st.get("note")), None)
     # passes this compress took from its pass cache count with the seconds they took when they ran
     cached = sum(float(rec["seconds"]) for rec in manifest["passes"] if rec.get("cached"))
-    return {"notes": f"budget {budget_ms:.3f} ms, gate {manifest['gate']['verdict']}, student {arch}" + (f", quantize shipped {shipped}" if shipped else ""),
+    precision = manifest.get("precision") or {}
+    chosen = (manifest["latency"].get("settings") or {}).get("chosen")
+    decided = f", closing rounds shipped {precision['shipped']} (INT8/float p90 {precision['ratio']:.3f})" if precision else ""
+    return {"notes": f"budget {budget_ms:.3f} ms, gate {manifest['gate']['verdict']} (p90 {manifest['latency']['p90_ms']:.3f} ms at {chosen}), "
+                     f"student {arch}" + (f", quantize shipped {shipped}" if shipped else "") + decided,
+            "precision": precision, "settings": chosen,
             "wall_s": round(manifest["seconds"] + cached, 1), "cached_pass_seconds": cached,
             "compress_seconds": manifest["seconds"], "gate": manifest["gate"], "stages": stages,
             "compress_speedup_p50": manifest.get("speedup_p50")}
@@ -508,27 +513,26 @@ def _score(rows: list[dict[str, Any]], bundle: Any, teacher_onnx: Path, say: Pro
 
 
 def measure_latency(rows: list[dict[str, Any]], s: Settings, batch: int, progress: Progress, threads: int | None, tag: str) -> None:
-    """Fill row[tag] with this batch/threads' latency of every model, all in the same interleaved rounds."""
-    from squeeze.run.compress import StageMeter
+    """Fill row[tag] with this batch/threads' latency of every model, all in the same interleaved rounds (the one
+    measurer compress uses). threads=None: each model at its fastest session settings (compress's tuning)."""
     from squeeze.io.modelio import load_onnx
-    from squeeze.targets.base import ProfileSpec
+    from squeeze.measure.latency import MeasureConfig, compare
     from squeeze.targets.cpu import CpuTarget
 
     live = [r for r in rows if "failed" not in r]
-    meter = StageMeter(CpuTarget(), _profile_spec(s, ProfileSpec, batch, threads), None, None, progress)
-    meter.ROUNDS = s.rounds
-    stage_rows = []
-    for r in live:
-        stage = f"{r['teacher_name']}/{r['method']}"
-        meter.onnx_files[stage] = load_onnx(r["onnx"])
-        stage_rows.append({"stage": stage})
+    spec = _profile_spec(s, dict, batch, threads)
+    arts = {f"{r['teacher_name']}/{r['method']}": load_onnx(r["onnx"]) for r in live}
+    cfg = MeasureConfig(block_iterations=spec["iterations"], warmup=spec["warmup"], min_rounds=s.rounds, max_rounds=s.rounds, batch_size=batch,
+                        threads=threads, tune="off" if threads else "full", choose_by="p90", time_cap_s=1e9)
     before = os.getloadavg()
-    meter.measure_latencies(stage_rows)
+    result = compare(CpuTarget(), arts, cfg, progress=progress)
     after = os.getloadavg()
-    for r, st in zip(live, stage_rows):
-        r[tag] = {k: st["latency"][k] for k in ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "min_ms", "threads", "iterations", "batch_size")}
-        r[tag]["p50_ms_per_round"] = st["latency"]["options"]["p50_ms_per_round"]
+    for r, name in zip(live, arts):
+        r[tag] = {k: result.stats[name].get(k) for k in ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "min_ms", "threads", "iterations", "batch_size")}
+        r[tag]["p50_ms_per_round"] = result.per_round[name]
+        r[tag]["settings"] = (result.settings.get(name) or {}).get("chosen")
         r[tag]["loadavg_before_after"] = [before[0], after[0]]
+        r[tag]["noisy"] = result.why_noisy if result.noisy else []
 
 
 # ----------------------------------------------------------------------------------------------
@@ -639,7 +643,7 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     t50, t90 = teacher["latency_b1"]["p50_ms"], teacher["latency_b1"]["p90_ms"]
     all_cores = "latency_b1_all_cores" in teacher
     head = (f"{'method':<15} {'acc %':>6} {'Δ pt':>6} {'agree %':>7} {'params':>8} {'MMACs':>7} {'ONNX KB':>8} {'p50 ms':>7} {'p90 ms':>7} "
-            f"{'x p50':>6} {'x p90':>6}" + (f" {'p50 ' + str(teacher['latency_b1_all_cores']['threads']) + 'T':>7} {'x p50':>6}" if all_cores else "")
+            f"{'x p50':>6} {'x p90':>6}" + (f" {'p50 tun':>7} {'x p50':>6}" if all_cores else "")
             + f" {'wall s':>7}")
     lines = [head, "-" * len(head)]
     for r in rows:
@@ -804,9 +808,8 @@ def main(argv: list[str] | None = None) -> int:
     for dataset, rows in all_rows.items():
         progress(f"{dataset}: latency of {sum('failed' not in r for r in rows)} models, interleaved, batch 1, {s.threads} thread(s)")
         measure_latency(rows, s, 1, progress, s.threads, "latency_b1")
-        if cores != s.threads:
-            progress(f"{dataset}: latency, interleaved, batch 1, {cores} threads (every usable core)")
-            measure_latency(rows, s, 1, progress, cores, "latency_b1_all_cores")
+        progress(f"{dataset}: latency, interleaved, batch 1, each model at its tuned session settings (1..{cores} threads, ...)")
+        measure_latency(rows, s, 1, progress, None, "latency_b1_all_cores")
         progress(f"{dataset}: latency, interleaved, batch 32, {s.threads} thread(s)")
         measure_latency(rows, s, 32, progress, s.threads, "latency_b32")
     progress("roofline: GEMM peak of this CPU, again (the larger of the two measurements is kept)")
@@ -832,7 +835,7 @@ def main(argv: list[str] | None = None) -> int:
             summary[name] = {"dominance": verdicts, "target": target}
             lines = [f"{dataset} / {name}: eval {trows[0].get('eval_samples', '?')} images; latency batch 1, {threads_used} ORT thread(s), "
                      f"median of {s.rounds} interleaved rounds x {s.iterations} runs; x = teacher / model (same rounds)"
-                     + (f"; 'p50 {cores}T': a second interleaved pass at {cores} threads" if cores != s.threads else ""),
+                     + "; 'p50 tun': a second interleaved pass, each model at its tuned session settings (compress's: threads 1..cores, spinning, NCHWc layout on/off)",
                      format_table(trows), "", "how each row was made:", format_notes(trows), "", "squeeze vs each baseline "
                      "(Pareto: as accurate and as fast, better in one; latencies within 3% count as equal):"]
             for v in verdicts:
