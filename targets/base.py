@@ -186,6 +186,8 @@ class Target(Protocol):
 
     def deploy_settings(self, spec: ProfileSpec) -> dict[str, Any] | None: ...  # {"settings", "snippet"} for model.session.json
 
+    def infer(self, art: OnnxArtifact, x: Any) -> Any: ...  # outputs on the target's own runtime, or None (ORT's stand for it)
+
 
 class TargetBase:
     """Defaults for what a target need not implement. A target that measures on this machine needs
@@ -237,6 +239,11 @@ class TargetBase:
         """The runtime settings worth timing for a model (`scope`: threads or full); a pinned setting stays pinned.
         A target without runtime knobs has one candidate: the spec itself."""
         return [spec]
+
+    def infer(self, art: OnnxArtifact, x: Any) -> Any:
+        """The model's outputs for inputs x on the target's own runtime, for parity on real data; None for a target
+        whose runtime is ONNX Runtime (the quantize pass's ORT parity check is then its check) or that cannot run here."""
+        return None
 
     def deploy_settings(self, spec: ProfileSpec) -> dict[str, Any] | None:
         """The runtime settings a deployment must reproduce to get the measured latency ({"settings": ..., "snippet":

@@ -28,6 +28,7 @@ BUILTIN: dict[str, str] = {
     **{name: JETSON for name in ("jetson-orin-nano", "jetson-orin-nano-4gb", "jetson-orin-nx", "jetson-orin-nx-8gb",
                                  "jetson-agx-orin", "jetson-agx-orin-32gb")},
     "ssh": "squeeze.targets.ssh:SshTarget",  # used as ssh://user@host[:port]
+    "openvino": "squeeze.targets.openvino:OpenvinoTarget",  # OpenVINO CPU plugin, IR artifact (squeeze[openvino])
 }
 
 
@@ -68,6 +69,11 @@ def target_class(name: str) -> type:
     missing = [a for a in ("name", "available", "profile", "from_options", "latency", "build") if not hasattr(cls, a)]
     if missing:
         raise UserInputError(f"target {name!r} ({paths[name]}) lacks {', '.join(missing)}; subclass squeeze.targets.base.TargetBase")
+    from squeeze.targets.base import TargetBase
+
+    for attr in ("settings_candidates", "deploy_settings", "infer", "layer_profile", "preflight", "can_predict"):
+        if not hasattr(cls, attr) and hasattr(TargetBase, attr):  # optional members: the protocol's defaults
+            setattr(cls, attr, getattr(TargetBase, attr))
     return cls
 
 

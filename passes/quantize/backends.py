@@ -97,6 +97,7 @@ ENTRY_POINT_GROUP = "squeeze.quant_backends"
 BUILTIN: dict[str, str] = {
     "modelopt": "squeeze.passes.quantize.modelopt:ModelOptBackend",  # TensorRT's placement: tensorrt, jetson-*, cuda
     "torch-fx": "squeeze.passes.quantize.torch_fx:TorchFxBackend",  # ONNX Runtime CPU's fusable placement: cpu
+    "nncf": "squeeze.passes.quantize.nncf_backend:NncfBackend",  # Intel NNCF PTQ, OpenVINO's placement: openvino
 }
 
 

@@ -19,6 +19,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 
 from squeeze.measure.analysis import count_macs, count_params
@@ -62,7 +63,7 @@ def quantize(model: ModelArtifact, teacher: ModelArtifact, data: DataBundle | No
     export_qdq(run["folded"], model.input_spec, float_path, cfg, None, target.name)
     graph = export_qdq(run["qmodel"], model.input_spec, int8_path, cfg, rules, target.name)
     guard, graph = _guard(run, backend, model, target, cfg, float_path, int8_path, graph, measure, progress)
-    parity, onnx_eval, shipped_float, shipped_eval = _check_shipped(run, data, cfg, guard, int8_path, progress)
+    parity, onnx_eval, shipped_float, shipped_eval = _check_shipped(run, data, cfg, guard, int8_path, progress, target, model.input_spec)
     shutil.rmtree(work_dir, ignore_errors=True)
     fmt = lambda ev: ev["accuracy"]  # noqa: E731
     float_eval, qad_eval = run["float_eval"], run["qad_eval"]
@@ -138,7 +139,7 @@ def _guard(run: dict[str, Any], backend: Any, model: ModelArtifact, target: Targ
 
 
 def _check_shipped(run: dict[str, Any], data: DataBundle, cfg: QuantizeConfig, guard: dict[str, Any], int8_path: Path,
-                   progress) -> tuple[dict[str, Any], dict[str, Any], bool, dict[str, Any]]:
+                   progress, target: Target | None = None, spec: Any = None) -> tuple[dict[str, Any], dict[str, Any], bool, dict[str, Any]]:
     """Parity of the shipped file against its torch model (INT8 rounding allowed only for INT8), and its eval figures."""
     shipped_float = guard.get("shipped") == "float"
     shipped_module = run["folded"] if shipped_float else run["qmodel"]
@@ -152,7 +153,35 @@ def _check_shipped(run: dict[str, Any], data: DataBundle, cfg: QuantizeConfig, g
     if not parity["passed"]:
         raise ParityError(f"INT8 parity failed: max |logit diff| {parity['max_abs_diff']:.3g} (allowed {parity['tolerance_max_abs']:.3g}), "
                           f"top-1 agreement {parity['top1_agreement']:.4f} (required {cfg.parity_min_top1}) on {parity['inputs']}")
+    if target is not None:
+        parity["target_runtime"] = runtime_parity(target, shipped_module, int8_path, x, replace(cfg, parity_rel_tol=1e-4) if shipped_float else cfg,
+                                                  spec, progress)
     return parity, _onnx_eval(int8_path, run["eval_teacher"], run["eval_loader"]), shipped_float, shipped_eval
+
+
+@torch.no_grad()
+def runtime_parity(target: Target, module: torch.nn.Module, path: Path, x: torch.Tensor, cfg: QuantizeConfig, spec: Any,
+                   progress=lambda m: None) -> dict[str, Any] | None:
+    """Parity on the target's own runtime, for a target whose runtime is not ONNX Runtime (`target.infer` gives its
+    outputs; openvino). Same tolerance as the ONNX Runtime check; None where the target has no runtime of its own
+    or cannot run here (the ONNX Runtime check then stands for it)."""
+    if not target.available().available:
+        return None
+    outputs = target.infer(OnnxArtifact(path, sha256_file(path), cfg.opset, spec), x.numpy())
+    if outputs is None:
+        return None
+    progress(f"parity: {target.name}'s runtime vs the torch model on the same eval samples")
+    reference = module.eval()(x).float().numpy()
+    got = np.asarray(outputs)
+    diff, spread = np.abs(got - reference), float(reference.max() - reference.min())
+    top1 = float((got.argmax(-1) == reference.argmax(-1)).mean())
+    out = {"runtime": target.name, "samples": int(len(x)), "max_abs_diff": float(diff.max()), "mean_abs_diff": float(diff.mean()),
+           "tolerance_max_abs": cfg.parity_rel_tol * spread, "top1_agreement": top1, "min_top1_agreement": cfg.parity_min_top1}
+    out["passed"] = bool(out["max_abs_diff"] <= out["tolerance_max_abs"] and top1 >= cfg.parity_min_top1)
+    if not out["passed"]:
+        raise ParityError(f"parity on {target.name}'s runtime failed: max |logit diff| {out['max_abs_diff']:.3g} (allowed "
+                          f"{out['tolerance_max_abs']:.3g}), top-1 agreement {top1:.4f} (required {cfg.parity_min_top1}) on {len(x)} eval samples")
+    return out
 
 
 class QuantizePass(PassBase):
