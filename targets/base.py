@@ -108,9 +108,10 @@ class EngineArtifact:
     sha256: str
     manifest: dict[str, Any]
     target: str
+    companions: tuple[Path, ...] = ()  # files the engine needs beside it (OpenVINO's model.bin), hashed into the run manifest
 
     def describe(self) -> dict[str, Any]:
-        return {"path": str(self.path), "sha256": self.sha256, "target": self.target}
+        return {"path": str(self.path), "sha256": self.sha256, "target": self.target, "companions": [p.name for p in self.companions]}
 
 
 @dataclass(frozen=True)

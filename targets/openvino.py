@@ -165,7 +165,7 @@ class OpenvinoTarget(TargetBase):
             staged.with_suffix(".bin").replace(xml.with_suffix(".bin"))  # the weights first: model.xml names them
             staged.replace(xml)
         write_json_atomic(xml.with_name(xml.name + ".manifest.json"), manifest)
-        return EngineArtifact(xml, sha256_file(xml), manifest, self.name)
+        return EngineArtifact(xml, sha256_file(xml), manifest, self.name, (xml.with_suffix(".bin"),))
 
     def _parity_vs_onnx(self, compiled: Any, onnx: OnnxArtifact, batch: int) -> dict[str, Any]:
         """The IR's logits vs ONNX Runtime's on the ONNX, 8 seeded inputs. A float model at f32 must match within the

@@ -75,7 +75,7 @@ def build(run: Any, outcome: Outcome, stage: Path, started: dt.datetime, seconds
     """`run` is compress's Prepared run; `outcome` what its passes and measurements produced."""
     final_row, teacher_row = outcome.stages[-1], outcome.stages[0]
     final = outcome.final
-    files = [final.path, stage / "teacher.onnx", *([outcome.engine.path] if outcome.engine is not None else []),
+    files = [final.path, stage / "teacher.onnx", *([outcome.engine.path, *outcome.engine.companions] if outcome.engine is not None else []),
              *([stage / outcome.deploy["file"]] if outcome.deploy else [])]
     artifacts = {p.name: {"sha256": sha256_file(p), "bytes": p.stat().st_size} for p in files}
     latency, teacher_latency = final_row["latency"], teacher_row["latency"]

@@ -132,3 +132,18 @@ def test_options_refused_by_name():
 def test_cli_bad_precision_is_exit_2(cli, tiny, tmp_path):
     bad = cli("profile", tiny.checkpoint, "--target", "openvino", "--precision", "int4")
     assert bad.code == 2 and "--precision must be one of" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_compress_export_recipe_ships_the_ir_with_every_file_hashed(tiny, tmp_path):
+    from squeeze import api
+
+    manifest = api.compress(tiny.checkpoint, target="openvino", out=tmp_path / "run", recipe="export",
+                            profile_spec=ProfileSpec(warmup=2, iterations=20))
+    out = tmp_path / "run"
+    assert manifest["target"]["name"] == "openvino" and manifest["gate"]["verdict"] == "pass"
+    for name in ("model.xml", "model.bin", "model.onnx", "model.session.json"):
+        assert manifest["artifacts"][name]["sha256"] == sha256_file(out / name), name
+    assert manifest["outputs"]["engine"]["path"] == "model.xml" and manifest["latency"]["runtime"] == "openvino"
+    assert manifest["latency"]["measured"] and manifest["latency"]["settings"]["chosen"]["threads"] >= 1
+    assert "compile_model('model.xml'" in manifest["deploy"]["snippet"]
+    assert {row["op_type"] for row in manifest["layer_latency"]["final"]}  # OpenVINO's own counters
