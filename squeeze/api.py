@@ -226,11 +226,23 @@ def compress(
                         command=command, remote={k: v for k, v in remote.items() if v is not None})
 
 
-def print_recipe(recipe: str | Path | None = None, *, student: bool = False, overrides: dict[str, dict[str, Any]] | None = None) -> str:
-    """The effective recipe `compress` would run, as YAML (validated, no work done)."""
+def print_recipe(recipe: str | Path | None = None, *, student: bool = False, overrides: dict[str, dict[str, Any]] | None = None,
+                 latency_budget: str | float | None = None) -> str:
+    """The effective recipe `compress` would run, as YAML (validated, no work done). With a latency budget, the
+    passes that aim at one show the figure they will aim at (a derived budget needs the teacher measured: not shown)."""
+    from squeeze.options import parse_duration_ms
+    from squeeze.run import budget as budgets
     from squeeze.run.compress import effective_recipe
+    from squeeze.run.pipeline import Step
+    from squeeze.run.recipe import Recipe, RecipeStep, pass_class
 
-    return effective_recipe(recipe, student=student, overrides=overrides).to_yaml()
+    plan = effective_recipe(recipe, student=student, overrides=overrides)
+    budget_ms = parse_duration_ms(latency_budget)
+    if budget_ms is None:
+        return plan.to_yaml()
+    steps = [Step(pass_class(s.name)(), s.config) for s in plan.passes]
+    budgets.aim_passes(steps, budgets.derive(budget_ms, {}, steps))
+    return Recipe([RecipeStep(s.name, step.config) for s, step in zip(plan.passes, steps)], plan.source).to_yaml()
 
 
 def gate(

@@ -198,7 +198,7 @@ def compress(
     distill = {k: v for k, v in {"epochs": epochs, "loss": loss, "label_free": label_free}.items() if v is not None}
     overrides = {"distill": distill} if distill else {}
     if print_recipe:
-        sys.stdout.write(api.print_recipe(recipe, student=student is not None, overrides=overrides))
+        sys.stdout.write(api.print_recipe(recipe, student=student is not None, overrides=overrides, latency_budget=latency_budget))
         return
     import contextlib
 

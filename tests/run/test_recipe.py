@@ -83,6 +83,16 @@ def test_print_recipe_round_trips_and_applies_overrides(tmp_path):
         api.print_recipe("export", student=False, overrides={"distill": {"epochs": 5}})
 
 
+def test_print_recipe_shows_what_the_passes_aim_at_under_a_budget():
+    printed = parse_recipe(yaml.safe_load(api.print_recipe("full", latency_budget="0.3ms")), "printed")
+    # the gated p90 budget is aimed at with the p50 margin; search aims higher when prune follows it
+    assert printed.step("prune").config.latency_budget_ms == pytest.approx(0.3 * 0.85)
+    assert printed.step("search").config.latency_budget_ms > printed.step("prune").config.latency_budget_ms
+    assert parse_recipe(yaml.safe_load(api.print_recipe("full")), "printed").step("prune").config.latency_budget_ms is None
+    with pytest.raises(UserInputError):
+        api.print_recipe("full", latency_budget="-1ms")
+
+
 def test_builtin_recipes():
     full = effective_recipe(None, student=False)
     assert full.names() == ["search", "distill", "prune", "quantize", "profile"] and full.source == "built-in recipe 'full'"
