@@ -128,3 +128,15 @@ def best_candidates(events: list[Event], k: int) -> list[Candidate]:
         if e.candidate.feasible:
             unique[e.candidate.key] = e.candidate
     return sorted(unique.values(), key=Candidate.rank_key, reverse=True)[:k]
+
+
+def progress_events(iterations: int, proxy: str, progress: Callable[[str], None]) -> Callable[[Event, Candidate | None], None]:
+    """Evolution steps as 'k/n' progress (the live view's ETA) with the best score so far, every few steps."""
+    every = max(1, iterations // 24)
+
+    def report(event: Event, best: Candidate | None) -> None:
+        if event.step and (event.step % every == 0 or event.step == iterations):
+            score = f", best {proxy} score {best.score:.4g}" if best is not None and best.score is not None else ""
+            progress(f"search step {event.step}/{iterations}{score}")
+
+    return report

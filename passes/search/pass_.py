@@ -33,7 +33,7 @@ from squeeze.io.fsutil import write_bytes_atomic, write_json_atomic
 from squeeze.options import cli
 from squeeze.passes.base import Context, PassBase, Placement, Requires
 from squeeze.passes.search import proxies
-from squeeze.passes.search.evolution import Candidate, EvolutionConfig, Event, best_candidates, evolve
+from squeeze.passes.search.evolution import Candidate, EvolutionConfig, Event, best_candidates, evolve, progress_events
 from squeeze.passes.search.latency import METRICS, LatencyOracle, default_cache_path
 from squeeze.passes.search.spaces import SearchSpace, get_space
 from squeeze.targets.base import ProfileSpec, Target
@@ -256,7 +256,7 @@ def search(teacher: ModelArtifact, data: DataBundle | None, target: Target, cfg:
         raise UserInputError(_impossible(cfg, space, target, smallest, evaluate.metric_key))
     progress(f"searching space {space.name} with proxy {cfg.proxy}: population {cfg.population}, {cfg.iterations} iterations")
     t0 = time.perf_counter()
-    events = evolve(space, evaluate, cfg.evolution(), first=[smallest_genome], on_event=on_event)
+    events = evolve(space, evaluate, cfg.evolution(), first=[smallest_genome], on_event=on_event or progress_events(cfg.iterations, cfg.proxy, progress))
     timings["evolution_s"] = time.perf_counter() - t0
     top = best_candidates(events, cfg.top_k)
     final_latency = _measure_top(top, space, oracle, target, teacher, cfg, cache_path, in_channels, num_classes, progress)

@@ -31,13 +31,15 @@ class PipelineProgress:
 
     def __enter__(self) -> "PipelineProgress":
         if self.live_mode:
-            self._live = Live(self._render(), console=self.console, refresh_per_second=4, transient=False)
+            # get_renderable: the view is rebuilt on every refresh tick, so the clocks run while a pass is
+            # busy between messages (a static table froze the display for minutes during long epochs)
+            self._live = Live(console=self.console, refresh_per_second=4, transient=False, get_renderable=self._render)
             self._live.__enter__()
         return self
 
     def __exit__(self, *exc: Any) -> None:
         if self._live is not None:
-            self._live.update(self._render())
+            self._live.refresh()
             self._live.__exit__(*exc)
 
     # -- called by the pipeline ------------------------------------------------------------------
@@ -75,7 +77,7 @@ class PipelineProgress:
     # -- rendering -------------------------------------------------------------------------------
     def _refresh(self) -> None:
         if self._live is not None:
-            self._live.update(self._render())
+            self._live.refresh()
 
     def _render(self) -> Table:
         elapsed = time.perf_counter() - self.started

@@ -179,9 +179,13 @@ def test_evolution_climbs_beyond_random_sampling_and_is_seeded():
 def test_search_is_reproducible_with_a_seed_and_caches_latency(digits, tmp_path):
     teacher, bundle, _, _ = digits
     cfg = fast_config(params_budget=60_000, latency_cache=str(tmp_path / "latency.json"))
-    first = search(teacher, bundle, get_target("cpu"), cfg)
+    messages: list[str] = []
+    first = search(teacher, bundle, get_target("cpu"), cfg, progress=messages.append)
     second = search(teacher, bundle, get_target("cpu"), cfg)
     assert first.best.spec == second.best.spec
+    # the live view's k/n progress and best-so-far, up to the last step
+    steps = [m for m in messages if m.startswith("search step ")]
+    assert steps and steps[-1].startswith(f"search step {cfg.iterations}/{cfg.iterations}, best diswot score")
     assert [(h["spec"], h["score"]) for h in first.history] == [(h["spec"], h["score"]) for h in second.history]
     assert first.result["latency_cache"]["misses"] > 0
     assert second.result["latency_cache"]["misses"] == 0 and second.result["latency_cache"]["hits"] > 0
