@@ -140,3 +140,16 @@ def progress_events(iterations: int, proxy: str, progress: Callable[[str], None]
             progress(f"search step {event.step}/{iterations}{score}")
 
     return report
+
+
+def candidate_row(rank: int, c: Candidate) -> dict[str, Any]:
+    return {"rank": rank, "spec": c.spec, "score": c.score, "terms": c.metrics.get("terms", {}), "params": c.metrics["params"],
+            "macs": c.metrics["macs"], "latency": c.metrics.get("latency")}
+
+
+def event_row(e: Event) -> dict[str, Any]:
+    c = e.candidate
+    lat = c.metrics.get("latency")
+    return {"step": e.step, "origin": e.origin, "repeat": e.repeat, "spec": c.spec, "feasible": c.feasible, "reason": c.reason,
+            "score": c.score, "terms": c.metrics.get("terms", {}), "params": c.metrics["params"], "macs": c.metrics["macs"],
+            "latency_ms": lat and {k: lat[k] for k in ("p50_ms", "p90_ms", "mean_ms")}, "latency_kind": lat and lat["kind"]}

@@ -33,7 +33,8 @@ from squeeze.io.fsutil import write_bytes_atomic, write_json_atomic
 from squeeze.options import cli
 from squeeze.passes.base import Context, PassBase, Placement, Requires
 from squeeze.passes.search import proxies
-from squeeze.passes.search.evolution import Candidate, EvolutionConfig, Event, best_candidates, evolve, progress_events
+from squeeze.passes.search.evolution import (Candidate, EvolutionConfig, Event, best_candidates, candidate_row, event_row, evolve,
+                                              progress_events)
 from squeeze.passes.search.latency import METRICS, LatencyOracle, default_cache_path
 from squeeze.passes.search.spaces import SearchSpace, get_space
 from squeeze.targets.base import ProfileSpec, Target
@@ -264,7 +265,7 @@ def search(teacher: ModelArtifact, data: DataBundle | None, target: Target, cfg:
     latency_kind = "measured" if oracle is not None and oracle.measured else ("predicted" if oracle is not None else f"not available: {latency_note}")
     result = _result(cfg, space, teacher, teacher_size, data, target, latency_kind, events, top, final_latency, params_cap, macs_cap,
                      batch_info, timings, oracle, num_classes)
-    return SearchOutcome(space, top[0], top, events, result, in_channels, num_classes, [_event_row(e) for e in events])
+    return SearchOutcome(space, top[0], top, events, result, in_channels, num_classes, [event_row(e) for e in events])
 
 
 def _measure_top(top: list[Candidate], space: SearchSpace, oracle: LatencyOracle | None, target: Target, teacher: ModelArtifact,
@@ -309,7 +310,11 @@ def _result(cfg: SearchConfig, space: SearchSpace, teacher: ModelArtifact, teach
                     "macs": macs_cap, "macs_from": "budget" if cfg.macs_budget is not None else "teacher"},
         "proxy": {"name": cfg.proxy, "higher_is_better": True, "teacher_init": cfg.teacher_init, "semantic_temperature": cfg.temperature,
                   "batch": batch_info},
-        "top_k": [_candidate_row(i + 1, c) for i, c in enumerate(top)],
+        "top_k": [candidate_row(i + 1, c) for i, c in enumerate(top)],
+        # every feasible candidate scored (the report plots score vs latency) and the chosen one
+        "candidates": [{"score": c.score, "latency_ms": (c.metrics.get("latency") or {}).get(metric_key), "params": c.metrics["params"],
+                        "macs": c.metrics["macs"]} for c in unique.values() if c.feasible and c.score is not None],
+        "chosen": {"score": best.score, "latency_ms": (best.metrics.get("latency") or {}).get(metric_key)},
         "space": space.describe(),
         "teacher": {**teacher.describe(), **teacher_size, "classes": num_classes},
         "data": data.describe() if data is not None else None,
@@ -327,19 +332,6 @@ def _result(cfg: SearchConfig, space: SearchSpace, teacher: ModelArtifact, teach
 def _latency_summary(lat: dict[str, Any]) -> dict[str, Any]:
     return {"p50_ms": lat["p50_ms"], "p90_ms": lat["p90_ms"], "mean_ms": lat["mean_ms"], "measured": lat["measured"],
             "kind": "measured" if lat["measured"] else "predicted", "cached": lat.get("cached", False)}
-
-
-def _candidate_row(rank: int, c: Candidate) -> dict[str, Any]:
-    return {"rank": rank, "spec": c.spec, "score": c.score, "terms": c.metrics.get("terms", {}), "params": c.metrics["params"],
-            "macs": c.metrics["macs"], "latency": c.metrics.get("latency")}
-
-
-def _event_row(e: Event) -> dict[str, Any]:
-    c = e.candidate
-    lat = c.metrics.get("latency")
-    return {"step": e.step, "origin": e.origin, "repeat": e.repeat, "spec": c.spec, "feasible": c.feasible, "reason": c.reason,
-            "score": c.score, "terms": c.metrics.get("terms", {}), "params": c.metrics["params"], "macs": c.metrics["macs"],
-            "latency_ms": lat and {k: lat[k] for k in ("p50_ms", "p90_ms", "mean_ms")}, "latency_kind": lat and lat["kind"]}
 
 
 def _impossible(cfg: SearchConfig, space: SearchSpace, target: Target, smallest: Candidate, metric_key: str) -> str:

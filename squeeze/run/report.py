@@ -71,16 +71,20 @@ def pareto_svg(manifest: dict[str, Any]) -> str:
     fig, axes = plt.subplots(1, 2 if has_search else 1, figsize=(11 if has_search else 6.5, 4.2), squeeze=False)
     ax = axes[0][0]
     budget = (manifest.get("budget") or {}).get("latency_ms")
+    # the searched student is untrained (chance accuracy): plotted, it squashes the trained stages into one line
     points = [(s["stage"], s["latency"]["p50_ms"], 100 * s["accuracy"]) for s in manifest.get("stages", [])
-              if s.get("latency") and s.get("accuracy") is not None]
+              if s.get("latency") and s.get("accuracy") is not None and s["stage"] != "search"]
     if points:
         xs, ys = [p[1] for p in points], [p[2] for p in points]
         ax.plot(xs[1:], ys[1:], "-", color="#9ab", zorder=1)
-        for name, x, y in points:
+        for i, (name, x, y) in enumerate(points):
             style = {"marker": "*", "s": 220, "color": "#d62728"} if name == "teacher" else {"marker": "o", "s": 60, "color": "#1f77b4"}
             ax.scatter([x], [y], zorder=3, **style)
-            ax.annotate(STAGE_LABELS.get(name, name), (x, y), textcoords="offset points", xytext=(6, 6), fontsize=8)
+            ax.annotate(STAGE_LABELS.get(name, name), (x, y), textcoords="offset points", xytext=(6, 8 if i % 2 else -14), fontsize=8)
         ax.set_xscale("log")
+        _plain_ms_ticks(ax)
+        spread = max(ys) - min(ys)
+        ax.set_ylim(min(ys) - max(0.3, 0.25 * spread), min(100.0, max(ys) + max(0.3, 0.25 * spread)))
     if budget:
         ax.axvline(budget, linestyle="--", color="#2ca02c", label=f"budget {budget:g} ms")
         ax.legend(loc="lower right", fontsize=8)
@@ -99,8 +103,9 @@ def pareto_svg(manifest: dict[str, Any]) -> str:
         if budget:
             ax2.axvline(budget, linestyle="--", color="#2ca02c")
         ax2.set_xscale("log")
+        _plain_ms_ticks(ax2)
         ax2.set_xlabel("candidate latency (ms, log)")
-        ax2.set_ylabel(f"proxy score ({search.get('proxy', 'proxy')})")
+        ax2.set_ylabel(f"proxy score ({_proxy_name(search)})")
         ax2.set_title("student search")
         ax2.grid(True, alpha=0.3)
         ax2.legend(fontsize=8)
@@ -111,6 +116,19 @@ def pareto_svg(manifest: dict[str, Any]) -> str:
     plt.close(fig)
     svg = buf.getvalue()
     return svg[svg.index("<svg"):]  # drop the XML prolog: the SVG is inlined into HTML
+
+
+def _plain_ms_ticks(ax: Any) -> None:
+    """Log-axis ticks as plain milliseconds (0.1, 0.3, 1), no overlapping 3x10^0-style minor labels."""
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+
+
+def _proxy_name(search: dict[str, Any]) -> str:
+    proxy = search.get("proxy")
+    return str(proxy.get("name", "proxy")) if isinstance(proxy, dict) else str(proxy or "proxy")
 
 
 def _html_table(header: list[str], rows: list[list[str]]) -> str:
@@ -138,18 +156,21 @@ def sections(manifest: dict[str, Any]) -> list[tuple[str, list[str], list[list[s
     search = manifest.get("search") or {}
     top = search.get("top_k") or []
     if top:
-        keys = [k for k in ("rank", "score", "latency_ms", "params", "macs") if k in top[0]]
-        rows = [[str(i + 1) if k == "rank" and "rank" not in row else
-                 (f"{row[k]:.4g}" if isinstance(row.get(k), float) else _count(row[k]) if k in ("params", "macs") else str(row.get(k, "-")))
-                 for k in keys] + [str(row.get("arch", row.get("spec", "")))[:80]] for i, row in enumerate(top)]
-        out.append(("Student search: top candidates", [*keys, "architecture"], rows,
-                    f"proxy {search.get('proxy', '-')}, {search.get('evaluated', len(top))} candidates scored"))
-    for which in ("final", "teacher"):
+        rows = [[str(row.get("rank", i + 1)), f"{row['score']:.4g}" if row.get("score") is not None else "-",
+                 _ms(row.get("latency"), "p50_ms"), _count(row.get("params")), _count(row.get("macs")), _architecture(row.get("spec"))]
+                for i, row in enumerate(top)]
+        scored = (search.get("search") or {}).get("unique_candidates", len(top))
+        out.append(("Student search: top candidates", ["rank", "score", "p50 ms", "params", "MACs", "architecture"], rows,
+                    f"proxy {_proxy_name(search)} (higher is better), {scored} candidates scored"))
+    for which, latency in (("final", manifest.get("latency")), ("teacher", manifest.get("teacher_latency"))):
         layers = (manifest.get("layer_latency") or {}).get(which) or []
         if layers:
-            rows = [[l["name"], l["op_type"], f"{l['mean_us']:.1f}", f"{100 * l['share']:.1f}%"] for l in layers[:15]]
-            out.append((f"Per-layer latency ({which}, top 15)", ["node", "op", "mean µs", "share"], rows,
-                        "from ONNX Runtime's node profiler (one batch-1 run per sample, same threads as the timing)"))
+            p50_us = 1e3 * (latency or {}).get("p50_ms", 0.0)
+            rows = [[l["name"], l["op_type"], f"{100 * l['share']:.1f}%", f"{l['share'] * p50_us:.1f}", f"{l['mean_us']:.1f}"] for l in layers[:15]]
+            out.append((f"Per-layer latency ({which}, top 15)", ["node", "op", "share", "µs of p50", "profiled µs"], rows,
+                        "shares from the runtime's node profiler at the settings the model was timed at; 'µs of p50' scales them to "
+                        "the measured p50 (the profiler's own overhead inflates 'profiled µs'); names are the runtime's after its "
+                        "graph optimisations (e.g. *_nchwc: ORT's NCHWc layout)"))
     final_latency = manifest.get("latency") or {}
     if (final_latency.get("settings") or {}).get("candidates"):
         out.append(("Session tuning (deployed model)", ["settings", f"{final_latency['settings']['statistic'].removesuffix('_ms')} ms",
@@ -176,7 +197,15 @@ def sections(manifest: dict[str, Any]) -> list[tuple[str, list[str], list[list[s
     return out
 
 
-def _short_config(cfg: Any, limit: int = 160) -> str:
+def _architecture(spec: Any) -> str:
+    """A student spec as its architecture's arguments (the factory path is the same for every row)."""
+    import json
+
+    kwargs = spec.get("kwargs", spec) if isinstance(spec, dict) else spec
+    return json.dumps(kwargs, separators=(", ", ": "))[:160]
+
+
+def _short_config(cfg: Any, limit: int = 100) -> str:
     import json
 
     text = json.dumps(cfg, default=str, separators=(",", ":"))
@@ -241,7 +270,7 @@ h1{margin-bottom:.2rem}.verdict{display:inline-block;padding:.2rem .8rem;border-
 .pass{background:#2ca02c}.fail{background:#d62728}table{border-collapse:collapse;margin:.6rem 0 1.4rem;font-size:.9rem}
 td,th{border:1px solid #ccc;padding:.25rem .55rem;text-align:right}td:first-child,th:first-child{text-align:left}
 th{background:#f3f3f3}.note{color:#666;font-size:.85rem}svg{max-width:100%;height:auto}code{background:#f3f3f3;padding:0 .2rem}
-pre{background:#f3f3f3;padding:.6rem;overflow-x:auto}"""
+pre{background:#f3f3f3;padding:.6rem;overflow-x:auto}td{max-width:36rem;overflow-wrap:anywhere}"""
 
 
 def render_html(manifest: dict[str, Any]) -> str:

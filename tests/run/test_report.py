@@ -64,3 +64,25 @@ def test_report_renders_in_headless_chromium(run_dir, tmp_path):
     assert pixels.shape == (1400, 1000)
     assert pixels.std() > 20  # text, tables and the plot, not a blank page
     assert (pixels < 100).mean() > 0.01  # dark ink: the page actually drew content
+
+
+def test_search_and_layer_sections_read_as_a_user_needs(run_dir):
+    from squeeze.run.report import pareto_svg
+
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    untrained = {**manifest["stages"][1], "stage": "search", "accuracy": 0.1}
+    manifest["stages"] = [manifest["stages"][0], untrained, *manifest["stages"][1:]]
+    spec = {"arch": "squeeze.passes.search.spaces:build_resnet", "kwargs": {"stem_width": 8, "widths": [16, 32]}}
+    manifest["search"] = {"proxy": {"name": "diswot", "higher_is_better": True}, "search": {"unique_candidates": 40},
+                          "top_k": [{"rank": 1, "spec": spec, "score": -1.25, "params": 5000, "macs": 2e6, "latency": {"p50_ms": 0.05}}],
+                          "candidates": [{"score": -1.25 - i / 10, "latency_ms": 0.05 + i / 100} for i in range(6)],
+                          "chosen": {"score": -1.25, "latency_ms": 0.05}}
+    md = render_markdown(manifest)
+    assert '"stem_width": 8' in md and "squeeze.passes.search.spaces" not in md.split("## Student search")[1].split("##")[0]
+    assert "proxy diswot (higher is better), 40 candidates scored" in md and "{'name'" not in md
+    layers = manifest["layer_latency"]["final"]
+    scaled = layers[0]["share"] * 1e3 * manifest["latency"]["p50_ms"]
+    assert f"| {100 * layers[0]['share']:.1f}% | {scaled:.1f} |" in md  # shares scaled to the measured p50
+    svg = pareto_svg(manifest)
+    assert "student search" in svg and "searched student (untrained)" not in svg  # chance accuracy is not plotted
+    assert "10^" not in svg and "times10" not in svg  # plain millisecond tick labels
