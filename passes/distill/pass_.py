@@ -8,6 +8,7 @@ from (seed, epoch), so a resumed run reproduces an uninterrupted one.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import asdict, replace
 from typing import ClassVar
 
@@ -43,18 +44,21 @@ class DistillPass(PassBase):
         arch = str(inp.metadata.get("arch", ""))
         run_dir = ctx.run_dir / self.name
         ctx.progress(f"distilling {arch or 'the student'} from the teacher ({cfg.epochs} epochs, loss {cfg.loss})")
+        # train a copy: the input stays what the pass before produced (compress measures the searched student
+        # as its own stage after the pipeline; trained in place, that row showed the distilled weights)
+        student = copy.deepcopy(inp.module)
         if cfg.nproc > 1:
             from squeeze.passes.distill.ddp import distill_distributed
 
-            result = distill_distributed(ctx.teacher, inp.module, ctx.data, cfg, run_dir, student_arch=arch,
+            result = distill_distributed(ctx.teacher, student, ctx.data, cfg, run_dir, student_arch=arch,
                                          student_kwargs=inp.metadata.get("arch_kwargs"), show_progress=True)
-            inp.module.load_state_dict(torch.load(run_dir / STUDENT_FILE, weights_only=True)["state_dict"])
+            student.load_state_dict(torch.load(run_dir / STUDENT_FILE, weights_only=True)["state_dict"])
         else:
-            result = distill(ctx.teacher, inp.module, ctx.data, cfg, run_dir, student_arch=arch,
+            result = distill(ctx.teacher, student, ctx.data, cfg, run_dir, student_arch=arch,
                              student_kwargs=inp.metadata.get("arch_kwargs"), progress=ctx.progress)
         ctx.results[self.name] = result
         student_file = run_dir / STUDENT_FILE
-        return ModelArtifact(inp.module.eval(), ctx.teacher.input_spec, str(student_file), "checkpoint",
+        return ModelArtifact(student.eval(), ctx.teacher.input_spec, str(student_file), "checkpoint",
                              sha256_file(student_file) if student_file.exists() else "",
                              {"arch": arch, "arch_kwargs": inp.metadata.get("arch_kwargs")},
                              [*inp.provenance, {"pass": "distill", "config": asdict(cfg)}])

@@ -95,6 +95,10 @@ class StageMeter:
             by_hash.setdefault(art.sha256, art)
         teacher_hash = self.onnx_files["teacher"].sha256
         result = compare(self.target, by_hash, closing_config(self.spec), reference=teacher_hash, progress=self.progress)
+        names = {}
+        for row in rows:  # the noise verdict names stages, not the sha256 keys the rounds were timed under
+            names.setdefault(self.onnx_files[row["stage"]].sha256, row["stage"])
+        result.why_noisy = [next((why.replace(h, f"stage '{n}'") for h, n in names.items() if h in why), why) for why in result.why_noisy]
         for row in rows:
             h = self.onnx_files[row["stage"]].sha256
             row["latency"] = {**result.stats[h], "measured": result.kind == "measured",

@@ -220,3 +220,23 @@ def test_foreign_arch_in_student_json_needs_explicit_flag(tmp_path):
 def test_build_student_fills_channels_and_classes():
     module, kwargs = build_student("squeeze.zoo:tiny_cnn", {}, in_channels=3, num_classes=7)
     assert kwargs == {"in_channels": 3, "num_classes": 7} and module(torch.zeros(1, 3, 16, 16)).shape == (1, 7)
+
+
+def test_the_pass_trains_a_copy_and_leaves_its_input_as_the_pass_before_made_it(tmp_path):
+    """compress measures the searched (untrained) student as its own stage after the pipeline ran: distill must
+    not train that very module in place."""
+    from squeeze.io.artifacts import ModelArtifact
+    from squeeze.io.data import load_data
+    from squeeze.passes.base import Context
+    from squeeze.passes.distill.pass_ import DistillPass
+    from squeeze.targets import get_target
+
+    teacher = load_model(TEACHER)
+    torch.manual_seed(0)
+    module, *_ = build_student(STUDENT["arch"], STUDENT["kwargs"], 1, 10)
+    before = {k: v.clone() for k, v in module.state_dict().items()}
+    student = ModelArtifact(module, teacher.input_spec, "student.json", "student-spec", "", {"arch": STUDENT["arch"]})
+    ctx = Context(run_dir=tmp_path, target=get_target("cpu"), data=load_data("digits"), teacher=teacher)
+    out = DistillPass().run(ctx, student, DistillConfig(epochs=1, batch_size=64))
+    assert out.module is not module and all(torch.equal(before[k], v) for k, v in module.state_dict().items())
+    assert any(not torch.equal(before[k], v) for k, v in out.module.state_dict().items())
