@@ -15,6 +15,7 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
+import click
 import typer
 import typer.main
 from typer.core import TyperGroup
@@ -26,6 +27,29 @@ from squeeze.errors import SqueezeError
 # Commands generated from the passes' configs, built on first use by the module that registers them (a plugin-style
 # load by name: this module never imports that one, which imports this one to register).
 LAZY_COMMANDS = {name: "squeeze.cli.pass_commands" for name in ("distill", "prune", "quantize", "search")}
+# their one-paragraph help, here so that the root --help lists them without building them (which imports torch)
+PASS_SUMMARIES = {
+    "distill": "Train a student from the teacher (KD, DIST, FitNet hints, RKD, SP; label-free with --label-free). The best epoch is "
+               "picked on the calibration split and reported on the eval split. Killed runs resume on re-run.",
+    "prune": "Structured pruning (Torch-Pruning dependency graph) chosen by latency measured on the target, recovered by layer "
+             "distillation. Exit 1 when the budget is not met (the best model reached is still written).",
+    "quantize": "INT8 quantization-aware distillation: PTQ, QAT against the teacher, QDQ ONNX checked against the target's rules. "
+                "Exit 1 when parity fails or INT8 is slower than float without --allow-slower.",
+    "search": "Search a student architecture for the teacher without training, under latency/params/MACs budgets. Writes "
+              "OUT/student.json (what `squeeze distill --student` takes).",
+}
+
+
+class _LazyCommand(click.Command):
+    """A pass command's stand-in until it is used: its summary for the root --help; the real command is built
+    when it is invoked (its own --help included)."""
+
+    def __init__(self, group: "LazyGroup", name: str):
+        super().__init__(name, help=PASS_SUMMARIES.get(name, ""), short_help=PASS_SUMMARIES.get(name))
+        self.group = group
+
+    def make_context(self, info_name: Any, args: list[str], parent: Any = None, **extra: Any) -> Any:
+        return self.group.load(self.name).make_context(info_name, args, parent=parent, **extra)
 
 
 class LazyGroup(TyperGroup):
@@ -38,10 +62,16 @@ class LazyGroup(TyperGroup):
     def get_command(self, ctx: Any, name: str) -> Any:
         command = super().get_command(ctx, name)
         if command is None and name in LAZY_COMMANDS:
+            return _LazyCommand(self, name)
+        return command
+
+    def load(self, name: str) -> Any:
+        """The real pass command, built once: importing its module registers it with the typer app."""
+        command = self.commands.get(name)
+        if command is None:
             import importlib
 
-            importlib.import_module(LAZY_COMMANDS[name])  # registers the typer commands
-
+            importlib.import_module(LAZY_COMMANDS[name])
             info = next(c for c in app.registered_commands if c.name == name)
             command = typer.main.get_command_from_info(info, pretty_exceptions_short=True, rich_markup_mode=app.rich_markup_mode)
             self.add_command(command, name)

@@ -14,7 +14,7 @@ from typing import Any, Callable, Optional
 import typer
 
 from squeeze.cli import render
-from squeeze.cli.app import ArchOpt, DataOpt, JsonOpt, ShapeOpt, TrustOpt, _emit_json, _progress, app, handled, stderr
+from squeeze.cli.app import PASS_SUMMARIES, ArchOpt, DataOpt, JsonOpt, ShapeOpt, TrustOpt, _emit_json, _progress, app, handled, stderr
 from squeeze.cli.options import config_values, parameters, with_signature
 
 
@@ -60,24 +60,17 @@ def _budget_warning(result: dict[str, Any], out: Path) -> str | None:
 
 TEACHER = _opt("teacher", None, "--teacher", annotation=Optional[Path], help="the teacher for the distillation losses (default: the model itself)")
 COMMANDS = (
-    PassCommand("distill", "the trained teacher", "Train a student from the teacher (KD, DIST, FitNet hints, RKD, SP; label-free with "
-                "--label-free). The best epoch is picked on the calibration split and reported on the eval split. Killed runs resume "
-                "on re-run.\n\nExample: squeeze distill samples/teachers/resnet_mnist.pt --student student.json --data mnist --epochs 5 "
+    PassCommand("distill", "the trained teacher", PASS_SUMMARIES["distill"] + "\n\nExample: squeeze distill samples/teachers/resnet_mnist.pt --student student.json --data mnist --epochs 5 "
                 "--loss kd+dist --out distill/", render.distill_result,
                 extra=(_opt("student", ..., "--student", annotation=str, help="student spec JSON ({\"arch\": ..., \"kwargs\": {...}}) or pkg.mod:factory"),)),
-    PassCommand("prune", "the float model to prune (squeeze checkpoint, or state_dict + --arch)", "Structured pruning (Torch-Pruning "
-                "dependency graph) chosen by latency measured on the target, recovered by layer distillation. Exit 1 when the budget "
-                "is not met (the best model reached is still written).\n\nExample: squeeze prune samples/teachers/resnet_mnist.pt "
+    PassCommand("prune", "the float model to prune (squeeze checkpoint, or state_dict + --arch)", PASS_SUMMARIES["prune"] + "\n\nExample: squeeze prune samples/teachers/resnet_mnist.pt "
                 "--data mnist --target cpu --latency-budget 0.5x --depth --out prune/", render.prune_result,
                 extra=(TEACHER, _opt("latency_budget", None, "--latency-budget", help="median latency to reach, e.g. 1ms, or 0.5x of the input's")),
                 skip=("latency_budget_ms", "latency_budget_ratio"), to_config=_prune_budget,
                 exit_code=lambda result: 1 if result.get("budget_met") is False else 0, warning=_budget_warning),
-    PassCommand("quantize", "the float model to quantize", "INT8 quantization-aware distillation: PTQ, QAT against the teacher, QDQ "
-                "ONNX checked against the target's rules. Exit 1 when parity fails or INT8 is slower than float without "
-                "--allow-slower.\n\nExample: squeeze quantize samples/teachers/resnet_mnist.pt --data mnist --target cpu --epochs 2 "
+    PassCommand("quantize", "the float model to quantize", PASS_SUMMARIES["quantize"] + "\n\nExample: squeeze quantize samples/teachers/resnet_mnist.pt --data mnist --target cpu --epochs 2 "
                 "--out quant/ --json", render.quantize_result, extra=(TEACHER,)),
-    PassCommand("search", "the trained teacher", "Search a student architecture for the teacher without training, under latency/params/"
-                "MACs budgets. Writes OUT/student.json (what `squeeze distill --student` takes).\n\nExample: squeeze search "
+    PassCommand("search", "the trained teacher", PASS_SUMMARIES["search"] + "\n\nExample: squeeze search "
                 "samples/teachers/resnet_mnist.pt --data mnist --target cpu --space resnet --latency-budget 0.3ms --out search/",
                 render.search_result,
                 extra=(_opt("latency_budget", None, "--latency-budget", help="e.g. 2ms or 500us: bounds the --latency-metric of every candidate"),
