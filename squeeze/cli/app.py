@@ -191,15 +191,6 @@ def _progress(as_json: bool) -> Callable[[str], None]:
     return lambda message: stderr.print(f"[dim]… {message}[/]", highlight=False)
 
 
-def _fmt_count(n: int | None) -> str:
-    if n is None:
-        return "-"
-    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
-        if n >= scale:
-            return f"{n / scale:.2f}{unit}"
-    return str(n)
-
-
 @app.callback()
 def _root(debug: bool = typer.Option(False, "--debug", help="show tracebacks")) -> None:
     _state["debug"] = _state["debug"] or debug

@@ -11,8 +11,9 @@ from rich.markup import escape
 from rich.table import Table
 
 from squeeze.cli.app import (ArchOpt, DataOpt, DeviceOpt, IdentityOpt, JsonOpt, KnownHostsOpt, PortOpt, PowerOpt, PrecisionOpt,
-                             RemotePythonOpt, ShapeOpt, TrtexecOpt, TrustOpt, _emit_json, _fmt_count, _progress, app, handled, stderr,
+                             RemotePythonOpt, ShapeOpt, TrtexecOpt, TrustOpt, _emit_json, _progress, app, handled, stderr,
                              stdout)
+from squeeze.run.report import format_count
 from squeeze.cli.render import _cell, _emit_result, _print_latency, _stage_table
 
 
@@ -38,7 +39,7 @@ def inspect(
     stdout.print(f"[bold]{model}[/] ({result['format']}, sha256 {result['sha256'][:12]})")
     stdout.print(f"input  {spec['name']}: {'x'.join(map(str, spec['shape']))} {spec['dtype']}"
                  f"{' (dynamic batch)' if spec['dynamic_batch'] else ''}")
-    stdout.print(f"params {_fmt_count(result['params'])}   MACs {_fmt_count(result['macs'])} per sample")
+    stdout.print(f"params {format_count(result['params'])}   MACs {format_count(result['macs'])} per sample")
     if result.get("metadata", {}).get("eval_accuracy") is not None:
         meta = result["metadata"]
         stdout.print(f"recorded accuracy {meta['eval_accuracy'] * 100:.2f}% on the eval split of {meta.get('dataset')}")
@@ -47,7 +48,7 @@ def inspect(
         for col in ("name", "type", "output", "params", "MACs"):
             table.add_column(col, justify="right" if col in ("params", "MACs") else "left")
         for row in result["layers"]:
-            table.add_row(row["name"], row["type"], "x".join(map(str, row["output_shape"] or [])), _fmt_count(row["params"]), _fmt_count(row["macs"]))
+            table.add_row(row["name"], row["type"], "x".join(map(str, row["output_shape"] or [])), format_count(row["params"]), format_count(row["macs"]))
         stdout.print(table)
     ops = result.get("layer_types") or result.get("ops") or {}
     stdout.print("layer types: " + ", ".join(f"{k}×{v}" for k, v in ops.items()))

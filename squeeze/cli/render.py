@@ -9,7 +9,8 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from squeeze.cli.app import _emit_json, _fmt_count, stderr, stdout
+from squeeze.cli.app import _emit_json, stderr, stdout
+from squeeze.run.report import format_count
 
 
 def _latency_table(stats: dict[str, Any], title: str) -> Table:
@@ -110,8 +111,8 @@ def distill_result(result: dict[str, Any], out: Any) -> None:
     stdout.print(f"wrote [bold]{result.get('student_file', out)}[/] (best epoch {result['best_epoch']}, {result['selected_on']})")
     stdout.print(f"eval split ({ev['samples']} samples): student {_pct(ev['student_accuracy'])}, teacher {_pct(ev['teacher_accuracy'])}, "
                  f"top-1 agreement {_pct(ev['agreement'])}")
-    stdout.print(f"student {_fmt_count(result['student']['params'])} params, {_fmt_count(result['student']['macs'])} MACs; "
-                 f"teacher {_fmt_count(result['teacher']['params'])} params, {_fmt_count(result['teacher']['macs'])} MACs")
+    stdout.print(f"student {format_count(result['student']['params'])} params, {format_count(result['student']['macs'])} MACs; "
+                 f"teacher {format_count(result['teacher']['params'])} params, {format_count(result['teacher']['macs'])} MACs")
     _footer(result, out)
 
 
@@ -144,11 +145,11 @@ def prune_result(result: dict[str, Any], out: Any) -> None:
         table.add_column(col, justify="left" if col in ("action", "kept") else "right")
     for row in result["steps"]:
         if row["accepted"]:
-            table.add_row(str(row["step"]), row["action"], "yes", _fmt_count(row["params"]), _fmt_count(row["macs"]),
+            table.add_row(str(row["step"]), row["action"], "yes", format_count(row["params"]), format_count(row["macs"]),
                           f"{row['macs_ratio']:.3f}", f"{row['latency_ms']:.3f}", f"{row['latency_ratio']:.3f}", _pct(row["eval_accuracy"]))
         else:
             best = next(c for c in row["candidates"] if c["action"] == row["action"])
-            table.add_row(str(row["step"]), row["action"], "[red]rejected[/]", _fmt_count(best["params"]), _fmt_count(best["macs"]), "-", "-",
+            table.add_row(str(row["step"]), row["action"], "[red]rejected[/]", format_count(best["params"]), format_count(best["macs"]), "-", "-",
                           f"{best['ratio_to_current']:.3f}x cur", "-")
     stdout.print(table)
     lat, pr = result["latency"], result["pruned"]
@@ -171,12 +172,12 @@ def search_result(result: dict[str, Any], out: Any) -> None:
     for col in ("#", "score", "params", "MACs", f"latency {metric}", "architecture"):
         table.add_column(col, justify="left" if col == "architecture" else "right", overflow="fold")
     for row in result["top_k"]:
-        table.add_row(str(row["rank"]), f"{row['score']:.4f}", _fmt_count(row["params"]), _fmt_count(row["macs"]), lat_text(row["latency"]),
+        table.add_row(str(row["rank"]), f"{row['score']:.4f}", format_count(row["params"]), format_count(row["macs"]), lat_text(row["latency"]),
                       escape(" ".join(f"{k}={'-'.join(map(str, v)) if isinstance(v, list) else v}" for k, v in row["spec"]["kwargs"].items())))
     stdout.print(table)
     stdout.print(f"wrote [bold]{out}/student.json[/]: {escape(json.dumps(st['spec']))}")
-    stdout.print(f"student {_fmt_count(st['params'])} params, {_fmt_count(st['macs'])} MACs (teacher {_fmt_count(result['teacher']['params'])}, "
-                 f"{_fmt_count(result['teacher']['macs'])}); latency {lat_text(st['latency'])} on {result['target']['name']}"
+    stdout.print(f"student {format_count(st['params'])} params, {format_count(st['macs'])} MACs (teacher {format_count(result['teacher']['params'])}, "
+                 f"{format_count(result['teacher']['macs'])}); latency {lat_text(st['latency'])} on {result['target']['name']}"
                  + (f", budget {result['budgets']['latency_ms']:g} ms" if result["budgets"]["latency_ms"] else ""))
     if result["within_budget"].get("latency_final") is False:
         stderr.print(f"[yellow]warning:[/] re-measured with {st['latency']['iterations']} runs, the student's {metric} "

@@ -20,7 +20,8 @@ def _pct(v: float | None) -> str:
     return "-" if v is None else f"{100 * v:.2f}%"
 
 
-def _count(n: float | None) -> str:
+def format_count(n: float | None) -> str:
+    """1.23M-style counts (params, MACs) for tables; '-' when unknown."""
     if n is None:
         return "-"
     for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
@@ -44,8 +45,8 @@ def stage_rows(manifest: dict[str, Any]) -> list[list[str]]:
             STAGE_LABELS.get(s["stage"], s["stage"]) + (f" — {s['note']}" if s.get("note") else ""),
             _pct(s.get("accuracy")),
             _pct(s.get("teacher_agreement")),
-            _count(s.get("params")),
-            _count(s.get("macs")),
+            format_count(s.get("params")),
+            format_count(s.get("macs")),
             f"{s['onnx_bytes'] / 1e6:.3f}" if s.get("onnx_bytes") else "-",
             _ms(lat, "p50_ms"), _ms(lat, "p90_ms"), _ms(lat, "p99_ms"),
             "-" if not parity else (f"{parity.get('max_abs_diff', 0):.1e} " + ("ok" if parity.get("passed") else "FAIL")),
@@ -157,7 +158,7 @@ def sections(manifest: dict[str, Any]) -> list[tuple[str, list[str], list[list[s
     top = search.get("top_k") or []
     if top:
         rows = [[str(row.get("rank", i + 1)), f"{row['score']:.4g}" if row.get("score") is not None else "-",
-                 _ms(row.get("latency"), "p50_ms"), _count(row.get("params")), _count(row.get("macs")), _architecture(row.get("spec"))]
+                 _ms(row.get("latency"), "p50_ms"), format_count(row.get("params")), format_count(row.get("macs")), _architecture(row.get("spec"))]
                 for i, row in enumerate(top)]
         scored = (search.get("search") or {}).get("unique_candidates", len(top))
         out.append(("Student search: top candidates", ["rank", "score", "p50 ms", "params", "MACs", "architecture"], rows,

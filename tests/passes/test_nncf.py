@@ -11,8 +11,7 @@ import pytest
 import torch
 
 from squeeze.errors import ParityError, UserInputError
-from squeeze.io.data import load_data
-from squeeze.io.modelio import load_model, load_onnx
+from squeeze.io.modelio import load_onnx
 from squeeze.passes.quantize.backends import fold_batchnorm, get_backend
 from squeeze.passes.quantize.pass_ import (QuantizeConfig, SpeedGuardError, calibration_batches, export_qdq, quantize, resolve_backend,
                                            runtime_parity)
@@ -26,16 +25,6 @@ pytest.importorskip("nncf")
 
 ROOT = Path(__file__).resolve().parents[2]
 TEACHER = ROOT / "samples" / "teachers" / "resnet_digits.pt"
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return load_data("digits")
-
-
-@pytest.fixture(scope="module")
-def teacher():
-    return load_model(TEACHER)
 
 
 @pytest.fixture(scope="module")

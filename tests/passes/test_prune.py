@@ -11,7 +11,6 @@ from torch import nn
 
 from squeeze import zoo
 from squeeze.io.artifacts import InputSpec, ModelArtifact
-from squeeze.io.data import load_data
 from squeeze.errors import UserInputError
 from squeeze.io.modelio import load_model
 from squeeze.passes.prune import CallableLatency, PruneConfig, prune, prune_model
@@ -42,11 +41,6 @@ def artifact(module: nn.Module, **meta) -> ModelArtifact:
 
 def convs(module: nn.Module) -> dict[str, nn.Conv2d]:
     return {n: m for n, m in module.named_modules() if isinstance(m, nn.Conv2d)}
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return load_data("digits")
 
 
 def fast(**overrides) -> PruneConfig:

@@ -17,7 +17,6 @@ from onnx import helper, numpy_helper
 from squeeze import zoo
 from squeeze.io.data import SplitConfig, load_data
 from squeeze.errors import UserInputError
-from squeeze.io.modelio import load_model
 from squeeze.train.objective import DistillObjective, ObjectiveConfig, resolve_weights
 from squeeze.passes.quantize.pass_ import (QuantizeConfig, SpeedGuardError, calibration_batches, check_parity, export_qdq, quantize,
                                      resolve_backend, speed_guard)
@@ -29,16 +28,6 @@ from squeeze.targets.trtexec import TENSORRT_QUANT_RULES
 
 ROOT = Path(__file__).resolve().parents[2]
 TEACHER = ROOT / "samples" / "teachers" / "resnet_digits.pt"
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return load_data("digits")
-
-
-@pytest.fixture(scope="module")
-def teacher():
-    return load_model(TEACHER)
 
 
 @pytest.fixture(scope="module")
