@@ -55,6 +55,9 @@ class ProfileSpec:
     seed: int = 0
     spinning: bool | None = None  # ORT's intra-op thread spinning; None = the runtime's default (on)
     optimization: str = "all"  # ORT graph optimisation: all (incl. the NCHWc layout), extended (no layout change), basic
+    # A runtime's own knobs, for a target whose runtime is not ONNX Runtime (OpenVINO: NUM_STREAMS, ENABLE_CPU_PINNING):
+    # sorted (name, value) pairs, so the spec stays hashable. When set, they replace ORT's spinning/optimization in settings().
+    runtime_options: tuple[tuple[str, Any], ...] = ()
 
     def __post_init__(self) -> None:
         from squeeze.errors import UserInputError
@@ -63,10 +66,23 @@ class ProfileSpec:
             raise UserInputError("profile needs batch >= 1, warmup >= 0, iterations >= 2 and threads >= 1")
         if self.optimization not in OPTIMIZATION_LEVELS:
             raise UserInputError(f"graph optimisation must be one of {', '.join(OPTIMIZATION_LEVELS)}, got {self.optimization!r}")
+        if isinstance(self.runtime_options, dict):
+            object.__setattr__(self, "runtime_options", tuple(sorted(self.runtime_options.items())))
 
     def settings(self) -> dict[str, Any]:
-        """The runtime settings a deployment must reproduce (what session tuning chooses)."""
+        """The runtime settings a deployment must reproduce (what session tuning chooses): threads, and ORT's
+        spinning and graph optimisation or, for another runtime, its own options."""
+        if self.runtime_options:
+            return {"threads": self.threads, **dict(self.runtime_options)}
         return {"threads": self.threads, "spinning": self.spinning, "optimization": self.optimization}
+
+    def with_settings(self, settings: dict[str, Any]) -> ProfileSpec:
+        """This spec at a settings record from settings() (the inverse: unknown keys are runtime options)."""
+        from dataclasses import replace
+
+        fields = {k: v for k, v in settings.items() if k in ("threads", "spinning", "optimization")}
+        options = {k: v for k, v in settings.items() if k not in fields}
+        return replace(self, **fields, runtime_options=tuple(sorted(options.items())) if options else self.runtime_options)
 
 
 @dataclass

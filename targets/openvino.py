@@ -74,20 +74,29 @@ def convert(onnx_path: Path, batch: int | None) -> Any:
     return model
 
 
-def compile_config(threads: int, precision: str, perf_count: bool = False) -> dict[str, Any]:
-    # One stream: a single synchronous request (batch-1 latency) runs on one stream, so more streams only split
-    # the threads; the LATENCY hint picks one too, the explicit value keeps it fixed whatever the hint's heuristics.
-    # No CPU pinning: OpenVINO pins its threads by default, and on a shared host a pinned thread waits for its busy
-    # core (measured here, MNIST ResNet, 1 thread, load ~8: 3.99 ms pinned vs 1.79 ms unpinned, ORT 1.60 ms).
-    config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads, "NUM_STREAMS": 1, "ENABLE_CPU_PINNING": False,
+# The untuned defaults. One stream: a single synchronous request (batch-1 latency) runs on one stream, so more
+# streams only split the threads; the LATENCY hint picks one too, the explicit value keeps it fixed whatever the
+# hint's heuristics. No CPU pinning: OpenVINO pins its threads by default, and on a shared host a pinned thread waits
+# for its busy core (measured here, MNIST ResNet, 1 thread, load ~8: 3.99 ms pinned vs 1.79 ms unpinned, ORT 1.60 ms).
+# Session tuning (settings_candidates) times the alternatives and may choose them.
+RUNTIME_DEFAULTS = {"NUM_STREAMS": 1, "ENABLE_CPU_PINNING": False}
+
+
+def runtime_options(spec: ProfileSpec) -> dict[str, Any]:
+    """OpenVINO's tunable options for a profile spec: the defaults, overridden by what the spec carries."""
+    return {**RUNTIME_DEFAULTS, **{k: v for k, v in spec.runtime_options if k in RUNTIME_DEFAULTS}}
+
+
+def compile_config(threads: int, precision: str, perf_count: bool = False, options: dict[str, Any] | None = None) -> dict[str, Any]:
+    config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads, **RUNTIME_DEFAULTS, **(options or {}),
               "INFERENCE_PRECISION_HINT": precision}
     return {**config, "PERF_COUNT": "YES"} if perf_count else config
 
 
-def _compiled(art: OnnxArtifact, batch: int, threads: int, precision: str, perf_count: bool = False) -> Any:
-    key = (art.sha256, batch, threads, precision, perf_count)
+def _compiled(art: OnnxArtifact, batch: int, config: dict[str, Any]) -> Any:
+    key = (art.sha256, batch, tuple(sorted(config.items())))
     if key not in _COMPILED:
-        _COMPILED[key] = _core().compile_model(convert(art.path, batch), DEVICE, compile_config(threads, precision, perf_count))
+        _COMPILED[key] = _core().compile_model(convert(art.path, batch), DEVICE, config)
         while len(_COMPILED) > 6:
             _COMPILED.popitem(last=False)
     _COMPILED.move_to_end(key)
@@ -216,7 +225,8 @@ class OpenvinoTarget(TargetBase):
         self._require()
         self._check_batch(art, spec.batch_size)
         threads = spec.threads or usable_cores()
-        compiled = _compiled(art, spec.batch_size, threads, self.precision)
+        config = compile_config(threads, self.precision, options=runtime_options(spec))
+        compiled = _compiled(art, spec.batch_size, config)
         request = compiled.create_infer_request()
         x = _feed(art, spec.batch_size, spec.seed)
         request.set_input_tensor(_ov().Tensor(x))  # pre-allocated, as the ORT targets feed theirs
@@ -228,27 +238,33 @@ class OpenvinoTarget(TargetBase):
             request.infer()
             times[i] = (time.perf_counter_ns() - start) / 1e6
         stats = summarize(times)
-        config = compile_config(threads, self.precision)
         return LatencyStats(
             target=self.name, runtime="openvino", runtime_version=_ov().__version__,
             providers=[f"OpenVINO {DEVICE} plugin ({_core().get_property(DEVICE, 'FULL_DEVICE_NAME')})"],
             batch_size=spec.batch_size, input_shape=list(x.shape), warmup=spec.warmup, iterations=spec.iterations, threads=threads,
             throughput_per_s=spec.batch_size * 1000.0 / stats["mean_ms"],
             options={**config, "compiled": {k: str(compiled.get_property(k)) for k in ("INFERENCE_NUM_THREADS", "NUM_STREAMS", "ENABLE_CPU_PINNING")},
-                     "settings": {**spec.settings(), "threads": threads}, "static_batch": spec.batch_size,
+                     "settings": {"threads": threads, **runtime_options(spec)}, "static_batch": spec.batch_size,
                      "timer": "time.perf_counter_ns around InferRequest.infer, input tensor pre-set",
                      "percentiles": "numpy linear interpolation"},
             host=host_info(), **stats)
 
     def settings_candidates(self, spec: ProfileSpec, scope: str) -> list[ProfileSpec]:
-        """Threads 1..cores unless pinned, as the cpu target tunes them. Streams stay 1 (see compile_config); ORT's
-        spinning and graph-optimisation knobs do not exist in OpenVINO, so scope "full" times the same candidates."""
+        """Threads 1..cores unless pinned, as the cpu target tunes them; with scope "full" also CPU pinning on/off
+        and, with more than one thread, 2 streams (each with half the threads: the one request uses one of them).
+        ORT's spinning and graph-optimisation knobs do not exist in OpenVINO."""
         threads = [spec.threads] if spec.threads else list(range(1, usable_cores() + 1))
-        return [dataclasses.replace(spec, threads=t) for t in threads]
+        options = [dict(RUNTIME_DEFAULTS)]
+        if scope == "full":
+            options.append({**RUNTIME_DEFAULTS, "ENABLE_CPU_PINNING": True})
+        out = [(t, o) for t in threads for o in options]
+        if scope == "full":
+            out += [(t, {**RUNTIME_DEFAULTS, "NUM_STREAMS": 2}) for t in threads if t >= 2]
+        return [dataclasses.replace(spec, threads=t, runtime_options=tuple(sorted(o.items()))) for t, o in out]
 
     def deploy_settings(self, spec: ProfileSpec) -> dict[str, Any]:
         threads = spec.threads or usable_cores()
-        config = compile_config(threads, self.precision)
+        config = compile_config(threads, self.precision, options=runtime_options(spec))
         lines = ["import openvino as ov", "", "core = ov.Core()",
                  f"compiled = core.compile_model('model.xml', {DEVICE!r}, {config!r})",
                  "request = compiled.create_infer_request()", "logits = request.infer({0: x})[0]  # x: float32, the manifest's input shape"]
@@ -259,7 +275,7 @@ class OpenvinoTarget(TargetBase):
         cover one infer, so they are summed over `runs` infers; shares of the model's time, like the cpu target's."""
         self._require()
         self._check_batch(art, spec.batch_size)
-        compiled = _compiled(art, spec.batch_size, spec.threads or usable_cores(), self.precision, perf_count=True)
+        compiled = _compiled(art, spec.batch_size, compile_config(spec.threads or usable_cores(), self.precision, True, runtime_options(spec)))
         request = compiled.create_infer_request()
         request.set_input_tensor(_ov().Tensor(_feed(art, spec.batch_size, spec.seed)))
         for _ in range(max(1, min(spec.warmup, 10))):
@@ -282,5 +298,5 @@ class OpenvinoTarget(TargetBase):
         """The model's outputs on this target's runtime (the IR at x's batch), for parity and accuracy on real data."""
         self._require()
         self._check_batch(art, len(x))
-        request = _compiled(art, len(x), 1, self.precision).create_infer_request()
+        request = _compiled(art, len(x), compile_config(1, self.precision)).create_infer_request()
         return np.asarray(request.infer({0: np.ascontiguousarray(x, dtype=art.input_spec.dtype)})[0]).copy()

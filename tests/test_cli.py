@@ -42,6 +42,28 @@ def test_inspect_human_output_on_sample_teacher(cli):
     assert "MACs" in result.stdout and "recorded accuracy" in result.stdout and "stages.2.1.conv2" in result.stdout
 
 
+def test_inspect_pt2_has_the_checkpoints_per_layer_table(cli, tiny):
+    """A .pt2 never calls its submodules; its table comes from the graph and matches the checkpoint's."""
+    program = cli("inspect", tiny.pt2, "--json")
+    assert program.code == 0, program.stderr
+    info = program.json()
+    rows = info["layers"]
+    assert [row["name"] for row in rows] == ["0.0", "0.1", "0.2", "1.0", "1.1", "1.2", "2", "3", "4"]
+    assert [row["type"] for row in rows][:3] == ["Conv2d", "BatchNorm2d", "ReLU"] and rows[-1]["type"] == "Linear"
+    assert [row["macs"] for row in rows if row["macs"]] == [14112, 56448, 160]
+    assert sum(row["macs"] for row in rows) == info["macs"] == 14112 + 56448 + 160
+    assert sum(row["params"] for row in rows) == info["params"]
+    assert rows[0]["output_shape"] == [1, 8, 14, 14] and rows[-1]["output_shape"] == [1, 10]
+    assert rows == cli("inspect", tiny.checkpoint, "--json").json()["layers"]
+
+
+def test_inspect_human_output_on_sample_pt2(cli):
+    result = cli("inspect", TEACHER.with_suffix(".pt2"))
+    assert result.code == 0, result.stderr
+    row = next(line for line in result.stdout.splitlines() if "stages.2.1.conv2" in line)
+    assert "Conv2d" in row and "1x128x7x7" in row and "147.46k" in row and "7.23M" in row
+
+
 def test_export_then_profile_json(cli, tiny, tmp_path):
     out = tmp_path / "m.onnx"
     exported = cli("export", tiny.checkpoint, "--out", out, "--json")

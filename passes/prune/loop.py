@@ -20,7 +20,7 @@ from squeeze.io.artifacts import ModelArtifact
 from squeeze.io.data import DataBundle
 from squeeze.measure.analysis import evaluating
 from squeeze.passes.prune.config import PruneConfig, parse_action
-from squeeze.passes.prune.latency import LatencyMeter, TargetLatency
+from squeeze.passes.prune.latency import LatencyMeter, Measurement, TargetLatency
 from squeeze.passes.prune.recovery import EvalSplit, TrainSet, forcing_for, recover
 from squeeze.passes.prune.structure import (CALIBRATION_BATCH, block_importance, check_float_model, layer_widths, output_layer, prune_width,
                                             recalibrate_batchnorm, remove_block, size_of)
@@ -83,7 +83,8 @@ class Pruner:
     def start(self) -> list[dict[str, Any]]:
         cfg = self.cfg
         self.progress(f"measuring the input model on {self.target.name}")
-        self.base_ms = self.measure([self.reference]).latency(0)
+        self.base_measurement = self.measure([self.reference])
+        self.base_ms = self.base_measurement.latency(0)
         self.budget_ms = cfg.latency_budget_ms if cfg.latency_budget_ms is not None else (
             cfg.latency_budget_ratio * self.base_ms if cfg.latency_budget_ratio is not None else None)
         self.evaluate_eval = EvalSplit(self.data, self.t_module, self.device)
@@ -97,6 +98,9 @@ class Pruner:
         measure it again, independently, before believing the budget is met."""
         if self.budget_ms is None or self.cfg.plan or self.ratio_to_base * self.base_ms > self.budget_ms:
             return False
+        if not self.plan:  # nothing pruned yet: the input's own measurement is the figure, no need to time it twice
+            self.progress(f"nothing to prune: the input already meets the budget ({self.base_ms:.3f} ms <= {self.budget_ms:.3f} ms)")
+            return True
         again = self.measure([self.reference, self.current])
         self.ratio_to_base = again.ratio(1, 0)
         last_row["remeasured_latency_ratio"] = self.ratio_to_base
@@ -219,6 +223,12 @@ class Pruner:
 
     def finish(self) -> tuple[dict[str, Any], Any]:
         cfg = self.cfg
+        if not self.plan and self.budget_ms is not None and self.base_ms <= self.budget_ms and not cfg.plan:
+            # the input already met the budget: it is shipped as it came, with no recovery training and no second
+            # timing (prune's output is then its input; the input's measurement stands for both)
+            base = self.base_measurement
+            closing = Measurement([base.rounds[0], base.rounds[0]], base.kind, [base.stats[0], base.stats[0]] if base.stats else [])
+            return {"skipped": f"the input already met the budget ({self.base_ms:.3f} <= {self.budget_ms:.3f} ms): nothing pruned"}, closing
         self.progress(f"final recovery: {cfg.final_epochs:g} epoch(s), best epoch picked on the calibration split")
         final_rec = recover(self.current, self.t_module, self.reference, self.data, cfg, cfg.final_epochs, seed=cfg.seed * 1000,
                             train=self.train, select_best=True, progress=self.progress)

@@ -123,7 +123,8 @@ IdentityOpt = typer.Option(None, "--identity-file", "-i", help="SSH private key 
 KnownHostsOpt = typer.Option(None, "--known-hosts", help="known_hosts file to check the device's host key against (default ~/.ssh/known_hosts)")
 PortOpt = typer.Option(None, "--port", help="SSH port (default 22, or the one in the address)")
 RemotePythonOpt = typer.Option(None, "--remote-python", help="Python on an ssh:// target that has onnxruntime (default python3)")
-PrecisionOpt = typer.Option(None, "--precision", help="TensorRT: strongly-typed (default; precision from the ONNX), or fp16/int8/best (TensorRT 10.x only)")
+PrecisionOpt = typer.Option(None, "--precision", help="TensorRT: strongly-typed (default; precision from the ONNX), or fp16/int8/best (TensorRT 10.x only); "
+                           "openvino: f32 (default), bf16 or f16, OpenVINO's inference precision for the float layers")
 TrtexecOpt = typer.Option(None, "--trtexec", help="trtexec path (default: /usr/src/tensorrt/bin/trtexec on a Jetson; PATH locally)")
 
 

@@ -48,7 +48,13 @@ def count_macs(module: torch.nn.Module, example: torch.Tensor) -> int:
 
 @torch.no_grad()
 def layer_summary(module: torch.nn.Module, example: torch.Tensor) -> list[dict[str, Any]]:
-    """One row per leaf module that ran: name, type, output shape, params and MACs."""
+    """One row per leaf module that ran: name, type, output shape, params and MACs.
+
+    A torch.export graph (a .pt2's `ExportedProgram.module()`) never calls its submodules, so its
+    rows come from the module paths the exporter recorded on each graph node instead.
+    """
+    if _module_stacks(module):
+        return _graph_layer_summary(module, example)  # type: ignore[arg-type]
     rows: dict[str, dict[str, Any]] = {}
     hooks = []
     leaves = [(name, m) for name, m in module.named_modules() if name and not any(True for _ in m.children())]
@@ -75,6 +81,64 @@ def layer_summary(module: torch.nn.Module, example: torch.Tensor) -> list[dict[s
         if name in rows:
             rows[name]["macs"] = int(sum(ops.values()) // 2)
     return [row for row in rows.values() if row["output_shape"] is not None]  # drops e.g. export guard fns
+
+
+def _module_stacks(module: torch.nn.Module) -> dict[torch.fx.Node, tuple[str, str]]:
+    """The innermost recorded module path of each call_function node of an exported graph, else {}."""
+    if not isinstance(module, torch.fx.GraphModule):
+        return {}
+    stacks = {}
+    for node in module.graph.nodes:
+        stack = node.meta.get("nn_module_stack") if node.op == "call_function" else None
+        if stack:
+            path, qualname = list(stack.values())[-1]
+            stacks[node] = (path, qualname if isinstance(qualname, str) else getattr(qualname, "__name__", str(qualname)))
+    return stacks
+
+
+def _graph_layer_summary(module: torch.fx.GraphModule, example: torch.Tensor) -> list[dict[str, Any]]:
+    """layer_summary's rows for an exported graph: each node's MACs go to the leaf module it came from.
+
+    A leaf is a recorded module path with no recorded path below it (the .pt path's leaf modules that
+    ran ops); ops of container modules (a residual add, a flatten in forward) get no row, as there.
+    The output shape is the last node of the module's first call; MACs add up over every call.
+    """
+    stacks = _module_stacks(module)
+    paths = {path for path, _ in stacks.values()}
+    leaves = {p for p in paths if p and not any(q.startswith(p + ".") for q in paths)}
+    rows = {p: {"name": p, "type": t.rsplit(".", 1)[-1], "output_shape": None, "params": _own_params(module, p), "macs": 0}
+            for p, t in stacks.values() if p in leaves}
+    finished: set[str] = set()  # modules whose first call is over: a later call keeps the first call's shape
+
+    class Recorder(torch.fx.Interpreter):
+        previous: str | None = None  # the module of the last node that came from one
+
+        def run_node(self, node: torch.fx.Node) -> Any:
+            before = counter.get_total_flops()
+            out = super().run_node(node)
+            if node not in stacks:
+                return out
+            path = stacks[node][0]
+            if self.previous is not None and path != self.previous:
+                finished.add(self.previous)
+            self.previous = path
+            if path in rows:
+                rows[path]["macs"] += int((counter.get_total_flops() - before) // 2)
+                if path not in finished and isinstance(out, torch.Tensor):
+                    rows[path]["output_shape"] = list(out.shape)
+            return out
+
+    with evaluating(module), FlopCounterMode(display=False) as counter:
+        Recorder(module).run(example)
+    return [row for row in rows.values() if row["output_shape"] is not None]
+
+
+def _own_params(module: torch.nn.Module, path: str) -> int:
+    try:
+        sub = module.get_submodule(path)
+    except AttributeError:  # a leaf without weights (ReLU, pooling) has no holder in the graph module
+        return 0
+    return int(sum(p.numel() for p in sub.parameters(recurse=False)))
 
 
 def op_histogram(module: torch.nn.Module) -> dict[str, int]:

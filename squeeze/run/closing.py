@@ -74,7 +74,7 @@ def ship_float(decision: dict[str, Any], stages: list[dict[str, Any]], meter: An
 def chosen_spec(spec: ProfileSpec, latency: dict[str, Any]) -> ProfileSpec:
     """The profile spec at the runtime settings session tuning chose for a model (the spec itself untuned)."""
     chosen = (latency.get("settings") or {}).get("chosen")
-    return dataclasses.replace(spec, **chosen) if chosen else spec
+    return spec.with_settings(chosen) if chosen else spec
 
 
 def write_session_file(target: Any, spec: ProfileSpec, latency: dict[str, Any], stage: Path) -> dict[str, Any] | None:

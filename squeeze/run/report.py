@@ -245,12 +245,16 @@ def _headline(manifest: dict[str, Any]) -> list[str]:
 
 
 def describe_settings(settings: dict[str, Any]) -> str:
-    """'2 threads, spinning off, graph optimisation extended' from a settings record."""
+    """'2 threads, spinning off, graph optimisation extended' from an ORT settings record; another runtime's
+    options as they are named ('1 thread, ENABLE_CPU_PINNING False, NUM_STREAMS 1' for OpenVINO)."""
     spinning = settings.get("spinning")
     parts = [f"{settings.get('threads') or 'all'} thread{'s' if settings.get('threads') != 1 else ''}"]
     if spinning is not None:
         parts.append(f"spinning {'on' if spinning else 'off'}")
-    parts.append(f"graph optimisation {settings.get('optimization', 'all')}")
+    if "optimization" in settings:
+        parts.append(f"graph optimisation {settings['optimization']}")
+    parts += [f"{k} {v}" for k, v in settings.items() if k not in ("threads", "spinning", "optimization") and not k.endswith("_ms")
+              and k != "vs_chosen"]
     return ", ".join(parts)
 
 

@@ -159,6 +159,22 @@ def test_budget_picks_the_least_damaging_candidate_that_reaches_it(digits):
     assert result["budget_met"] is True and result["latency"]["ratio"] <= 0.6
 
 
+def test_an_input_already_within_the_budget_is_passed_through_without_training(digits):
+    """A pass with nothing to do finishes at once and says why (issue 20): no pruning step, no recovery epochs,
+    one timing of the input, the weights untouched."""
+    calls, messages = [], []
+    meter = CallableLatency(lambda m: calls.append(1) or macs_latency(m))
+    model = small_resnet()
+    budget = 2 * macs_latency(model)
+    pruned, result = prune_model(artifact(model), digits, get_target("cpu"), PruneConfig(steps=3, latency_budget_ms=budget, final_epochs=2.0),
+                                 meter=meter, progress=messages.append)
+    assert result["plan"] == [] and len(result["steps"]) == 1 and result["budget_met"] is True
+    assert "nothing pruned" in result["final_recovery"]["skipped"] and len(calls) == 1  # timed once, not re-timed
+    assert any("nothing to prune: the input already meets the budget" in m for m in messages)
+    assert not any("final recovery" in m for m in messages)
+    assert all(torch.equal(a, b) for a, b in zip(pruned.state_dict().values(), model.state_dict().values()))
+
+
 def test_unreachable_budget_reports_the_best_reached(digits):
     _, result = prune_model(artifact(small_resnet()), digits, get_target("cpu"), fast(steps=1, ratio=0.25, latency_budget_ms=1e-6),
                             meter=CallableLatency(macs_latency))

@@ -95,7 +95,7 @@ def test_settings_candidates_and_deploy_snippet(built, tmp_path, monkeypatch):
 
     target = get_target("openvino")
     assert [s.threads for s in target.settings_candidates(ProfileSpec(), "threads")] == list(range(1, usable_cores() + 1))
-    assert [s.threads for s in target.settings_candidates(ProfileSpec(threads=1), "full")] == [1]  # pinned stays pinned
+    assert {s.threads for s in target.settings_candidates(ProfileSpec(threads=1), "full")} == {1}  # pinned stays pinned
     deploy = target.deploy_settings(ProfileSpec(threads=1))
     assert deploy["settings"]["INFERENCE_NUM_THREADS"] == 1 and deploy["settings"]["PERFORMANCE_HINT"] == "LATENCY"
     for name in ("model.xml", "model.bin"):
@@ -104,6 +104,27 @@ def test_settings_candidates_and_deploy_snippet(built, tmp_path, monkeypatch):
     scope = {"x": np.zeros((1, 1, 28, 28), np.float32)}
     exec(deploy["snippet"], scope)  # the snippet a user runs: it compiles the IR at the measured settings
     assert scope["compiled"].get_property("INFERENCE_NUM_THREADS") == 1 and scope["logits"].shape == (1, 10)
+
+
+def test_full_tuning_times_pinning_and_streams_and_the_choice_round_trips(tiny_onnx):
+    from squeeze.run.closing import chosen_spec
+    from squeeze.run.report import describe_settings
+
+    target = get_target("openvino")
+    full = target.settings_candidates(ProfileSpec(threads=2), "full")
+    assert [s.settings() for s in full] == [
+        {"threads": 2, "ENABLE_CPU_PINNING": False, "NUM_STREAMS": 1}, {"threads": 2, "ENABLE_CPU_PINNING": True, "NUM_STREAMS": 1},
+        {"threads": 2, "ENABLE_CPU_PINNING": False, "NUM_STREAMS": 2}]
+    assert len(target.settings_candidates(ProfileSpec(threads=1), "full")) == 2  # one thread: no second stream
+    d = target.profile(tiny_onnx, full[2]).to_dict()
+    assert d["options"]["compiled"]["NUM_STREAMS"] == "2" and d["options"]["settings"] == full[2].settings()
+    pinned = target.profile(tiny_onnx, full[1]).to_dict()
+    assert pinned["options"]["compiled"]["ENABLE_CPU_PINNING"] == "True"
+    # what the measurer records as chosen comes back as the same spec, and the deploy file compiles at it
+    spec = chosen_spec(ProfileSpec(), {"settings": {"chosen": full[2].settings()}})
+    assert spec == full[2] and target.deploy_settings(spec)["settings"]["NUM_STREAMS"] == 2
+    text = describe_settings(full[2].settings())
+    assert text == "2 threads, ENABLE_CPU_PINNING False, NUM_STREAMS 2" and "graph optimisation" not in text
 
 
 def test_layer_profile_from_openvino_counters(tiny_onnx):
