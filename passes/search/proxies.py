@@ -170,8 +170,18 @@ def teacher_reference(teacher: nn.Module, x: torch.Tensor, y: torch.Tensor, init
                       temperature: float = 4.0) -> TeacherReference:
     if init not in TEACHER_INITS:
         raise UserInputError(f"--teacher-init must be one of {', '.join(TEACHER_INITS)}, got {init!r}")
-    if not list(teacher.named_modules())[1:] or isinstance(teacher, torch.fx.GraphModule):
-        raise UserInputError("DisWOT needs the teacher as an nn.Module (a squeeze checkpoint or state_dict + --arch), not .pt2/TorchScript")
+    if isinstance(teacher, torch.jit.ScriptModule):
+        raise UserInputError("DisWOT cannot tap a TorchScript teacher's layers: use its .pt2 (torch.export), a squeeze checkpoint or "
+                             "state_dict + --arch, or --proxy params")
+    if isinstance(teacher, torch.fx.GraphModule):  # a .pt2: its graph is read node by node (_graph_class_gradients)
+        if init == "random":
+            raise UserInputError("--teacher-init random needs the teacher as an nn.Module with layers (a squeeze checkpoint or "
+                                 "state_dict + --arch), not a .pt2 graph")
+        with deterministic():
+            grad, pooled, feats = _graph_class_gradients(teacher, x, y, temperature)
+        return TeacherReference(_row_unit_gram(grad), _row_unit_gram(feats), init, temperature, _row_unit_gram(pooled))
+    if not list(teacher.named_modules())[1:]:
+        raise UserInputError("DisWOT needs the teacher's layers: a squeeze checkpoint, state_dict + --arch, or a .pt2")
     module = random_teacher(teacher, seed) if init == "random" else teacher
     # A trained teacher runs as it will during distillation (running BN statistics); a random one
     # has no statistics yet, so it uses batch statistics like the fresh students do.
@@ -189,6 +199,43 @@ def reference_from(module: nn.Module, x: torch.Tensor, y: torch.Tensor, temperat
     finally:
         module.train(was_training)
     return TeacherReference(_row_unit_gram(grad), _row_unit_gram(feats), init, temperature, _row_unit_gram(pooled))
+
+
+# Graph ops whose 4-D output is a pooled map, not the feature map DisWOT's relation term compares.
+_GRAPH_POOLS = ("adaptive_avg_pool2d", "adaptive_max_pool2d", "avg_pool2d", "max_pool2d", "mean", "amax")
+
+
+def _graph_class_gradients(graph: torch.fx.GraphModule, x: torch.Tensor, y: torch.Tensor,
+                           temperature: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """_class_gradients for a torch.export graph (a .pt2 teacher, whose mode was fixed at export: running BN
+    statistics). The classifier is the last aten.linear node; its input, weight and bias and the last 4-D
+    activation that is not a pooling op's are read while the graph runs node by node."""
+    linears = [n for n in graph.graph.nodes if n.op == "call_function" and getattr(n.target, "__name__", "").startswith("linear")]
+    if not linears:
+        raise UserInputError("DisWOT's semantic term needs a final linear classifier; the .pt2 graph has no aten.linear node")
+    fc = linears[-1]
+    wanted = {fc.args[0]: "h", fc.args[1]: "weight", **({fc.args[2]: "bias"} if len(fc.args) > 2 and fc.args[2] is not None else {})}
+    values: dict[str, torch.Tensor] = {}
+
+    class Reader(torch.fx.Interpreter):
+        def run_node(self, node: torch.fx.Node) -> Any:
+            out = super().run_node(node)
+            if node in wanted:
+                values[wanted[node]] = out
+            op = getattr(node.target, "__name__", "").split(".")[0] if node.op == "call_function" else ""
+            if isinstance(out, torch.Tensor) and out.ndim == 4 and op and op not in _GRAPH_POOLS and "h" not in values:
+                values["feats"] = out
+            return out
+
+    with torch.no_grad():
+        Reader(graph).run(x)
+    if "feats" not in values:
+        raise UserInputError("the .pt2 graph produces no 4-D feature map before its classifier; DisWOT's relation term needs a CNN")
+    h = values["h"].detach()
+    weight = values["weight"].detach().clone().requires_grad_(True)
+    logits = F.linear(h, weight, values["bias"].detach() if "bias" in values else None)
+    (grad,) = torch.autograd.grad(F.cross_entropy(logits / temperature, y), weight)
+    return grad.detach(), h, values["feats"].detach()
 
 
 def diswot_terms(student: nn.Module, x: torch.Tensor, y: torch.Tensor, ref: TeacherReference) -> dict[str, float]:

@@ -112,7 +112,8 @@ def pareto_svg(manifest: dict[str, Any]) -> str:
         ax2.legend(fontsize=8)
     fig.tight_layout()
     buf = io.StringIO()
-    with matplotlib.rc_context({"svg.hashsalt": "squeeze"}):  # stable element ids: same manifest, same page
+    # stable element ids (same manifest, same page); labels as <text>, drawn by the browser (and checkable for overlap)
+    with matplotlib.rc_context({"svg.hashsalt": "squeeze", "svg.fonttype": "none"}):
         fig.savefig(buf, format="svg", metadata={"Date": None})
     plt.close(fig)
     svg = buf.getvalue()
@@ -171,7 +172,7 @@ def sections(manifest: dict[str, Any]) -> list[tuple[str, list[str], list[list[s
             out.append((f"Per-layer latency ({which}, top 15)", ["node", "op", "share", "µs of p50", "profiled µs"], rows,
                         "shares from the runtime's node profiler at the settings the model was timed at; 'µs of p50' scales them to "
                         "the measured p50 (the profiler's own overhead inflates 'profiled µs'); names are the runtime's after its "
-                        "graph optimisations (e.g. *_nchwc: ORT's NCHWc layout)"))
+                        "graph optimisations" + (" (e.g. *_nchwc: ORT's NCHWc layout)" if (latency or {}).get("runtime") == "onnxruntime" else "")))
     final_latency = manifest.get("latency") or {}
     if (final_latency.get("settings") or {}).get("candidates"):
         out.append(("Session tuning (deployed model)", ["settings", f"{final_latency['settings']['statistic'].removesuffix('_ms')} ms",
@@ -275,7 +276,7 @@ h1{margin-bottom:.2rem}.verdict{display:inline-block;padding:.2rem .8rem;border-
 .pass{background:#2ca02c}.fail{background:#d62728}table{border-collapse:collapse;margin:.6rem 0 1.4rem;font-size:.9rem}
 td,th{border:1px solid #ccc;padding:.25rem .55rem;text-align:right}td:first-child,th:first-child{text-align:left}
 th{background:#f3f3f3}.note{color:#666;font-size:.85rem}svg{max-width:100%;height:auto}code{background:#f3f3f3;padding:0 .2rem}
-pre{background:#f3f3f3;padding:.6rem;overflow-x:auto}td{max-width:36rem;overflow-wrap:anywhere}"""
+pre{background:#f3f3f3;padding:.6rem;white-space:pre-wrap;overflow-wrap:anywhere}td{max-width:36rem;overflow-wrap:anywhere}"""
 
 
 def render_html(manifest: dict[str, Any]) -> str:

@@ -203,6 +203,22 @@ def test_search_is_reproducible_with_a_seed_and_caches_latency(digits, tmp_path)
     assert [h["spec"] for h in other.history] != [h["spec"] for h in first.history]
 
 
+def test_a_pt2_teacher_gives_diswot_the_same_reference_and_the_search_the_same_student(digits):
+    """The .pt2 form of a teacher (a torch.export graph, no nn.Linear to hook) is read node by node (issue 17)."""
+    teacher, bundle, x, y = digits
+    graph = load_model(DIGITS_TEACHER.with_suffix(".pt2"))
+    ref_module, ref_graph = proxies.teacher_reference(teacher.module.eval(), x, y), proxies.teacher_reference(graph.module, x, y)
+    for term in ("semantic", "relation", "relation_pooled"):
+        assert torch.allclose(getattr(ref_module, term), getattr(ref_graph, term), atol=1e-9), term
+    cfg = fast_config(params_budget=60_000, iterations=4)
+    assert search(graph, bundle, get_target("cpu"), cfg).best.spec == search(teacher, bundle, get_target("cpu"), cfg).best.spec
+    with pytest.raises(UserInputError, match="--teacher-init random needs"):
+        proxies.teacher_reference(graph.module, x, y, init="random")
+    scripted = torch.jit.script(teacher.module.eval())
+    with pytest.raises(UserInputError, match="cannot tap a TorchScript teacher"):
+        proxies.teacher_reference(scripted, x, y)
+
+
 class _PredictingTarget(TargetBase):
     name = "fake-edge"
     description = "a target that cannot run here but predicts latency from the ONNX file"

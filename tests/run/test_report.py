@@ -64,6 +64,16 @@ def test_report_renders_in_headless_chromium(run_dir, tmp_path):
     assert pixels.shape == (1400, 1000)
     assert pixels.std() > 20  # text, tables and the plot, not a blank page
     assert (pixels < 100).mean() > 0.01  # dark ink: the page actually drew content
+    # readable layout at 1000 px: nothing sticks out past the window, no plot label drawn over another
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    manifest["search"] = {"proxy": {"name": "diswot"}, "candidates": [{"score": -1.2 - i / 10, "latency_ms": 0.05 + i / 50} for i in range(8)],
+                          "chosen": {"score": -1.2, "latency_ms": 0.05}}
+    page = tmp_path / "with-search.html"
+    page.write_text(render_html(manifest))
+    for html in (run_dir / "report.html", page):
+        layout = shot.layout_check(html, width=1000)
+        assert layout["scroll_width"] <= 1000 and layout["overflowing"] == [], layout
+        assert layout["labels"] >= 8 and layout["overlapping_labels"] == [], layout
 
 
 def test_search_and_layer_sections_read_as_a_user_needs(run_dir):
