@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
 	touch $(STAMP)
 
-# the whole chain (search -> distill -> prune -> INT8 QAD -> profile) at quick settings, ~3-4 min on 2 cores
+# the whole chain (search -> distill -> prune -> INT8 QAD -> profile) at quick settings, ~6-7 min alone on 2 cores
 sample: setup
 	mkdir -p $(dir $(OUT))
 	$(BIN)/squeeze compress samples/teachers/resnet_mnist.pt --recipe quick --target cpu --out $(OUT)

@@ -20,7 +20,7 @@ from squeeze.io.fsutil import sha256_file
 from squeeze.passes.base import Context, PassBase, Requires
 from squeeze.passes.distill.config import STATE_FILE, STUDENT_FILE, DistillConfig  # noqa: F401 - the pass's interface
 from squeeze.passes.distill.train import check_inputs, distill  # noqa: F401
-from squeeze.train.objective import evaluate, parse_loss, resolve_weights  # noqa: F401
+from squeeze.train.objective import RELATION_TERMS, evaluate, parse_loss, resolve_weights  # noqa: F401
 from squeeze.train.trainer import TrainingDivergedError  # noqa: F401
 
 
@@ -34,7 +34,12 @@ class DistillPass(PassBase):
 
     def check(self, cfg: DistillConfig, ctx: Context) -> None:
         if ctx.data is not None:
-            resolve_weights(cfg, ctx.data.has_labels)
+            weights = resolve_weights(cfg, ctx.data.has_labels)
+            teacher = ctx.teacher.module if ctx.teacher is not None else None
+            layered = teacher is not None and not isinstance(teacher, (torch.fx.GraphModule, torch.jit.ScriptModule))
+            if not layered and teacher is not None and any(k in weights for k in ("fitnet", *RELATION_TERMS)):
+                raise UserInputError(f"loss {cfg.loss!r}: feature and relation losses need the teacher's layers (a squeeze checkpoint "
+                                     "or state_dict + --arch), not a .pt2/TorchScript graph; logit losses (kd, dist) work with any form")
 
     def run(self, ctx: Context, inp: ModelArtifact, cfg: DistillConfig) -> ModelArtifact:
         """`inp` is the student (architecture + initial weights); ctx.teacher is the teacher."""

@@ -64,6 +64,9 @@ class SearchConfig:
     profile_iterations: int = 40
     profile_threads: int | None = None  # None: each candidate at its fastest thread count (what compress ships); N pins it
     latency_cache: str = ""  # "" = ~/.cache/squeeze/latency.json (SQUEEZE_CACHE_DIR / XDG_CACHE_HOME respected)
+    # in a recipe with a prune pass after search: aim at this many times the budget (prune then cuts to it; Minitron's
+    # recipe). 1.0 = a student born at the budget (prune has nothing left to do): better when prune's recovery is short
+    headroom_before_prune: float = 2.0
     use_latency_cache: bool = field(default=True, metadata=cli(names=("--use-latency-cache/--no-latency-cache",), help="reuse cached candidate latencies (--no-latency-cache: measure every one afresh)"))
 
     def __post_init__(self) -> None:
@@ -78,6 +81,8 @@ class SearchConfig:
             raise UserInputError(f"--teacher-init must be one of {', '.join(proxies.TEACHER_INITS)}, got {self.teacher_init!r}")
         if self.proxy_split not in PROXY_SPLITS:
             raise UserInputError(f"the proxy batch comes from {' or '.join(PROXY_SPLITS)}, never eval; got {self.proxy_split!r}")
+        if self.headroom_before_prune < 1.0:
+            raise UserInputError(f"headroom_before_prune must be >= 1 (a multiple of the budget), got {self.headroom_before_prune}")
         if self.batch_size < 2 or self.top_k < 1 or self.temperature <= 0:
             raise UserInputError("--batch-size must be >= 2, --top-k >= 1 and the temperature > 0")
         if self.profile_iterations < 2 or self.profile_warmup < 0:
@@ -356,7 +361,7 @@ def write_outputs(outcome: SearchOutcome, out_dir: Path) -> None:
     write_bytes_atomic(out_dir / "history.jsonl", "".join(json.dumps(row) + "\n" for row in outcome.history).encode())
 
 
-SEARCH_HEADROOM = 2.0  # with a prune pass after it, search may pick a student this much slower than the budget
+SEARCH_HEADROOM = SearchConfig.headroom_before_prune  # the default: with prune after it, search may pick a student this much slower
 
 
 class SearchPass(PassBase):
@@ -371,12 +376,15 @@ class SearchPass(PassBase):
 
     def check(self, cfg: SearchConfig, ctx: Context) -> None:
         get_space(cfg.space)
+        problem = proxies.teacher_form_problem(ctx.teacher.module, cfg.teacher_init) if ctx.teacher is not None else None
+        if problem and cfg.proxy in proxies.NEEDS_TEACHER:
+            raise UserInputError(problem)
 
     def aim(self, cfg: SearchConfig, latency_ms: float, later: tuple[str, ...] = ()) -> SearchConfig:
         """A larger student, distilled and then pruned to the budget with layer distillation, has more to
         keep than a student born at the budget (Minitron's recipe; methods.md §6): with a prune pass
-        after it, search aims at SEARCH_HEADROOM x the budget."""
-        return super().aim(cfg, latency_ms * (SEARCH_HEADROOM if "prune" in later else 1.0), later)
+        after it, search aims at cfg.headroom_before_prune (default SEARCH_HEADROOM) x the budget."""
+        return super().aim(cfg, latency_ms * (cfg.headroom_before_prune if "prune" in later else 1.0), later)
 
     def run(self, ctx: Context, inp: ModelArtifact, cfg: SearchConfig) -> ModelArtifact:
         """`inp` is the teacher; returns the chosen student, untrained, with its spec in the metadata."""

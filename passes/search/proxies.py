@@ -166,17 +166,25 @@ def random_teacher(teacher: nn.Module, seed: int) -> nn.Module:
     return module
 
 
+def teacher_form_problem(teacher: nn.Module, init: str = "trained") -> str | None:
+    """Why DisWOT cannot use this teacher's form (checked before any work), else None."""
+    if isinstance(teacher, torch.jit.ScriptModule):
+        return ("DisWOT cannot tap a TorchScript teacher's layers: use its .pt2 (torch.export), a squeeze checkpoint or "
+                "state_dict + --arch, or --proxy params")
+    if isinstance(teacher, torch.fx.GraphModule) and init == "random":
+        return ("--teacher-init random needs the teacher as an nn.Module with layers (a squeeze checkpoint or state_dict + --arch), "
+                "not a .pt2 graph")
+    return None
+
+
 def teacher_reference(teacher: nn.Module, x: torch.Tensor, y: torch.Tensor, init: str = "trained", seed: int = 0,
                       temperature: float = 4.0) -> TeacherReference:
     if init not in TEACHER_INITS:
         raise UserInputError(f"--teacher-init must be one of {', '.join(TEACHER_INITS)}, got {init!r}")
-    if isinstance(teacher, torch.jit.ScriptModule):
-        raise UserInputError("DisWOT cannot tap a TorchScript teacher's layers: use its .pt2 (torch.export), a squeeze checkpoint or "
-                             "state_dict + --arch, or --proxy params")
+    problem = teacher_form_problem(teacher, init)
+    if problem:
+        raise UserInputError(problem)
     if isinstance(teacher, torch.fx.GraphModule):  # a .pt2: its graph is read node by node (_graph_class_gradients)
-        if init == "random":
-            raise UserInputError("--teacher-init random needs the teacher as an nn.Module with layers (a squeeze checkpoint or "
-                                 "state_dict + --arch), not a .pt2 graph")
         with deterministic():
             grad, pooled, feats = _graph_class_gradients(teacher, x, y, temperature)
         return TeacherReference(_row_unit_gram(grad), _row_unit_gram(feats), init, temperature, _row_unit_gram(pooled))

@@ -123,7 +123,8 @@ def teacher_stage(meter: StageMeter, teacher: ModelArtifact, bundle: Any, target
 
     That measurement (the teacher's latency in the manifest comes from the interleaved rounds at
     the end) only sets a derived budget, and is cached like a pass: a re-run must see the same
-    figure, or every later pass key would change with the noise of a new measurement. The cached
+    figure, or every later pass key would change with the noise of a new measurement (unless the cached
+    one was taken on a noisy host: then it is measured again, _requiet). The cached
     teacher.onnx is reused only while it has the sha256 recorded with it."""
     material = {"layout": CACHE_LAYOUT, "teacher": teacher.sha256, "data": bundle.fingerprint if bundle else None, "target": target.name,
                 "spec": asdict(spec), "versions": versions_key()}
@@ -137,7 +138,7 @@ def teacher_stage(meter: StageMeter, teacher: ModelArtifact, bundle: Any, target
                 meter.progress("teacher: measured earlier, reusing " + str(entry))
                 copy_atomic(onnx_file, stage / "teacher.onnx")
                 meter.add_onnx("teacher", load_onnx_like(stage / "teacher.onnx", saved["row"]))
-                return saved["row"], saved["budget_latency"]
+                return saved["row"], _requiet(saved, target, meter.onnx_files["teacher"], spec, meter.progress, row_file)
             except CacheEntryInvalid as exc:
                 discard_entry(entry, exc, meter.progress)
         meter.progress(f"exporting and measuring the teacher on {target.name}")
@@ -149,6 +150,21 @@ def teacher_stage(meter: StageMeter, teacher: ModelArtifact, bundle: Any, target
         record = {"row": row, "budget_latency": budget_latency, "onnx_sha256": sha256_file(onnx_file)}
         write_json_atomic(row_file, json.loads(json.dumps(record, default=str)))
     return row, budget_latency
+
+
+def _requiet(saved: dict[str, Any], target: Any, teacher_onnx: OnnxArtifact, spec: ProfileSpec, progress: Progress,
+             row_file: Path) -> dict[str, Any]:
+    """A cached budget measurement taken on a noisy host is not kept for good: it is measured again, and the new
+    figure replaces it when it is quiet or faster (the later passes then aim at the better figure, under new keys)."""
+    cached = saved["budget_latency"]
+    if not cached.get("noisy") or not cached.get("measured", True):
+        return cached
+    progress("teacher: its cached latency was measured on a noisy host; measuring it again")
+    fresh = budget_measurement(target, teacher_onnx, spec, progress)
+    if fresh["noisy"] and fresh["p50_ms"] >= cached["p50_ms"]:
+        return cached
+    write_json_atomic(row_file, json.loads(json.dumps({**saved, "budget_latency": fresh}, default=str)))
+    return fresh
 
 
 def budget_measurement(target: Any, teacher_onnx: OnnxArtifact, spec: ProfileSpec, progress: Progress, tries: int = 3) -> dict[str, Any]:

@@ -12,6 +12,8 @@ from squeeze.errors import UserInputError
 from squeeze.io.fsutil import sha256_file
 from squeeze.targets.base import ProfileSpec
 
+ROOT = Path(__file__).resolve().parents[2]
+
 TEACHER = Path(__file__).resolve().parents[2] / "samples" / "teachers" / "resnet_mnist.pt"
 FAST = ProfileSpec(warmup=2, iterations=20)
 
@@ -178,3 +180,19 @@ def test_gated_budget_is_aimed_at_with_a_p50_margin_and_search_gets_headroom():
     # no user budget: 1/4 of the teacher's p50 steers the passes as is (nothing is gated)
     budget, aim = aims(None)
     assert not budget.get("gated") and aim["prune"] == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("form, extra, message", [
+    ("pt2", ("--recipe", "distill", "--student", "samples/students/tiny_cnn16.json", "--loss", "kd+fitnet"),
+     "feature and relation losses need the teacher's layers"),
+    ("torchscript", (), "DisWOT cannot tap a TorchScript teacher's layers"),
+], ids=["pt2-feature-loss", "torchscript-diswot"])
+def test_a_teacher_form_a_pass_cannot_use_is_refused_before_any_work(cli, tiny, tmp_path, form, extra, message):
+    """Decided up front (issue 17): exit 2, one line, nothing written; the default recipe's DisWOT search takes a .pt2."""
+    out = tmp_path / "run"
+    teacher = tiny.pt2 if form == "pt2" else tiny.torchscript
+    result = cli("compress", teacher, "--data", "mnist", "--out", out, *extra, cwd=ROOT)
+    errors = [line for line in result.stderr.splitlines() if not line.startswith("… ")]  # progress lines start with "… "
+    assert result.code == 2 and len(errors) == 1 and message in errors[0], result.stderr
+    assert "measuring the teacher" not in result.stderr  # refused before the teacher was measured
+    assert not out.exists()

@@ -97,7 +97,7 @@ def test_builtin_recipes():
     full = effective_recipe(None, student=False)
     assert full.names() == ["search", "distill", "prune", "quantize", "profile"] and full.source == "built-in recipe 'full'"
     assert effective_recipe("full", student=True).names() == ["distill", "prune", "quantize", "profile"]  # a given student is not searched
-    assert effective_recipe("quick", student=False).step("distill").config.epochs == 3
+    assert effective_recipe("quick", student=False).step("distill").config.epochs == 15
     assert effective_recipe("quick", student=False).step("quantize").config.fallback_to_float
     assert effective_recipe("export", student=False).names() == ["export", "profile"]
 
