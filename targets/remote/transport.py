@@ -206,10 +206,13 @@ class RemoteHost:
             elif channel.recv_stderr_ready():
                 err += channel.recv_stderr(1 << 16)
             elif channel.exit_status_ready():
-                while channel.recv_ready():
-                    out += channel.recv(1 << 16)
-                while channel.recv_stderr_ready():
-                    err += channel.recv_stderr(1 << 16)
+                # the exit status can arrive while output is still in flight: read both streams to their end (an
+                # empty read), not just what is buffered now (on a loaded host that cut a 3 MB stdout short)
+                channel.settimeout(max(1.0, deadline - time.monotonic()))
+                while chunk := channel.recv(1 << 16):
+                    out += chunk
+                while chunk := channel.recv_stderr(1 << 16):
+                    err += chunk
                 break
             else:
                 if time.monotonic() > deadline:
