@@ -57,13 +57,35 @@ def locate_forward_failure(module: nn.Module, x: torch.Tensor, grad: bool = Fals
             module(x)
     except Exception as exc:
         name = stack[-1] if stack else ""
-        kind = type(module.get_submodule(name)).__name__ if name else type(module).__name__
+        layer = module.get_submodule(name) if name else module
+        kind = type(layer).__name__
         first = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
-        return (f"layer {name!r} ({kind})" if name else f"the forward of {kind} itself"), first[:200]
+        where = f"layer {name!r} ({kind})" if name else f"the forward of {kind} itself"
+        return where + _source_line(exc, layer), first[:200]
     finally:
         for h in hooks:
             h.remove()
     return None
+
+
+def _source_line(exc: BaseException, layer: nn.Module) -> str:
+    """' at file.py:LINE (`code`)': the statement of `layer`'s own forward that raised (a model's forward
+    is often long: name the op), or '' where that forward is torch's own or not in the traceback."""
+    import linecache
+    import os
+
+    code = getattr(type(layer).forward, "__code__", None)
+    if code is None or code.co_filename.startswith(os.path.dirname(torch.__file__)):
+        return ""
+    tb, line = exc.__traceback__, None
+    while tb is not None:
+        if tb.tb_frame.f_code is code:
+            line = tb.tb_lineno
+        tb = tb.tb_next
+    if line is None:
+        return ""
+    text = linecache.getline(code.co_filename, line).strip()
+    return f" at {os.path.basename(code.co_filename)}:{line} (`{text if len(text) <= 100 else text[:99] + '…'}`)"
 
 
 def output_layer(module: nn.Module, example: torch.Tensor) -> str:

@@ -23,13 +23,13 @@ def export_qdq(module: nn.Module, spec: InputSpec, path: Path, cfg: QuantizeConf
     """Legacy-export `module` (fake-quant or float) to `path` atomically; QDQ graphs are tidied and checked."""
     import onnx
 
-    from squeeze.io.onnx_export import quiet_exporter as _quiet_exporter
+    from squeeze.io.onnx_export import mha_fast_path_off, quiet_exporter as _quiet_exporter
 
     module = module.eval()
     axes = {spec.name: {0: "batch"}, OUTPUT_NAME: {0: "batch"}} if spec.dynamic_batch else None
     with atomic_path(path) as tmp:
         try:
-            with _quiet_exporter(), torch.no_grad():
+            with _quiet_exporter(), mha_fast_path_off(), torch.no_grad():
                 torch.onnx.export(module, (spec.example(),), str(tmp), dynamo=False, opset_version=cfg.opset, input_names=[spec.name],
                                   output_names=[OUTPUT_NAME], dynamic_axes=axes, do_constant_folding=True)
         except Exception as exc:

@@ -163,14 +163,30 @@ def _float_tensors(model) -> set[str]:
     return {v.name for v in infos if v.type.tensor_type.elem_type == TensorProto.FLOAT}
 
 
+def _constant_input(g: _Graph, dq) -> bool:
+    """The DequantizeLinear dequantizes a constant (an int8 weight, or QuantizeLinear of a float weight not yet folded)."""
+    if g.value(dq.input[0]) is not None:
+        return True
+    q = g.producer.get(dq.input[0])
+    return q is not None and q.op_type == "QuantizeLinear" and g.value(q.input[0]) is not None
+
+
 def weight_dequantizers(g: _Graph) -> set[str]:
-    """Names of DequantizeLinear nodes whose output is a Conv/Gemm weight."""
+    """Names of DequantizeLinear nodes whose output is a Conv/Gemm/MatMul weight."""
     names = set()
     for node in g.graph.node:
         index = WEIGHT_CONSUMERS.get(node.op_type)
         if index is None or len(node.input) <= index:
             continue
         src = g.producer.get(node.input[index])
+        if node.op_type == "MatMul":
+            # nn.Linear on a 3-D+ input (transformer MLPs, ConvNeXt's channels-last block) exports as
+            # MatMul(x, Transpose(DequantizeLinear(W))): the weight's dequantizer sits behind the Transpose.
+            # Only a constant is a weight: q @ k.T and attn @ v in hand-written attention multiply two activations.
+            if src is not None and src.op_type == "Transpose":
+                src = g.producer.get(src.input[0])
+            if src is None or src.op_type != "DequantizeLinear" or not _constant_input(g, src):
+                continue
         if src is not None and src.op_type == "DequantizeLinear":
             names.add(src.name or src.output[0])
     return names

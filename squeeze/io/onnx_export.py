@@ -60,6 +60,24 @@ def quiet_exporter():
             lg.setLevel(level)
 
 
+@contextlib.contextmanager
+def mha_fast_path_off():
+    """nn.MultiheadAttention's inference fast path (eval mode, no grad) runs one fused op,
+    aten::_native_multi_head_attention, for which the TorchScript-based (legacy) exporter has no ONNX
+    symbolic: export failed on every transformer built on nn.MultiheadAttention (torchvision's ViT).
+    With the fast path off the module runs the same attention in standard ops, which export."""
+    mha = getattr(torch.backends, "mha", None)
+    if mha is None or not hasattr(mha, "get_fastpath_enabled"):
+        yield
+        return
+    was = mha.get_fastpath_enabled()
+    mha.set_fastpath_enabled(False)
+    try:
+        yield
+    finally:
+        mha.set_fastpath_enabled(was)
+
+
 def _export_to(art: ModelArtifact, path: Path, cfg: ExportConfig, dynamic: bool) -> str:
     """Write ONNX to `path`; returns the exporter actually used."""
     spec = art.input_spec
@@ -77,8 +95,9 @@ def _export_to(art: ModelArtifact, path: Path, cfg: ExportConfig, dynamic: bool)
             program.save(str(path), external_data=False)
             return "dynamo"
         axes = {spec.name: {0: "batch"}, OUTPUT_NAME: {0: "batch"}} if dynamic else None
-        torch.onnx.export(module, (spec.example(),), str(path), dynamo=False, opset_version=min(cfg.opset, 20),
-                          dynamic_axes=axes, do_constant_folding=True, **names)
+        with mha_fast_path_off():
+            torch.onnx.export(module, (spec.example(),), str(path), dynamo=False, opset_version=min(cfg.opset, 20),
+                              dynamic_axes=axes, do_constant_folding=True, **names)
         return "legacy"
 
 

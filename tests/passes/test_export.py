@@ -102,3 +102,25 @@ def test_random_inputs_are_labelled_when_no_data(tiny, tmp_path):
 def test_bad_export_config(kwargs, message):
     with pytest.raises(UserInputError, match=message):
         ExportConfig(**kwargs)
+
+
+class TinyAttention(torch.nn.Module):
+    """nn.MultiheadAttention over the rows of the image: in eval without grad it takes the fused fast path."""
+
+    def __init__(self):
+        super().__init__()
+        self.attn = torch.nn.MultiheadAttention(8, 2, batch_first=True)
+        self.head = torch.nn.Linear(8, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        tokens = x.flatten(1, 2)  # (n, 8 rows, 8)
+        out, _ = self.attn(tokens, tokens, tokens, need_weights=False)
+        return self.head(out.mean(1))
+
+
+def test_legacy_exporter_takes_multihead_attention(tmp_path):
+    """The fast path's aten::_native_multi_head_attention has no ONNX symbolic: export runs the slow path."""
+    torch.manual_seed(0)
+    art = ModelArtifact(TinyAttention().eval(), InputSpec((1, 1, 8, 8)), "attention", "test", "0" * 64)
+    onnx_art = export_onnx(art, tmp_path / "attn.onnx", ExportConfig(exporter="legacy", opset=17, parity_samples=16))
+    assert onnx_art.parity["passed"] and torch.backends.mha.get_fastpath_enabled()  # switched back on afterwards

@@ -345,3 +345,32 @@ def test_cli_end_to_end(cli, tmp_path):
     saved = __import__("json").loads((out / "result.json").read_text())
     assert [h["epoch"] for h in saved["history"]] == [0, 1] and result["best_epoch"] in (0, 1)
     assert not list(tmp_path.glob(".quant*"))  # no staging or work directory left behind
+
+
+class TokenMixer(torch.nn.Module):
+    """A Linear on tokens (exported as MatMul(x, Transpose(DequantizeLinear(W)))) and attention-style products of
+    two activations (a DequantizeLinear on MatMul's second input that is no weight)."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(8, 8)
+        self.head = torch.nn.Linear(8, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        t = self.fc(x.flatten(1, 2))
+        mixed = (t @ t.transpose(-2, -1)).softmax(-1) @ t
+        return self.head(mixed.mean(1))
+
+
+def test_weights_behind_a_transpose_and_activation_matmuls_meet_the_cpu_rules(tmp_path):
+    from squeeze.io.artifacts import InputSpec
+
+    torch.manual_seed(0)
+    backend = get_backend(CPU_QUANT_RULES.backend)
+    x = torch.randn(32, 1, 8, 8)
+    qmodel = backend.quantize(fold_batchnorm(TokenMixer().eval()), CPU_QUANT_RULES, x[:2], [x])
+    backend.refresh_weight_scales(qmodel)
+    graph = export_qdq(qmodel, InputSpec((1, 1, 8, 8)), tmp_path / "t.onnx", QuantizeConfig(), CPU_QUANT_RULES, "cpu")  # rules enforced
+    model = onnx.load(str(tmp_path / "t.onnx"))
+    assert graph["layers_with_int8_weights"] == 2 and check_qdq_graph(model, CPU_QUANT_RULES) == []  # fc and head; not t @ t.T
+    assert sum(n.op_type == "MatMul" for n in model.graph.node) == 3
