@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.setup-stamp
 OUT    ?= out/resnet_mnist
 
-.PHONY: setup sshd sample sample-distill test test-all teachers bench clean
+.PHONY: setup sshd sample sample-cifar sample-distill test test-all teachers bench clean
 
 setup: $(STAMP)
 
@@ -23,6 +23,13 @@ $(STAMP): pyproject.toml
 sample: setup
 	mkdir -p $(dir $(OUT))
 	$(BIN)/squeeze compress samples/teachers/resnet_mnist.pt --recipe quick --target cpu --out $(OUT)
+
+# the CIFAR-10 teacher at a quick recipe (<= 20 min alone on 2 cores); the full set is read from SQUEEZE_DATA
+# (default: ../shared/data, this workspace's copy), never downloaded
+CIFAR_DATA ?= $(if $(SQUEEZE_DATA),$(SQUEEZE_DATA),../shared/data)
+sample-cifar: setup
+	mkdir -p out
+	SQUEEZE_DATA=$(CIFAR_DATA) $(BIN)/squeeze compress samples/teachers/resnet20_cifar.pt --recipe samples/recipes/resnet20_cifar_quick.yaml --data cifar10 --target cpu --out out/resnet20_cifar
 
 # compress for real: distil a small ResNet student from the teacher, then export + profile both (~1.5 min)
 sample-distill: setup

@@ -2,6 +2,7 @@
 
     nice -n 5 .venv/bin/python bench/compare.py --work-dir bench-compare/ > compare.log   # MNIST teachers, full settings
     nice -n 5 .venv/bin/python bench/compare.py --digits ...                             # + the digits teacher
+    SQUEEZE_DATA=../shared/data nice -n 5 .venv/bin/python bench/compare.py --teachers resnet20_cifar --budgets 4 8 ...  # CIFAR-10
     nice -n 10 .venv/bin/python bench/compare.py --quick --work-dir /tmp/cmp-quick        # tiny settings: checks the script
 
 For every teacher, each method below produces one ONNX model, run on ONNX Runtime's CPU EP (the
@@ -17,7 +18,7 @@ For every teacher, each method below produces one ONNX model, run on ONNX Runtim
                    forward_loop)` on the torch teacher, then `torch.onnx.export` (legacy exporter, QDQ)
   tp-prune50       Torch-Pruning: MetaPruner + GroupMagnitudeImportance(p=2), ratio 0.5, then plain
                    cross-entropy fine-tuning (as many epochs as squeeze's prune pass trains)
-  kd-small         a hand-picked small student (samples/students/resnet_small.json) + plain KD
+  kd-small         a hand-picked small student (samples/students/resnet_small.json; resnet8_cifar.json on CIFAR-10) + plain KD
                    (`api.distill`, as many epochs as squeeze's distill pass trains)
   squeeze@1/k      `squeeze compress` with the recipe (default: the built-in full one) at a latency
                    budget of 1/k of the teacher's p50 measured here, for each k in --budgets
@@ -63,8 +64,16 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 BENCH_VERSION = 1  # bump when a method's code changes what it produces: cached ONNX files are then redone
-TEACHERS = {"mnist": ("resnet_mnist", "mobilenetv2_mnist"), "digits": ("resnet_digits",)}
-SMALL_STUDENT = ROOT / "samples" / "students" / "resnet_small.json"
+TEACHERS = {"mnist": ("resnet_mnist", "mobilenetv2_mnist"), "digits": ("resnet_digits",), "cifar10": ("resnet20_cifar",)}
+STUDENTS = ROOT / "samples" / "students"
+# kd-small's hand-picked student per dataset: CIFAR gets the literature's ResNet-8 (the KD papers' smallest student)
+SMALL_STUDENTS = {"cifar10": STUDENTS / "resnet8_cifar.json"}
+# issue targets: >= 8x at <= 1 pt on MNIST (issue 16), >= 4x at <= 1 pt on CIFAR-10 (issue 18)
+TARGET_SPEEDUP = {"cifar10": 4.0}
+
+
+def small_student(dataset: str) -> Path:
+    return SMALL_STUDENTS.get(dataset, STUDENTS / "resnet_small.json")
 DEFAULT_RECIPE = "full"  # compress's default built-in recipe (squeeze.run.recipe.BUILTIN_RECIPES)
 BASELINES = ("ort-ptq", "nncf-ptq", "modelopt-ptq", "tp-prune50", "kd-small")
 
@@ -343,17 +352,17 @@ def finetune_ce(model: torch.nn.Module, bundle: Any, epochs: float, lr: float, s
     return {"best_epoch": best["epoch"], "epochs": history}
 
 
-def kd_small(teacher_path: Path, bundle: Any, folder: Path, s: Settings, augment: str, progress: Progress) -> dict[str, Any]:
+def kd_small(teacher_path: Path, bundle: Any, folder: Path, s: Settings, augment: str, progress: Progress, student_file: Path) -> dict[str, Any]:
     """A hand-picked student distilled with plain KD (squeeze's distill pass: KD T=4, 0.9 KD + 0.1 CE)."""
     from squeeze import api
     from squeeze.io.modelio import load_model
     from squeeze.io.onnx_export import ExportConfig, export_onnx
 
-    result = api.distill(teacher_path, str(SMALL_STUDENT), data=bundle.name, out=folder / "distill", epochs=s.kd_epochs, augment=augment,
+    result = api.distill(teacher_path, str(student_file), data=bundle.name, out=folder / "distill", epochs=s.kd_epochs, augment=augment,
                          progress=lambda m: progress(f"kd-small: {m}"))
     student = load_model(result["student_file"])
     onnx = export_onnx(student, folder / "model.onnx", ExportConfig(), bundle)
-    spec = json.loads(SMALL_STUDENT.read_text())
+    spec = json.loads(student_file.read_text())
     return {"notes": f"{spec['arch'].split(':')[-1]}{spec['kwargs']}, {s.kd_epochs} epochs KD, augment {augment}, best epoch {result['best_epoch']}",
             "parity": onnx.parity}
 
@@ -440,8 +449,9 @@ def run_teacher(name: str, dataset: str, s: Settings, work: Path, progress: Prog
     attempt("tp-prune50", {"ratio": s.prune_ratio, "epochs": s.finetune_epochs, "lr": s.finetune_lr, "seed": 0},
             lambda d: tp_prune_finetune(teacher, bundle, d, s, 0, say))
     augment = _distill_augment(s.recipe)
-    attempt("kd-small", {"student": json.loads(SMALL_STUDENT.read_text()), "epochs": s.kd_epochs, "augment": augment},
-            lambda d: kd_small(teacher_path, bundle, d, s, augment, say))
+    student_file = small_student(dataset)
+    attempt("kd-small", {"student": json.loads(student_file.read_text()), "epochs": s.kd_epochs, "augment": augment},
+            lambda d: kd_small(teacher_path, bundle, d, s, augment, say, student_file))
 
     # squeeze's budgets: fractions of the teacher's p50, measured once here (every usable core, as
     # compress measures) and cached, so a re-run derives the same budgets and its compress runs hit their caches
@@ -460,7 +470,7 @@ def run_teacher(name: str, dataset: str, s: Settings, work: Path, progress: Prog
 
 def _distill_augment(recipe: dict[str, Any]) -> str:
     steps = {n: c for step in recipe["passes"] for n, c in step.items()}
-    return str(steps.get("distill", {}).get("augment", "none"))
+    return str(steps.get("distill", {}).get("augment", "auto"))  # distill's default: the dataset's own
 
 
 def _write_recipe(recipe: dict[str, Any], path: Path) -> None:
@@ -761,6 +771,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work-dir", default="bench-compare", help="method outputs, caches and results (reused by a re-run)")
     parser.add_argument("--quick", action="store_true", help="tiny settings (a few minutes): checks the script, not the numbers")
     parser.add_argument("--digits", action="store_true", help="also the digits teacher (resnet_digits)")
+    parser.add_argument("--cifar", action="store_true", help="also the CIFAR-10 teacher (resnet20_cifar; the full set from SQUEEZE_DATA)")
     parser.add_argument("--teachers", nargs="+", help="only these teachers (default: both MNIST ones, + digits with --digits; --quick: resnet_mnist)")
     parser.add_argument("--methods", nargs="+", help=f"only these methods (teacher always): {', '.join(BASELINES)}, squeeze")
     parser.add_argument("--recipe", help="squeeze's recipe (a built-in name or a YAML file; default full; quick + tiny overrides with --quick)")
@@ -784,8 +795,8 @@ def main(argv: list[str] | None = None) -> int:
     progress = lambda m: print(f"[{time.perf_counter() - t0:7.0f}s] {m}", file=sys.stderr, flush=True)  # noqa: E731
     s = make_settings(args)
     only = set(args.methods) if args.methods else None
-    datasets = {d: list(ts) for d, ts in TEACHERS.items() if d == "mnist" or args.digits}
-    if args.quick and not args.teachers and not args.digits:
+    datasets = {d: list(ts) for d, ts in TEACHERS.items() if d == "mnist" or (d == "digits" and args.digits) or (d == "cifar10" and args.cifar)}
+    if args.quick and not args.teachers and not args.digits and not args.cifar:
         datasets = {"mnist": ["resnet_mnist"]}  # one teacher: the check stays a few minutes
     if args.teachers:
         datasets = {d: [t for t in ts if t in args.teachers] for d, ts in TEACHERS.items()}
@@ -831,7 +842,7 @@ def main(argv: list[str] | None = None) -> int:
         blocks = []
         for name, trows in by_teacher.items():
             verdicts = dominance(trows)
-            target = target_check(trows)
+            target = target_check(trows, TARGET_SPEEDUP.get(dataset, 8.0))
             summary[name] = {"dominance": verdicts, "target": target}
             lines = [f"{dataset} / {name}: eval {trows[0].get('eval_samples', '?')} images; latency batch 1, {threads_used} ORT thread(s), "
                      f"median of {s.rounds} interleaved rounds x {s.iterations} runs; x = teacher / model (same rounds)"

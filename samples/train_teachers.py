@@ -87,9 +87,9 @@ def accuracy(model: torch.nn.Module, loader) -> float:
     return correct / total
 
 
-def train(recipe: Recipe) -> dict:
+def train(recipe: Recipe, warm_start: bool = False) -> dict:
     if recipe.schedule == "onecycle":
-        return train_resumable(recipe)
+        return train_resumable(recipe, warm_start)
     torch.manual_seed(recipe.seed)
     data = load_data(recipe.dataset, SplitConfig(seed=0))
     model = getattr(zoo, recipe.factory)(in_channels=data.sample_shape[0], num_classes=data.num_classes)
@@ -138,7 +138,22 @@ def _phase_of(phases: list[tuple[int, float]], epoch: int) -> tuple[int, float, 
     raise ValueError(f"epoch {epoch} is past the last phase")
 
 
-def train_resumable(recipe: Recipe) -> dict:
+def _warm_start(recipe: Recipe, model: torch.nn.Module) -> tuple[int, float]:
+    """Seed a restart from the packaged teacher when it is this recipe's first phase, finished: the
+    lost per-epoch state then costs only the optimiser's momentum, not the first phase's hours."""
+    from squeeze.io.modelio import load_model
+
+    entry = json.loads((OUT / "teachers.json").read_text()).get(recipe.name, {})
+    first = {k: v for k, v in asdict(recipe).items() if k != "restarts"}
+    recorded = {k: v for k, v in entry.get("recipe", {}).items() if k != "restarts"}
+    if not recipe.restarts or recorded != first or entry.get("warm_start"):
+        raise SystemExit(f"[{recipe.name}] --warm-start needs the packaged teacher to be this recipe's first phase alone")
+    model.load_state_dict(load_model(OUT / f"{recipe.name}.pt").module.state_dict())
+    print(f"[{recipe.name}] warm start from the packaged first phase ({recipe.epochs} epochs, eval {entry['eval_accuracy']:.4f})", flush=True)
+    return recipe.epochs, float(entry["train_seconds"])
+
+
+def train_resumable(recipe: Recipe, warm_start: bool = False) -> dict:
     """In-memory batches (no DataLoader), an epoch's order and augmentation seeded by the epoch
     number, and the whole state saved atomically after each epoch, so a killed run resumes."""
     from squeeze.io.augment import apply_augment
@@ -153,13 +168,16 @@ def train_resumable(recipe: Recipe) -> dict:
     phases = recipe.phases()
     epochs = sum(n for n, _ in phases)
     state_path = WORK / f"{recipe.name}.state.ckpt"
-    start_epoch, elapsed = 0, 0.0
+    start_epoch, elapsed, warmed = 0, 0.0, False
     if state_path.exists():
         state = torch.load(state_path, weights_only=True)
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["opt"])
-        start_epoch, elapsed = state["epoch"], state["elapsed"]
+        start_epoch, elapsed, warmed = state["epoch"], state["elapsed"], state.get("warm_start", False)
         print(f"[{recipe.name}] resuming after epoch {start_epoch}", flush=True)
+    elif warm_start:
+        start_epoch, elapsed = _warm_start(recipe, model)
+        warmed = True
     step_model = torch.compile(model) if recipe.compile else model
     for epoch in range(start_epoch, epochs):
         phase_epochs, peak, first = _phase_of(phases, epoch)
@@ -182,14 +200,16 @@ def train_resumable(recipe: Recipe) -> dict:
         cal = accuracy(model, data.loader("calibration"))  # progress only; the eval split is read once, at the end
         WORK.mkdir(parents=True, exist_ok=True)
         with atomic_path(state_path) as tmp:
-            torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "epoch": epoch + 1, "elapsed": elapsed}, tmp)
+            torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "epoch": epoch + 1, "elapsed": elapsed,
+                        "warm_start": warmed}, tmp)
         rate = per_epoch * recipe.batch_size / max(time.time() - began, 1e-9)
         print(f"[{recipe.name}] epoch {epoch + 1}/{epochs} loss {running / per_epoch:.4f} cal acc {cal:.4f} "
               f"{rate:.0f} img/s ({elapsed:.0f}s)", flush=True)
     eval_acc = accuracy(model, data.loader("eval"))
     print(f"[{recipe.name}] held-out eval accuracy {eval_acc:.4f} on {len(data.eval)} images", flush=True)
     torch.save(model.state_dict(), WORK / f"{recipe.name}.state.pt")
-    result = {"eval_accuracy": eval_acc, "train_seconds": round(elapsed, 1), "threads": torch.get_num_threads()}
+    result = {"eval_accuracy": eval_acc, "train_seconds": round(elapsed, 1), "threads": torch.get_num_threads(),
+              "warm_start": warmed}
     (WORK / f"{recipe.name}.result.json").write_text(json.dumps(result))
     return result
 
@@ -215,6 +235,8 @@ def package(recipe: Recipe) -> dict:
         "recipe": asdict(recipe),
         "train_seconds": result["train_seconds"],
         "train_threads": result["threads"],
+        # the restarts began from the packaged first phase, without its optimiser momentum
+        **({"warm_start": True} if result.get("warm_start") else {}),
         "torch": torch.__version__,
     }
     save_checkpoint(model, OUT / f"{recipe.name}.pt", arch=f"squeeze.zoo:{recipe.factory}", arch_kwargs=kwargs, input_spec=spec, metadata=meta)
@@ -231,13 +253,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", choices=sorted(RECIPES), action="append")
     parser.add_argument("--package-only", action="store_true")
+    parser.add_argument("--warm-start", action="store_true", help="with no saved state, begin a recipe's restarts from its packaged first phase")
     parser.add_argument("--threads", type=int, default=2, help="fixed so re-runs reproduce bit-for-bit on the same machine")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     names = args.only or list(RECIPES)
     if not args.package_only:
         for name in names:
-            train(RECIPES[name])
+            train(RECIPES[name], args.warm_start)
     index_path = OUT / "teachers.json"
     index = json.loads(index_path.read_text()) if index_path.exists() else {}
     for name in names:
