@@ -70,7 +70,7 @@ def _train_epoch(trainable, teacher, objective, loader, optimizer, scheduler, sc
             scaler.update()
             scheduler.step()
             for k, v in {"loss": float(loss.detach()), **parts}.items():
-                sums[k] = sums.get(k, 0.0) + v * len(x)
+                sums[k] = sums.get(k, 0.0) + float(v) * len(x)
     return sums, False
 
 

@@ -63,7 +63,7 @@ def qat(qmodel: nn.Module, backend: QuantBackend, teacher: nn.Module, data: Data
             optimizer.step()
             scheduler.step()
             for k, v in {"loss": float(loss.detach()), **parts}.items():
-                sums[k] = sums.get(k, 0.0) + v * len(x)
+                sums[k] = sums.get(k, 0.0) + float(v) * len(x)
             seen += len(x)
         backend.refresh_weight_scales(qmodel)
         if epoch < cfg.scale_update_epochs:

@@ -115,7 +115,7 @@ class DistillObjective(nn.Module):
             channels = [(s.shape[1], t.shape[1]) for s, t in zip(self.student_tap.features(), self.teacher_tap.features())]
             self.hints = losses.HintAdapters(channels)
 
-    def forward(self, s_logits: torch.Tensor, t_logits: torch.Tensor | None, y: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+    def forward(self, s_logits: torch.Tensor, t_logits: torch.Tensor | None, y: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         parts: dict[str, torch.Tensor] = {}
         w = self.weights
         if "ce" in w:
@@ -131,7 +131,8 @@ class DistillObjective(nn.Module):
         if "sp" in w:
             parts["sp"] = losses.sp_loss(self.student_tap.embedding, self.teacher_tap.embedding)
         total = sum(w[k] * v for k, v in parts.items())
-        return total, {k: float(v.detach()) for k, v in parts.items()}
+        # detached tensors, not floats: float() inside a torch.compile'd step is a graph break (and a console warning)
+        return total, {k: v.detach() for k, v in parts.items()}
 
     def close(self) -> None:
         for tap in (self.student_tap, self.teacher_tap):
@@ -147,7 +148,7 @@ class Trainable(nn.Module):
         self.student = student
         self.objective = objective
 
-    def forward(self, x: torch.Tensor, t_logits: torch.Tensor | None, y: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+    def forward(self, x: torch.Tensor, t_logits: torch.Tensor | None, y: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         return self.objective(self.student(x).float(), t_logits, y)
 
 
