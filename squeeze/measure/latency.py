@@ -294,7 +294,11 @@ def _survivors(raw: dict[str, list[list[dict[str, Any]]]], chosen: dict[str, int
 
 def _report_round(progress: Callable[[str], None], r: int, count: int, target: str, ratios: dict[str, dict[str, Any]]) -> None:
     if ratios:
-        worst = max(ratios.values(), key=lambda v: (v["ci95"][1] - v["ci95"][0]) / max(v["ratio"], 1e-12))
+        finite = [v for v in ratios.values() if np.isfinite(v["ci95"][0]) and np.isfinite(v["ci95"][1])]
+        if not finite:  # one round gives no interval yet (the bootstrap needs two paired figures)
+            progress(f"latency round {r + 1}: {count} configuration(s) interleaved on {target}, interval after the next round")
+            return
+        worst = max(finite, key=lambda v: (v["ci95"][1] - v["ci95"][0]) / max(v["ratio"], 1e-12))
         progress(f"latency round {r + 1}: {count} configuration(s) interleaved on {target}, widest ratio interval "
                  f"{worst['ci95'][0]:.3f}-{worst['ci95'][1]:.3f}")
     else:

@@ -63,3 +63,16 @@ def test_cpu_burning_neighbour_is_flagged_and_does_not_inflate_the_derived_budge
     assert measured["p50_ms"] <= 1.05 * quiet_high, (measured["attempts"], quiet_low, quiet_high)
     budget = budgets.derive(None, measured, [SimpleNamespace(pass_=_Aims(), config=SimpleNamespace())])
     assert budget["noisy"] and budget["latency_ms"] <= 1.05 * quiet_high / budgets.DERIVED_SPEEDUP
+
+
+def test_first_round_progress_says_when_the_interval_comes_not_nan():
+    """One round gives one paired ratio, so no bootstrap interval yet: the live line says so instead of 'nan-nan'."""
+    from squeeze.measure.latency import _report_round
+
+    lines: list[str] = []
+    one_round = {"student": {"ratio": 0.1, "ci95": [float("nan"), float("nan")], "tight": False}}
+    _report_round(lines.append, 0, 2, "cpu", one_round)
+    two_rounds = {"student": {"ratio": 0.1, "ci95": [0.09, 0.11], "tight": False}}
+    _report_round(lines.append, 1, 2, "cpu", two_rounds)
+    assert "nan" not in lines[0] and "interval after the next round" in lines[0]
+    assert lines[1].endswith("widest ratio interval 0.090-0.110")
