@@ -145,11 +145,11 @@ def _warm_start(recipe: Recipe, model: torch.nn.Module) -> tuple[int, float]:
     from squeeze.io.modelio import load_model
 
     entry = json.loads((OUT / "teachers.json").read_text()).get(recipe.name, {})
-    recorded = dict(entry.get("recipe", {}))
-    done = [(int(n), float(lr)) for n, lr in [(recorded.get("epochs"), recorded.get("lr")), *recorded.pop("restarts", [])]]
-    ours = {k: v for k, v in asdict(recipe).items() if k != "restarts"}
-    same_base = {**recorded, "epochs": ours["epochs"], "lr": ours["lr"]} == ours
-    if not same_base or len(done) >= len(recipe.phases()) or recipe.phases()[: len(done)] != done:
+    recorded = dict(entry.get("recipe") or {})  # no entry: nothing matches, so it refuses below
+    done = [(recorded.pop("epochs", None), recorded.pop("lr", None)), *(tuple(p) for p in recorded.pop("restarts", []))]
+    ours = {k: v for k, v in asdict(recipe).items() if k not in ("epochs", "lr", "restarts")}
+    phases = recipe.phases()
+    if recorded != ours or len(done) >= len(phases) or phases[: len(done)] != done:
         raise SystemExit(f"[{recipe.name}] --warm-start needs the packaged teacher to be this recipe's first phases, finished")
     model.load_state_dict(load_model(OUT / f"{recipe.name}.pt").module.state_dict())
     epochs = sum(n for n, _ in done)
