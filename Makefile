@@ -24,12 +24,12 @@ sample: setup
 	mkdir -p $(dir $(OUT))
 	$(BIN)/squeeze compress samples/teachers/resnet_mnist.pt --recipe quick --target cpu --out $(OUT)
 
-# the CIFAR-10 teacher at a quick recipe (4 min 48 s alone on 2 cores); the full set is read from SQUEEZE_DATA
-# (default: ../shared/data, this workspace's copy), never downloaded
+# the CIFAR-10 teacher at a quick recipe; the full set is read from SQUEEZE_DATA (default: ../shared/data, this
+# workspace's copy), never downloaded
 CIFAR_DATA ?= $(if $(SQUEEZE_DATA),$(SQUEEZE_DATA),../shared/data)
 sample-cifar: setup
 	mkdir -p out
-	SQUEEZE_DATA=$(CIFAR_DATA) $(BIN)/squeeze compress samples/teachers/resnet20_cifar.pt --recipe samples/recipes/resnet20_cifar_quick.yaml --data cifar10 --target cpu --out out/resnet20_cifar
+	SQUEEZE_DATA=$(CIFAR_DATA) $(BIN)/squeeze compress samples/teachers/airbench_cifar.pt --recipe samples/recipes/airbench_cifar_quick.yaml --data cifar10 --target cpu --out out/airbench_cifar
 
 # compress for real: distil a small ResNet student from the teacher, then export + profile both (~1.5 min)
 sample-distill: setup
