@@ -1,6 +1,6 @@
 """KD training throughput on this CPU: what makes a distillation epoch faster.
 
-    python bench/kd_throughput.py [--data cifar10-mini] [--steps 20] [--student-width 12 --student-depth 14]
+    python bench/kd_throughput.py [--data cifar10-mini] [--steps 20] [--student-width 12 --student-depth 14] [--teacher PATH]
 
 One KD step = teacher forward (no grad) + student forward/backward + SGD step, on real images
 with the dataset's augmentation. Variants run interleaved (A B C ... then again) so machine
@@ -12,6 +12,7 @@ the training thread cannot help.
 from __future__ import annotations
 
 import argparse
+import copy
 import statistics
 import sys
 import time
@@ -27,11 +28,12 @@ from squeeze.io.augment import apply_augment, default_augment  # noqa: E402
 from squeeze.io.data import load_data, split_tensors  # noqa: E402
 from squeeze.train.losses import kd_loss  # noqa: E402
 from squeeze.io.modelio import load_model  # noqa: E402
+from squeeze.train.precision import native_bf16  # noqa: E402
 
-TEACHER = Path(__file__).resolve().parent.parent / "samples" / "teachers" / "resnet20_cifar.pt"
+TEACHER = Path(__file__).resolve().parent.parent / "samples" / "teachers" / "airbench_cifar.pt"
 
 
-def make_step(teacher, student, batch, channels_last, compiled):
+def make_step(teacher, student, batch, channels_last, compiled, bf16=False):
     if channels_last:
         teacher, student = teacher.to(memory_format=torch.channels_last), student.to(memory_format=torch.channels_last)
     t_fn = torch.compile(teacher) if compiled else teacher
@@ -41,9 +43,10 @@ def make_step(teacher, student, batch, channels_last, compiled):
     def step(x, y):
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        with torch.no_grad():
-            t_logits = t_fn(x)
-        logits = s_fn(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            with torch.no_grad():
+                t_logits = t_fn(x).float()
+            logits = s_fn(x).float()
         loss = 0.9 * kd_loss(logits, t_logits, 4.0) + 0.1 * F.cross_entropy(logits, y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -60,11 +63,12 @@ def main() -> None:
     parser.add_argument("--student-depth", type=int, default=14)
     parser.add_argument("--student-width", type=int, default=12)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--teacher", type=Path, default=TEACHER)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     data = load_data(args.data)
     x_all, y_all = split_tensors(data, "train")
-    teacher = load_model(TEACHER).module.eval() if TEACHER.exists() else zoo.resnet20_cifar().eval()
+    teacher = load_model(args.teacher).module.eval()
     augment = default_augment(data.name)
     gen = torch.Generator().manual_seed(0)
 
@@ -77,12 +81,16 @@ def main() -> None:
     print(f"data loading + {augment} augmentation alone: {seen / (time.perf_counter() - started):.0f} images/s")
 
     variants = {}
-    for name, batch, cl, comp in (("baseline (batch 128)", 128, False, False), ("batch 256", 256, False, False),
-                                  ("channels-last", 128, True, False), ("torch.compile", 128, False, True)):
+    for name, batch, cl, comp, bf16 in (("baseline (batch 128)", 128, False, False, False), ("batch 256", 256, False, False, False),
+                                        ("channels-last", 128, True, False, False), ("torch.compile", 128, False, True, False),
+                                        ("bf16 autocast", 128, False, False, True), ("bf16 + compile", 128, False, True, True)):
+        if bf16 and not native_bf16():
+            print(f"{name}: skipped (no native bf16 on this CPU)")
+            continue
         torch.manual_seed(0)
         student = zoo.cifar_resnet(3, 10, depth=args.student_depth, width=args.student_width)
         t0 = time.perf_counter()
-        step = make_step(teacher, student, batch, cl, comp)
+        step = make_step(copy.deepcopy(teacher), student, batch, cl, comp, bf16)
         x, y = apply_augment(augment, x_all[:batch], gen), y_all[:batch]
         step(x, y)  # warm-up (and compilation)
         variants[name] = {"step": step, "batch": batch, "setup_s": time.perf_counter() - t0, "rates": []}
@@ -95,7 +103,7 @@ def main() -> None:
                 v["step"](apply_augment(augment, x_all[idx], gen), y_all[idx])
             v["rates"].append(args.steps * v["batch"] / (time.perf_counter() - t0))
     base = statistics.median(next(iter(variants.values()))["rates"])
-    print(f"\nKD step throughput, student ResNet-{args.student_depth} width {args.student_width}, teacher {TEACHER.name}, "
+    print(f"\nKD step throughput, student ResNet-{args.student_depth} width {args.student_width}, teacher {args.teacher.name}, "
           f"{args.threads} threads, {args.rounds} interleaved rounds of {args.steps} steps")
     print(f"{'variant':<24}{'images/s':>10}{'vs base':>9}{'setup s':>9}")
     for name, v in variants.items():

@@ -63,7 +63,7 @@ def phase(target, arts: dict, cfg, loaded: bool) -> dict:
             "rounds": result.rounds, "load": result.load or {}, "noisy": result.noisy, "why": result.why_noisy}
 
 
-def quiet_vs_loaded(target, run: Path, pairs: int) -> None:
+def quiet_vs_loaded(target, run: Path, pairs: int) -> dict:
     arts = {"teacher": load_onnx(run / "teacher.onnx"), "student": load_onnx(run / "model.onnx")}
     cfg = closing_config(ProfileSpec())
     rows = [phase(target, arts, cfg, loaded=bool(i % 2)) for i in range(2 * pairs)]
@@ -78,13 +78,15 @@ def quiet_vs_loaded(target, run: Path, pairs: int) -> None:
     change = loaded / quiet - 1.0
     verdict = "PASS" if abs(change) <= LOADED_TOLERANCE else "FAIL"
     print(f"speed-up quiet {quiet:.1f}x, loaded {loaded:.1f}x: {change * 100:+.1f}% ({verdict}: within {LOADED_TOLERANCE * 100:.0f}%)")
+    return {"quiet": quiet, "loaded": loaded, "change": change, "passed": verdict == "PASS",
+            "quiet_phases_noisy": [r["noisy"] for r in rows if not r["loaded"]]}
 
 
-def settings_audit(target, run: Path, manifest: dict) -> None:
+def settings_audit(target, run: Path, manifest: dict) -> dict:
     recorded = ((manifest.get("latency") or {}).get("settings") or {}).get("chosen")
     if not recorded:
         print("settings audit: the manifest records no tuned settings (tuning was off or the target has none)")
-        return
+        return {"passed": None, "why": "no tuned settings recorded"}
     cfg = replace(closing_config(ProfileSpec()), min_rounds=7)
     result = compare(target, {"shipped": load_onnx(run / "model.onnx")}, cfg)
     record = result.settings["shipped"]
@@ -97,10 +99,11 @@ def settings_audit(target, run: Path, manifest: dict) -> None:
         print(f"  {describe_settings(c):55s} {c[key]:.4f} ms{mark}")
     if not same:
         print("  the recorded settings are not among this target's candidates now")
-        return
+        return {"passed": False, "why": "recorded settings not among the candidates"}
     slower = same[0][key] / candidates[0][key] - 1.0
     verdict = "PASS" if slower <= SETTINGS_TOLERANCE else "FAIL"
     print(f"recorded settings vs the fastest candidate: {slower * 100:+.1f}% ({verdict}: at most {SETTINGS_TOLERANCE * 100:.0f}% slower)")
+    return {"passed": verdict == "PASS", "slower": slower, "candidates": len(candidates), "recorded": recorded}
 
 
 def main() -> None:

@@ -1,6 +1,7 @@
 """Do training-free proxies rank students the way distillation does? Kendall tau / Spearman rho on MNIST.
 
     nice -n 10 python bench/proxy_correlation.py [--students 20] [--seeds 0 1] [--proxy-seeds 0 1] [--epochs 3]
+    python bench/proxy_correlation.py --from-pool bench/pools/cifar10_resnet.json    # the table from a stored student pool
 
 1. Students: `--pool` architectures drawn from the search space with a fixed seed, kept if their
    MACs lie in [--min-macs, --max-macs]; `--students` of them picked at evenly spaced quantiles
@@ -170,8 +171,29 @@ def correlations(xs: list[float], ys: list[float]) -> tuple[float, float]:
     return float(tau), float(rho)
 
 
+def from_pool(path: Path) -> None:
+    """tau / rho of every proxy the pool stores against its seed-mean distilled accuracy (bench/student_pool.py built
+    it: the students, their KD schedule and the proxy seeds are the pool's), with the KD seed-vs-seed noise ceiling."""
+    pool = json.loads(path.read_text())
+    students, seeds, proxy_seeds = pool["students"], [str(s) for s in pool["seeds"]], [str(s) for s in pool["proxy_seeds"]]
+    accuracy = [statistics.mean(st["kd"][s]["accuracy"] for s in seeds) for st in students]
+    print(f"pool {path.name}: {len(students)} students of the {pool['space']} space, teacher {pool['teacher']['file']}; "
+          f"ground truth: {pool['schedule']['kd']}; KD seeds {seeds}, proxy seeds {proxy_seeds}")
+    if len(seeds) > 1:
+        tau, rho = correlations([st["kd"][seeds[0]]["accuracy"] for st in students], [st["kd"][seeds[1]]["accuracy"] for st in students])
+        print(f"noise ceiling: KD seed {seeds[0]} vs seed {seeds[1]} accuracy ranking: tau {tau:.3f}, rho {rho:.3f}")
+    print(f"\n{'proxy':<20}{'Kendall tau':>16}{'Spearman rho':>16}   per proxy seed (tau)")
+    for name in students[0]["proxies"][proxy_seeds[0]]:
+        per_seed = [correlations([st["proxies"][ps][name] for st in students], accuracy) for ps in proxy_seeds]
+        taus, rhos = [t for t, _ in per_seed], [r for _, r in per_seed]
+        sd = lambda v: statistics.stdev(v) if len(v) > 1 else 0.0  # noqa: E731
+        print(f"{name:<20}{statistics.mean(taus):>9.3f} ± {sd(taus):.3f}{statistics.mean(rhos):>9.3f} ± {sd(rhos):.3f}   "
+              + " ".join(f"{t:.3f}" for t in taus))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
+    parser.add_argument("--from-pool", type=Path, help="print the table from a stored pool (bench/pools/*.json) instead of training")
     parser.add_argument("--teacher", default=str(ROOT / "samples" / "teachers" / "resnet_mnist.pt"))
     parser.add_argument("--data", default="mnist")
     parser.add_argument("--space", default="resnet")
@@ -185,6 +207,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)  # 2 threads ran 10x slower on the shared 2-core machine
     parser.add_argument("--state", default=str(ROOT / "out" / "proxy_correlation_state.json"))
     args = parser.parse_args()
+    if args.from_pool:
+        from_pool(args.from_pool)
+        return
     torch.set_num_threads(args.threads)
     started = time.time()
 

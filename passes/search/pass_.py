@@ -13,7 +13,6 @@ latency, latency before the proxy.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import statistics
 import time
@@ -25,14 +24,15 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from squeeze.measure.analysis import count_macs, count_params, evaluating
+from squeeze.measure.analysis import count_macs, count_params
 from squeeze.io.artifacts import ModelArtifact
 from squeeze.io.data import DataBundle
 from squeeze.errors import UserInputError
 from squeeze.io.fsutil import write_bytes_atomic, write_json_atomic
 from squeeze.options import cli
 from squeeze.passes.base import Context, PassBase, Placement, Requires
-from squeeze.passes.search import proxies
+from squeeze.passes.search import fewshot, proxies
+from squeeze.passes.search.inputs import candidate_seed, fixed_batch, proxy_inputs, teacher_classes  # noqa: F401 (bench/tests import them here)
 from squeeze.passes.search.evolution import (Candidate, EvolutionConfig, Event, best_candidates, candidate_row, event_row, evolve,
                                               progress_events)
 from squeeze.passes.search.latency import METRICS, LatencyOracle, default_cache_path
@@ -60,6 +60,10 @@ class SearchConfig:
     proxy_split: str = "calibration"
     temperature: float = 4.0  # of the semantic term's CE: the distillation temperature
     top_k: int = 10
+    # the few-shot tier: the zero-cost top-k re-ranked by a short distillation each (passes/search/fewshot.py); 0 = off
+    fewshot_top: int = 0
+    fewshot_steps: int = 200  # optimizer steps of that short distillation per candidate
+    fewshot_rank_by: str = "accuracy"  # accuracy (calibration, after the short run) or sotl (its late training loss, lower first)
     profile_warmup: int = 5  # per-candidate latency: short runs; the chosen student is re-measured with the full spec
     profile_iterations: int = 40
     profile_threads: int | None = None  # None: each candidate at its fastest thread count (what compress ships); N pins it
@@ -85,6 +89,10 @@ class SearchConfig:
             raise UserInputError(f"headroom_before_prune must be >= 1 (a multiple of the budget), got {self.headroom_before_prune}")
         if self.batch_size < 2 or self.top_k < 1 or self.temperature <= 0:
             raise UserInputError("--batch-size must be >= 2, --top-k >= 1 and the temperature > 0")
+        if self.fewshot_top < 0 or self.fewshot_steps < 1:
+            raise UserInputError("fewshot_top must be >= 0 and fewshot_steps >= 1")
+        if self.fewshot_rank_by not in fewshot.RANK_BY:
+            raise UserInputError(f"fewshot_rank_by must be one of {', '.join(fewshot.RANK_BY)}, got {self.fewshot_rank_by!r}")
         if self.profile_iterations < 2 or self.profile_warmup < 0:
             raise UserInputError("--profile-iterations must be >= 2 and warm-up >= 0")
         self.evolution()  # validates population / tournament / crossover
@@ -108,79 +116,6 @@ class SearchOutcome:
         """The chosen student, initialised as `squeeze distill --seed SEED` initialises a student spec."""
         torch.manual_seed(seed)
         return self.space.build(self.best.genome, self.in_channels, self.num_classes)
-
-
-def candidate_seed(seed: int, key: str) -> int:
-    return int(hashlib.sha256(f"{seed}|{key}".encode()).hexdigest()[:8], 16)
-
-
-def teacher_classes(teacher: ModelArtifact, proxy: str) -> int:
-    """Number of classes from the teacher's logits; a clear error when its output is not [B, C]."""
-    with torch.no_grad(), evaluating(teacher.module):
-        out = teacher.module(teacher.input_spec.example(batch=2))
-    if isinstance(out, torch.Tensor) and out.ndim == 2 and out.shape[1] >= 2:
-        return int(out.shape[1])
-    shape = list(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-    needing = ", ".join(proxies.NEEDS_LOGITS)
-    if proxy in proxies.NEEDS_LOGITS:
-        raise UserInputError(f"the teacher's output is {shape}, not class logits [B, C]; proxy {proxy} needs logits "
-                             f"(proxies that need logits: {needing})")
-    raise UserInputError(f"the teacher's output is {shape}, not class logits [B, C]: search builds classifier students "
-                         f"(proxies that need logits: {needing})")
-
-
-def fixed_batch(data: DataBundle, split: str, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """A seeded batch from `split`, class-balanced (round robin over classes) when labelled."""
-    dataset = data.train if split == "train" else data.calibration
-    if len(dataset) < 2:
-        raise UserInputError(f"the {split} split of {data.name} has {len(dataset)} samples; the proxy batch needs at least 2")
-    order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed)).tolist()
-    if data.has_labels:
-        by_class: dict[int, list[int]] = {}
-        for i in order:
-            by_class.setdefault(int(dataset[i][1]), []).append(i)
-        queues = [by_class[c] for c in sorted(by_class)]
-        picked: list[int] = []
-        while len(picked) < min(n, len(order)):
-            for q in queues:
-                if q and len(picked) < n:
-                    picked.append(q.pop(0))
-        order = picked
-    xs, ys = zip(*(dataset[i] for i in order[:n]))
-    return torch.stack(xs).float(), torch.as_tensor(ys, dtype=torch.long)
-
-
-def _fmt_budget(value: float, unit: str) -> str:
-    return f"{value:.4g} {unit}"
-
-
-def _proxy_inputs(teacher: ModelArtifact, data: DataBundle | None, cfg: SearchConfig, num_classes: int, input_shape: tuple[int, ...],
-                  timings: dict[str, float], progress: Callable[[str], None]) -> tuple[Any, dict[str, Any]]:
-    """The one fixed proxy batch (calibration split, never eval) and the teacher's side of the proxy, computed once."""
-    batch_info: dict[str, Any] = {"size": 0}
-    x = y = None
-    if cfg.proxy in proxies.NEEDS_DATA:
-        if data is None:
-            raise UserInputError(f"proxy {cfg.proxy} needs data: pass --data (a calibration or train split is read, never eval)")
-        if tuple(data.sample_shape) != tuple(teacher.input_spec.shape[1:]):
-            raise UserInputError(f"dataset {data.name} samples have shape {list(data.sample_shape)}, the teacher takes {list(teacher.input_spec.shape[1:])}")
-        x, y = fixed_batch(data, cfg.proxy_split, cfg.batch_size, cfg.seed)
-        label_source = "labels"
-        if not data.has_labels:
-            with torch.no_grad(), evaluating(teacher.module):
-                y = teacher.module(x).argmax(1)
-            label_source = "teacher predictions (the data is unlabelled)"
-        if int(y.min()) < 0 or int(y.max()) >= num_classes:
-            raise UserInputError(f"labels must be in [0, {num_classes}) for a {num_classes}-class teacher; found {int(y.min())}..{int(y.max())}")
-        batch_info = {"split": cfg.proxy_split, "size": int(len(x)), "seed": cfg.seed, "labels": label_source,
-                      "classes_present": int(len(torch.unique(y)))}
-    reference = None
-    if cfg.proxy in proxies.NEEDS_TEACHER:
-        t0 = time.perf_counter()
-        progress(f"computing the teacher's reference on {len(x)} {cfg.proxy_split} images ({cfg.teacher_init} teacher)")
-        reference = proxies.teacher_reference(teacher.module, x, y, cfg.teacher_init, cfg.seed, cfg.temperature)
-        timings["teacher_reference_s"] = time.perf_counter() - t0
-    return proxies.ProxyInputs(x, y, input_shape, reference), batch_info
 
 
 class _Evaluator:
@@ -239,7 +174,7 @@ def search(teacher: ModelArtifact, data: DataBundle | None, target: Target, cfg:
     in_channels = int(teacher.input_spec.shape[1])
     input_shape = (1, *teacher.input_spec.shape[1:])
     timings: dict[str, float] = {}
-    inputs, batch_info = _proxy_inputs(teacher, data, cfg, num_classes, input_shape, timings, progress)
+    inputs, batch_info = proxy_inputs(teacher, data, cfg, num_classes, input_shape, timings, progress)
     teacher_size = {"params": count_params(teacher.module), "macs": count_macs(teacher.module, teacher.input_spec.example(batch=1))}
     params_cap = cfg.params_budget if cfg.params_budget is not None else teacher_size["params"]
     macs_cap = cfg.macs_budget if cfg.macs_budget is not None else teacher_size["macs"]
@@ -264,12 +199,20 @@ def search(teacher: ModelArtifact, data: DataBundle | None, target: Target, cfg:
     t0 = time.perf_counter()
     events = evolve(space, evaluate, cfg.evolution(), first=[smallest_genome], on_event=on_event or progress_events(cfg.iterations, cfg.proxy, progress))
     timings["evolution_s"] = time.perf_counter() - t0
-    top = best_candidates(events, cfg.top_k)
+    top = best_candidates(events, max(cfg.top_k, cfg.fewshot_top))
+    fewshot_info = None
+    if cfg.fewshot_top > 0:
+        if data is None:
+            raise UserInputError("the few-shot tier (fewshot_top > 0) distils each shortlisted candidate: pass --data")
+        fewshot_info = fewshot.rerank(top, space, teacher.module, data, cfg.fewshot_top, cfg.fewshot_steps, cfg.seed, in_channels,
+                                      num_classes, progress, cfg.fewshot_rank_by)
+        timings["fewshot_s"] = fewshot_info["seconds"]
     final_latency = _measure_top(top, space, oracle, target, teacher, cfg, cache_path, in_channels, num_classes, progress)
     timings["total_s"] = time.perf_counter() - started
     latency_kind = "measured" if oracle is not None and oracle.measured else ("predicted" if oracle is not None else f"not available: {latency_note}")
     result = _result(cfg, space, teacher, teacher_size, data, target, latency_kind, events, top, final_latency, params_cap, macs_cap,
                      batch_info, timings, oracle, num_classes)
+    result["fewshot"] = fewshot_info
     return SearchOutcome(space, top[0], top, events, result, in_channels, num_classes, [event_row(e) for e in events])
 
 

@@ -20,7 +20,8 @@ DisWOT (Dong, Li, Wei, CVPR 2023; formulas and released-code bugs: shared/refere
 
 Baselines, at their reference settings (PyTorch default init, not DisWOT's N(0,1) re-init):
 NWOT (NASWOT v2 hamming kernel, log|det K|), SynFlow (log of the sum; float64, |weights|,
-all-ones input, BN in eval = identity for fresh networks), SNIP, grad-norm, params, MACs.
+all-ones input, BN in eval = identity for fresh networks), SNIP, grad-norm, ZiCo and MeCo
+(zero_cost.py), params, MACs.
 """
 
 from __future__ import annotations
@@ -38,12 +39,13 @@ from torch import nn
 
 from squeeze.measure.analysis import count_macs, count_params
 from squeeze.errors import UserInputError
+from squeeze.passes.search import zero_cost
 
 DISWOT_PROXIES = ("diswot", "diswot-semantic", "diswot-relation")
-PROXIES = (*DISWOT_PROXIES, "nwot", "synflow", "snip", "grad-norm", "params", "macs")
-NEEDS_LOGITS = ("diswot", "diswot-semantic", "snip", "grad-norm")  # CE on class logits [B, C]
+PROXIES = (*DISWOT_PROXIES, "nwot", "synflow", "snip", "grad-norm", "zico", "meco", "params", "macs")
+NEEDS_LOGITS = ("diswot", "diswot-semantic", "snip", "grad-norm", "zico")  # CE on class logits [B, C]
 NEEDS_TEACHER = DISWOT_PROXIES
-NEEDS_DATA = ("diswot", "diswot-semantic", "diswot-relation", "nwot", "snip", "grad-norm")
+NEEDS_DATA = ("diswot", "diswot-semantic", "diswot-relation", "nwot", "snip", "grad-norm", "zico", "meco")
 TEACHER_INITS = ("trained", "random")
 _GLOBAL_POOLS = (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
 
@@ -358,6 +360,10 @@ def score(name: str, student: nn.Module, inputs: ProxyInputs) -> tuple[float, di
             return snip(student, inputs.x, inputs.y), {}
         if name == "grad-norm":
             return grad_norm(student, inputs.x, inputs.y), {}
+        if name == "zico":
+            return zero_cost.zico(student, inputs.x, inputs.y), {}
+        if name == "meco":
+            return zero_cost.meco(student, inputs.x), {}
         if name == "params":
             return float(count_params(student)), {}
         if name == "macs":

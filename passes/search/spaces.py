@@ -296,7 +296,69 @@ def mobilenetv2_space() -> SearchSpace:
     )
 
 
-BUILTIN_SPACES: dict[str, Callable[[], SearchSpace]] = {"resnet": resnet_space, "mobilenetv2": mobilenetv2_space}
+# ----------------------------------------------------------------------------------------------
+# VGG-style space (the airbench layout): few, wide convs with early pooling; few ops is what a CPU runtime rewards
+
+
+class SearchConvNet(nn.Module):
+    """A 3x3 stem conv, then stages of conv -> max-pool -> BN -> ReLU (pooling before the norm halves its work) and
+    0-2 more conv -> BN -> ReLU at the pooled size; global max-pool, linear head."""
+
+    def __init__(self, in_channels: int = 3, num_classes: int = 10, stem_width: int = 16,
+                 widths: list[int] | tuple[int, ...] = (32, 64, 128), convs: list[int] | tuple[int, ...] = (1, 1, 1)):
+        super().__init__()
+        if len(widths) != len(convs) or not widths:
+            raise ValueError("widths and convs need one entry per stage")
+        self.stem = _conv_bn_relu(in_channels, stem_width, 3)
+        stages, cin = [], stem_width
+        for width, n in zip(widths, convs):
+            layers: list[nn.Module] = [nn.Conv2d(cin, width, 3, 1, 1, bias=False), nn.MaxPool2d(2), nn.BatchNorm2d(width), nn.ReLU(inplace=True)]
+            layers += [_conv_bn_relu(width, width, 3) for _ in range(n - 1)]
+            stages.append(nn.Sequential(*layers))
+            cin = width
+        self.stages = nn.Sequential(*stages)
+        self.pool = nn.AdaptiveMaxPool2d(1)
+        self.head = nn.Linear(cin, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.flatten(self.pool(self.stages(self.stem(x))), 1))
+
+
+def build_convnet(in_channels: int = 3, num_classes: int = 10, **kwargs: Any) -> SearchConvNet:
+    """Factory named by student specs of the `convnet` space."""
+    return SearchConvNet(in_channels, num_classes, **kwargs)
+
+
+CONVNET_WIDTHS = (8, 16, 24, 32, 48, 64, 96, 128, 192, 256)
+
+
+def _convnet_decode(genome: Genome) -> dict[str, Any]:
+    n = int(genome["stages"])
+    return {"stem_width": int(genome["stem_width"]), "widths": [int(genome[f"width{i}"]) for i in range(1, n + 1)],
+            "convs": [int(genome[f"convs{i}"]) for i in range(1, n + 1)]}
+
+
+def _convnet_valid(genome: Genome) -> bool:
+    widths = _convnet_decode(genome)["widths"]
+    return all(a <= b for a, b in zip(widths, widths[1:]))  # widths grow with depth, as every practitioner's net does
+
+
+def convnet_space() -> SearchSpace:
+    genes = [Gene("stages", (2, 3, 4)), Gene("stem_width", (8, 16, 24, 32))]
+    for i in range(1, 5):
+        genes += [Gene(f"width{i}", CONVNET_WIDTHS), Gene(f"convs{i}", (1, 2, 3))]
+    return SearchSpace(
+        name="convnet",
+        factory="squeeze.passes.search.spaces:build_convnet",
+        genes=tuple(genes),
+        decode=_convnet_decode,
+        valid=_convnet_valid,
+        description="VGG-style (airbench layout): 3x3 stem, 2-4 stages of 1-3 convs with a 2x2 max-pool after the first, "
+                    "widths 8-256 non-decreasing, global max-pool",
+    )
+
+
+BUILTIN_SPACES: dict[str, Callable[[], SearchSpace]] = {"resnet": resnet_space, "mobilenetv2": mobilenetv2_space, "convnet": convnet_space}
 
 
 def get_space(name: str) -> SearchSpace:

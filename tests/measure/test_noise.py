@@ -25,6 +25,7 @@ ROOT = Path(__file__).resolve().parents[2]
 # one intra-op thread: a neighbour burning half the cores leaves this one a core of its own, as a pinned
 # --threads 1 deployment on a shared CI runner would have
 SPEC = ProfileSpec(warmup=5, iterations=100, threads=1)
+SHARED_CORE_SLACK = 1.15  # the loaded-host tolerance issue 16 sets for a printed speed-up
 
 
 @pytest.fixture(scope="module")
@@ -57,12 +58,13 @@ def test_cpu_burning_neighbour_is_flagged_and_does_not_inflate_the_derived_budge
     assert measured["noisy"] and any("oversubscribed" in why for why in measured["why_noisy"]), measured
     assert len(measured["attempts"]) == 3 and all(a["noisy"] for a in measured["attempts"])
     assert any("measuring again" in line for line in progress)
-    # the budget's source is the fastest attempt, and stays within the quiet interval (5 % slack for the
-    # quiet run's own scatter on a shared machine)
+    # the budget's source is the fastest attempt, and stays near the quiet interval. The slack is for what a
+    # busy neighbour core really costs the other one (a shared L3 and memory bus, a lower all-core clock: 7 %
+    # on a CI runner, nothing here), not for time-slicing, which inflated the issue's budgets 4-10x.
     assert measured["p50_ms"] == min(a["p50_ms"] for a in measured["attempts"])
-    assert measured["p50_ms"] <= 1.05 * quiet_high, (measured["attempts"], quiet_low, quiet_high)
+    assert measured["p50_ms"] <= SHARED_CORE_SLACK * quiet_high, (measured["attempts"], quiet_low, quiet_high)
     budget = budgets.derive(None, measured, [SimpleNamespace(pass_=_Aims(), config=SimpleNamespace())])
-    assert budget["noisy"] and budget["latency_ms"] <= 1.05 * quiet_high / budgets.DERIVED_SPEEDUP
+    assert budget["noisy"] and budget["latency_ms"] <= SHARED_CORE_SLACK * quiet_high / budgets.DERIVED_SPEEDUP
 
 
 def test_first_round_progress_says_when_the_interval_comes_not_nan():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import random
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from squeeze.passes.distill.pass_ import DistillConfig, DistillPass
 from squeeze.passes.search import SearchConfig, SearchPass, proxies, search
 from squeeze.passes.search.evolution import Candidate, EvolutionConfig, evolve
 from squeeze.passes.search.pass_ import fixed_batch
-from squeeze.passes.search.spaces import get_space, mobilenetv2_space, resnet_space
+from squeeze.passes.search.spaces import convnet_space, get_space, mobilenetv2_space, resnet_space
 from squeeze.io.students import build_student, load_student_spec
 from squeeze.targets import get_target
 from squeeze.targets.base import Availability, LatencyStats, TargetBase
@@ -120,14 +121,14 @@ def test_teacher_without_logits_is_refused_naming_the_proxies_that_need_them(dig
     features = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU())
     art = ModelArtifact(features, InputSpec((1, 1, 8, 8)), "features", "module", "")
     with pytest.raises(UserInputError, match=r"not class logits \[B, C\]; proxy diswot needs logits \(proxies that need logits: "
-                                             r"diswot, diswot-semantic, snip, grad-norm\)"):
+                                             r"diswot, diswot-semantic, snip, grad-norm, zico\)"):
         search(art, bundle, get_target("cpu"), fast_config())
 
 
 # -- spaces and evolution ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("make", [resnet_space, mobilenetv2_space])
+@pytest.mark.parametrize("make", [resnet_space, mobilenetv2_space, convnet_space])
 def test_space_samples_build_and_round_trip_through_the_student_json(tmp_path, make):
     space = make()
     rng = random.Random(0)
@@ -140,9 +141,37 @@ def test_space_samples_build_and_round_trip_through_the_student_json(tmp_path, m
         assert module(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
 
 
+@pytest.mark.parametrize("space_name, kwargs", [
+    ("resnet", {"stem_width": 16, "stem_stride": 1, "widths": [16, 32, 64], "blocks": [1, 1, 1], "kernels": [3, 3, 3], "strides": [1, 2, 2]}),
+    ("resnet", {"stem_width": 16, "stem_stride": 1, "widths": [16, 32, 64], "blocks": [2, 2, 2], "kernels": [3, 3, 3], "strides": [1, 2, 2]}),
+    ("resnet", {"stem_width": 16, "stem_stride": 1, "widths": [16, 32, 64], "blocks": [3, 3, 3], "kernels": [3, 3, 3], "strides": [1, 2, 2]}),
+    ("convnet", {"stem_width": 24, "widths": [64, 256, 256], "convs": [2, 2, 2]}),
+])
+def test_the_standard_family_points_are_in_the_spaces(space_name, kwargs):
+    """CIFAR ResNet-8/14/20 (He et al.: 3 stages of 1/2/3 basic blocks at 16/32/64) and the airbench layout are
+    architectures of the built-in spaces, exactly (issue 19: a sane space)."""
+    space = get_space(space_name)
+    genome = {g.name: g.options[0] for g in space.genes}
+    n = len(kwargs["widths"])
+    genome["stages"] = n
+    for key, value in kwargs.items():
+        if isinstance(value, list):
+            singular = {"widths": "width", "blocks": "blocks", "kernels": "kernel", "strides": "stride", "convs": "convs"}[key]
+            for i, v in enumerate(value, 1):
+                genome[f"{singular}{i}"] = v
+        else:
+            genome[key] = value
+    assert all(genome[g.name] in g.options for g in space.genes), genome
+    assert space.valid(genome) and space.decode(genome) == kwargs
+
+
+def test_mobilenetv2_width_multipliers_of_the_family_are_in_the_space():
+    assert {0.35, 0.5} <= set(next(g for g in mobilenetv2_space().genes if g.name == "width_mult").options)
+
+
 def test_user_space_and_unknown_names():
     assert get_space("squeeze.passes.search.spaces:resnet_space").name == "resnet"
-    with pytest.raises(UserInputError, match="unknown search space 'vgg'; choose from resnet, mobilenetv2 or give your own as pkg.mod:space"):
+    with pytest.raises(UserInputError, match="unknown search space 'vgg'; choose from resnet, mobilenetv2, convnet or give your own as pkg.mod:space"):
         get_space("vgg")
     with pytest.raises(UserInputError, match="not a squeeze.passes.search.spaces.SearchSpace"):
         get_space("squeeze.zoo:tiny_cnn")
@@ -217,6 +246,50 @@ def test_a_pt2_teacher_gives_diswot_the_same_reference_and_the_search_the_same_s
     scripted = torch.jit.script(teacher.module.eval())
     with pytest.raises(UserInputError, match="cannot tap a TorchScript teacher"):
         proxies.teacher_reference(scripted, x, y)
+
+
+def test_log_rank_aggregation_ranks_each_proxy_and_sums_log_ranks():
+    """AZ-NAS's aggregation: ranks ascending per proxy (ties share their mean rank), sum of log(rank / n)."""
+    from squeeze.passes.search.zero_cost import log_rank_aggregate
+
+    totals = log_rank_aggregate([[1.0, 2.0, 3.0, 3.0], [4.0, 1.0, 2.0, 3.0]])
+    expected = [math.log(1 / 4) + math.log(4 / 4), math.log(2 / 4) + math.log(1 / 4), math.log(3.5 / 4) + math.log(2 / 4),
+                math.log(3.5 / 4) + math.log(3 / 4)]
+    assert totals == pytest.approx(expected)
+    # a candidate last on any one proxy is pushed below one that is middling on both
+    assert log_rank_aggregate([[10.0, 5.0, 6.0], [0.0, 5.0, 4.0]])[0] < log_rank_aggregate([[10.0, 5.0, 6.0], [0.0, 5.0, 4.0]])[2]
+
+
+def test_few_shot_tier_reranks_the_shortlist_by_short_distillation(digits, tmp_path):
+    """The shortlist (zero-cost order) is distilled a few steps each; the pick is the best after that, all recorded."""
+    teacher, bundle, _, _ = digits
+    cfg = fast_config(proxy="params", params_budget=60_000, fewshot_top=3, fewshot_steps=40, population=4, iterations=4,
+                      latency_cache=str(tmp_path / "lat.json"))
+    messages: list[str] = []
+    outcome = search(teacher, bundle, get_target("cpu"), cfg, progress=messages.append)
+    shot = outcome.result["fewshot"]
+    assert shot["shortlist"] == 3 and shot["steps"] == 40 and len(shot["candidates"]) == 3
+    accuracies = [c["accuracy"] for c in shot["candidates"]]
+    assert accuracies == sorted(accuracies, reverse=True) and outcome.best.key == shot["candidates"][0]["key"]
+    assert max(accuracies) > 0.3  # 40 steps of KD on real digits learn something (chance is 0.1)
+    assert sorted(c["zero_cost_rank"] for c in shot["candidates"]) == [1, 2, 3]
+    assert any(m.startswith("few-shot tier: 3 candidates") for m in messages)
+    assert outcome.result["timings"]["fewshot_s"] > 0
+
+
+def test_a_torchscript_teacher_searches_with_a_proxy_that_needs_no_taps(digits, tmp_path):
+    """TorchScript cannot be tapped for DisWOT, but it runs forward: params + the few-shot tier take it (issue 17)."""
+    teacher, bundle, _, _ = digits
+    path = tmp_path / "teacher.ts"
+    torch.jit.save(torch.jit.script(copy.deepcopy(teacher.module).eval()), str(path))
+    scripted = load_model(path, input_shape="1x1x8x8")
+    cfg = fast_config(proxy="params", params_budget=60_000, fewshot_top=3, fewshot_steps=30, population=4, iterations=4,
+                      latency_cache=str(tmp_path / "lat.json"))
+    from_script, from_module = (search(t, bundle, get_target("cpu"), cfg).result["fewshot"]["candidates"] for t in (scripted, teacher))
+    # the same shortlist, each candidate learning from the scripted teacher's logits (TorchScript runs them in fp32
+    # where the eager teacher runs under bf16 autocast, so the short runs differ by rounding, not by what they learn)
+    assert {c["key"] for c in from_script} == {c["key"] for c in from_module}
+    assert min(c["accuracy"] for c in from_script) > 0.5, from_script
 
 
 class _PredictingTarget(TargetBase):
