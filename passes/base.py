@@ -26,7 +26,7 @@ class Requires:
 
     data: bool = False  # a dataset (--data or the teacher's recorded one)
     labels: bool = False  # labelled data (passes that can go label-free leave this False)
-    logits: bool = False  # the model outputs (N, classes) class logits
+    logits: bool = False  # the model outputs (N, classes) class logits (other outputs: maps, regression values)
     student: bool = False  # its input is a student (from search or --student), not the teacher itself
     teacher: bool = False  # ctx.teacher (always set by compress; a one-step recipe sets it too)
 
@@ -71,6 +71,8 @@ class Pass(Protocol):
 
     def check(self, cfg: Any, ctx: Context) -> None: ...  # more up-front validation with the loaded teacher and data
 
+    def check_input(self, cfg: Any, art: Any) -> None: ...  # validation of the model it will receive, where that is known up front
+
     def aim(self, cfg: Any, latency_ms: float, later: tuple[str, ...]) -> Any: ...  # the config aimed at the run's latency budget
 
 
@@ -84,6 +86,10 @@ class PassBase:
     lowers_precision: ClassVar[bool] = False
 
     def check(self, cfg: Any, ctx: Context) -> None:
+        return None
+
+    def check_input(self, cfg: Any, art: Any) -> None:
+        """The artifact this pass will receive, when it is known before any work (the first pass's: the loaded model)."""
         return None
 
     def aim(self, cfg: Any, latency_ms: float, later: tuple[str, ...] = ()) -> Any:
@@ -114,6 +120,6 @@ def check_pass_class(cls: type, name: str) -> None:
                           ("lowers_precision", False)):
         if not hasattr(cls, attr):
             setattr(cls, attr, default)
-    for hook in ("check", "aim", "aims_at_latency"):
+    for hook in ("check", "check_input", "aim", "aims_at_latency"):
         if not hasattr(cls, hook):
             setattr(cls, hook, getattr(PassBase, hook))

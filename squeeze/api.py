@@ -45,13 +45,14 @@ def silent(message: str) -> None:
 # ----------------------------------------------------------------------------------------------
 
 
-def inspect(path: str | Path, *, arch: str | None = None, input_shape: str | None = None, trust_pickle: bool = False) -> dict[str, Any]:
+def inspect(path: str | Path, *, arch: str | None = None, input_shape: str | None = None, trust_pickle: bool = False,
+            output: str | None = None) -> dict[str, Any]:
     """Input spec, parameters, MACs and a per-layer summary of a torch or ONNX model."""
     from squeeze.io.artifacts import OnnxArtifact
     from squeeze.io.modelio import load_any
     from squeeze.measure.analysis import count_macs, count_params, layer_summary, onnx_summary, op_histogram
 
-    art = load_any(path, arch=arch, input_shape=input_shape, trust_pickle=trust_pickle)
+    art = load_any(path, arch=arch, input_shape=input_shape, trust_pickle=trust_pickle, output=output)
     if isinstance(art, OnnxArtifact):
         return {"path": str(path), "format": "onnx", "sha256": art.sha256, "input_spec": art.input_spec.to_dict(), **onnx_summary(art.path)}
     example = art.input_spec.example()
@@ -61,6 +62,7 @@ def inspect(path: str | Path, *, arch: str | None = None, input_shape: str | Non
         "format": art.format,
         "sha256": art.sha256,
         "input_spec": art.input_spec.to_dict(),
+        "output_shape": list(art.probe_output_shape()), "output": art.metadata.get("output"), "outputs": art.outputs,
         "params": count_params(art.module),
         "macs": count_macs(art.module, example),
         "layer_types": op_histogram(art.module),
@@ -80,6 +82,7 @@ def export(
     opset: int = 18,
     exporter: str = "dynamo",
     dynamic_batch: bool = True,
+    output: str | None = None,
 ) -> dict[str, Any]:
     """Export a torch model to ONNX with a parity check on real eval samples."""
     from squeeze.io.data import open_data
@@ -89,7 +92,7 @@ def export(
 
     cfg = ExportConfig(opset=opset, exporter=exporter, dynamic_batch=dynamic_batch)
     out = check_output_path(Path(out))
-    art = load_model(path, arch=arch, input_shape=input_shape, trust_pickle=trust_pickle)
+    art = load_model(path, arch=arch, input_shape=input_shape, trust_pickle=trust_pickle, output=output)
     bundle = open_data(data, art)
     onnx_art = export_onnx(art, out, cfg, bundle)
     return {"source": art.describe(), **onnx_art.describe(), "bytes": out.stat().st_size,
@@ -108,6 +111,7 @@ def profile(
     arch: str | None = None,
     input_shape: str | None = None,
     trust_pickle: bool = False,
+    output: str | None = None,
     **remote: Any,
 ) -> dict[str, Any]:
     """Measure latency on a target. A torch model is exported (with parity) to a temporary ONNX first.
@@ -137,7 +141,7 @@ def profile(
                                          "an engine can only be timed on the device that built it")
         stats = tgt.profile(Path(path), spec)
         return {"model": str(path), "model_sha256": sha256_file(Path(path)), "label": "measured", **stats.to_dict()}
-    art = load_any(path, arch=arch, input_shape=input_shape, trust_pickle=trust_pickle)
+    art = load_any(path, arch=arch, input_shape=input_shape, trust_pickle=trust_pickle, output=output)
     exported: dict[str, Any] | None = None
     with tempfile.TemporaryDirectory(prefix="squeeze-profile-") as tmp:
         if isinstance(art, ModelArtifact):
@@ -200,6 +204,7 @@ def compress(
     arch: str | None = None,
     input_shape: str | None = None,
     trust_pickle: bool = False,
+    output: str | None = None,
     latency_budget: str | float | None = None,
     max_accuracy_drop: float | None = None,
     profile_spec: ProfileSpec | None = None,
@@ -223,7 +228,7 @@ def compress(
     return run_compress(path, target=target, out=out, data=data, arch=arch, input_shape=input_shape, trust_pickle=trust_pickle,
                         latency_budget=latency_budget, max_accuracy_drop=max_accuracy_drop, profile_spec=profile_spec, student=student,
                         recipe=recipe, overrides=overrides, seed=seed, resume=resume, cache_dir=cache_dir, progress=progress,
-                        command=command, remote={k: v for k, v in remote.items() if v is not None})
+                        command=command, remote={k: v for k, v in remote.items() if v is not None}, output=output)
 
 
 def print_recipe(recipe: str | Path | None = None, *, student: bool = False, overrides: dict[str, dict[str, Any]] | None = None,
@@ -293,11 +298,12 @@ def gate(
 
 def quantize(path: str | Path, *, teacher: str | Path | None = None, data: str | None = None, target: str = "cpu",
              out: str | Path = "quant", arch: str | None = None, input_shape: str | None = None, trust_pickle: bool = False,
-             progress: Progress = silent, cache_dir: str | Path | None = None, resume: bool = True, **config: Any) -> dict[str, Any]:
+             progress: Progress = silent, cache_dir: str | Path | None = None, resume: bool = True, output: str | None = None,
+             **config: Any) -> dict[str, Any]:
     """INT8 quantization-aware distillation for a target: OUT/model.onnx (QDQ), OUT/float.onnx, OUT/result.json, plus the
     run's manifest and report. The teacher defaults to the float model itself. A killed run resumes."""
     return run_pass("quantize", path, out=out, values=config, teacher=teacher, data=data, target=target, arch=arch,
-                    input_shape=input_shape, trust_pickle=trust_pickle, progress=progress, cache_dir=cache_dir, resume=resume)
+                    input_shape=input_shape, trust_pickle=trust_pickle, progress=progress, cache_dir=cache_dir, resume=resume, output=output)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -327,6 +333,7 @@ def build(
     arch: str | None = None,
     input_shape: str | None = None,
     trust_pickle: bool = False,
+    output: str | None = None,
     **remote: Any,
 ) -> dict[str, Any]:
     """Build a TensorRT engine for the target: OUT (the engine) + OUT.manifest.json, written atomically.
@@ -345,7 +352,7 @@ def build(
     if not tgt.engine_suffixes:
         raise UserInputError(f"target {target} runs ONNX files directly with ONNX Runtime: there is no engine to build "
                              "(squeeze export writes the ONNX; build is for tensorrt and jetson-*)")
-    art = load_any(path, arch=arch, input_shape=input_shape, trust_pickle=trust_pickle)
+    art = load_any(path, arch=arch, input_shape=input_shape, trust_pickle=trust_pickle, output=output)
     with tempfile.TemporaryDirectory(prefix="squeeze-build-") as tmp:
         if isinstance(art, ModelArtifact):
             onnx_art = export_onnx(art, Path(tmp) / "model.onnx", ExportConfig(), open_data(data, art))
@@ -371,11 +378,12 @@ def search(teacher_path: str | Path, *, data: str | None = None, target: str = "
 
 def prune(path: str | Path, *, teacher: str | Path | None = None, data: str | None = None, target: str = "cpu",
           latency_budget: str | float | None = None, out: str | Path = "prune-out", arch: str | None = None, input_shape: str | None = None,
-          trust_pickle: bool = False, progress: Progress = silent, cache_dir: str | Path | None = None, resume: bool = True, **config: Any) -> dict[str, Any]:
+          trust_pickle: bool = False, progress: Progress = silent, cache_dir: str | Path | None = None, resume: bool = True,
+          output: str | None = None, **config: Any) -> dict[str, Any]:
     """Structured pruning toward a latency budget measured on the target, recovered by (layer) distillation:
     OUT/model.pt (a squeeze checkpoint that records the pruned structure), OUT/result.json, plus the run's manifest.
     `result["budget_met"]` is False when the budget was not reached (the best model reached is still written)."""
     budget_ms, budget_ratio = parse_latency_budget(latency_budget)
     values = {**config, "latency_budget_ms": budget_ms, "latency_budget_ratio": budget_ratio}
     return run_pass("prune", path, out=out, values=values, teacher=teacher, data=data, target=target, arch=arch, input_shape=input_shape,
-                    trust_pickle=trust_pickle, progress=progress, cache_dir=cache_dir, resume=resume)
+                    trust_pickle=trust_pickle, progress=progress, cache_dir=cache_dir, resume=resume, output=output)

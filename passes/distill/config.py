@@ -10,6 +10,7 @@ from squeeze.errors import UserInputError
 from squeeze.io.augment import check_augment
 from squeeze.options import cli, parse_pairs
 from squeeze.train.objective import ObjectiveConfig, parse_loss
+from squeeze.train.precision import check_precision
 
 STATE_FILE = "resume-state.pt"  # the per-epoch training state (never exposed as an output)
 STUDENT_FILE = "student.pt"
@@ -30,6 +31,7 @@ class DistillConfig:
     augment: str = "auto"  # auto (the dataset's default: shift for digits, crop-flip for CIFAR, else none), none, shift, crop-flip
     min_steps: int = 0  # train at least this many optimizer steps: more epochs on a small dataset (recipes that scale with the data)
     compile: str = "auto"  # torch.compile the student and teacher: on, off, or auto (on for runs long enough to repay ~1 min of compiling)
+    precision: str = "auto"  # training arithmetic: fp32, bf16 (autocast; weights stay fp32), or auto (bf16 where the CPU has it natively: AMX/AVX512-BF16)
     feature_pairs: tuple[tuple[str, str], ...] = field(default=(), metadata=cli(parse=parse_pairs, help=(
         "FitNet layer pairs student=teacher, comma-separated (default: stage outputs, matched from the end)")))
     seed: int = 0
@@ -47,6 +49,7 @@ class DistillConfig:
         check_augment(self.augment)
         if self.min_steps < 0:
             raise UserInputError("--min-steps must be >= 0")
+        check_precision(self.precision)
         if self.compile not in ("auto", "on", "off"):
             raise UserInputError(f"compile must be auto, on or off, got {self.compile!r}")
         if self.lr is not None and self.lr <= 0:

@@ -21,6 +21,7 @@ from squeeze.passes.base import Context, PassBase, Requires
 from squeeze.passes.distill.config import STATE_FILE, STUDENT_FILE, DistillConfig  # noqa: F401 - the pass's interface
 from squeeze.passes.distill.train import check_inputs, distill  # noqa: F401
 from squeeze.train.objective import RELATION_TERMS, evaluate, parse_loss, resolve_weights  # noqa: F401
+from squeeze.train.precision import resolve_precision
 from squeeze.train.trainer import TrainingDivergedError  # noqa: F401
 
 
@@ -33,6 +34,7 @@ class DistillPass(PassBase):
     produces_stage: ClassVar[bool] = True
 
     def check(self, cfg: DistillConfig, ctx: Context) -> None:
+        resolve_precision(cfg.precision, ctx.device or cfg.device)  # bf16 asked for on a CPU without it: refused before any work
         if ctx.data is not None:
             weights = resolve_weights(cfg, ctx.data.has_labels)
             teacher = ctx.teacher.module if ctx.teacher is not None else None

@@ -23,6 +23,7 @@ from squeeze.io.fsutil import write_json_atomic
 from squeeze.measure.analysis import count_macs, count_params, evaluating
 from squeeze.passes.distill.config import STATE_FILE, STUDENT_FILE, DistillConfig
 from squeeze.train.objective import DistillObjective, Trainable, check_student_fits as check_inputs, evaluate, resolve_weights
+from squeeze.train.precision import autocast, resolve_precision
 from squeeze.train.trainer import EpochResult, LrScale, ResumableTrainer
 
 
@@ -45,7 +46,7 @@ def _all_reduce(values: list[float], op: str = "sum") -> list[float]:
     return t.tolist()
 
 
-def _train_epoch(trainable, teacher, objective, loader, optimizer, scheduler, scaler, cfg: DistillConfig, aug_gen, use_amp: bool,
+def _train_epoch(trainable, teacher, objective, loader, optimizer, scheduler, scaler, cfg: DistillConfig, aug_gen, precision: str,
                  num_classes: int | None, augment: str) -> tuple[dict[str, float], bool]:
     """One pass over this process's share of the training split.
 
@@ -58,7 +59,7 @@ def _train_epoch(trainable, teacher, objective, loader, optimizer, scheduler, sc
             if num_classes is not None and (int(y.min()) < 0 or int(y.max()) >= num_classes):
                 raise UserInputError(f"labels must be in [0, {num_classes}) for a {num_classes}-class teacher; found {int(y.min())}..{int(y.max())}")
             x = apply_augment(augment, x, aug_gen)
-            with torch.autocast("cuda", enabled=use_amp):
+            with autocast(precision):
                 with torch.no_grad():
                     t_logits = teacher(x) if objective.needs_teacher else None
                 loss, parts = trainable(x, None if t_logits is None else t_logits.float(), y)
@@ -107,6 +108,7 @@ class _Run:
     epochs: int
     total_steps: int
     augment: str
+    precision: str
     drop_last: bool
     rank: int
     world: int
@@ -147,7 +149,8 @@ def _setup(teacher: ModelArtifact, student: nn.Module, data: DataBundle, cfg: Di
     step_model, step_teacher = _compiled(trainable, t_model, cfg, objective, total_steps * cfg.batch_size, world, progress)
     return _Run(student, t_model, objective, step_model, step_teacher, optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, schedule),
                 torch.amp.GradScaler("cuda", enabled=device.startswith("cuda")), lr_scale, weights, num_classes, loader, steps_per_epoch,
-                epochs, total_steps, resolve_augment(cfg.augment, data.name), drop_last, rank, world, step_model is not trainable)
+                epochs, total_steps, resolve_augment(cfg.augment, data.name), resolve_precision(cfg.precision, device), drop_last, rank, world,
+                step_model is not trainable)
 
 
 def _loader_factory(data: DataBundle, cfg: DistillConfig, rank: int, world: int, drop_last: bool):
@@ -176,7 +179,7 @@ def _fit(run: _Run, data: DataBundle, cfg: DistillConfig, out_dir: Path, progres
         aug_gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch + 1)
         began = time.perf_counter()
         sums, diverged = _train_epoch(run.step_model, run.step_teacher, run.objective, run.train_loader(epoch), run.optimizer,
-                                      run.scheduler, run.scaler, cfg, aug_gen, cfg.device.startswith("cuda"),
+                                      run.scheduler, run.scaler, cfg, aug_gen, run.precision,
                                       run.num_classes if use_labels else None, run.augment)
         keys = sorted(sums)
         totals = dict(zip(keys, _all_reduce([sums[k] for k in keys])))  # every process's share of the epoch
@@ -238,7 +241,7 @@ def _result(run: _Run, teacher: ModelArtifact, data: DataBundle, cfg: DistillCon
         "loss_weights": run.weights,
         "config": asdict(cfg),
         "resolved": {"epochs": run.epochs, "steps": run.total_steps, "steps_per_epoch": run.steps_per_epoch, "augment": run.augment,
-                     "compiled": run.compiled,
+                     "compiled": run.compiled, "precision": run.precision,
                      "images_per_s": round(statistics.median(h["images_per_s"] for h in outcome.history if "images_per_s" in h), 1)
                      if outcome.history else None,
                      "resumed_from_epoch": outcome.resumed_from},

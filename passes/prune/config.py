@@ -7,6 +7,7 @@ from typing import Any
 
 from squeeze.errors import UserInputError
 from squeeze.options import cli, parse_list
+from squeeze.train.precision import check_precision
 
 IMPORTANCES = ("l2", "taylor", "bn")
 LATENCY_STATS = ("p50", "min", "mean")
@@ -35,6 +36,7 @@ class PruneConfig:
     batch_size: int = field(default=128, metadata=cli(flags=("-b",)))
     seed: int = 0
     device: str = "cpu"  # cpu or cuda (recovery training)
+    precision: str = "auto"  # recovery arithmetic: fp32, bf16 (autocast; weights stay fp32), or auto (bf16 where the CPU has it natively)
     plan: tuple[str, ...] = field(default=(), metadata=cli(parse=parse_list, help=(
         "replay these steps, comma-separated (width:0.25,depth:stages.1.1), instead of searching")))
     profile_rounds: int = 5  # interleaved rounds per step measurement
@@ -51,6 +53,7 @@ class PruneConfig:
             raise UserInputError(f"--ratio must be in (0, 1) (the fraction of channels removed), got {self.ratio}")
         if self.steps < 1 or self.candidates < 1:
             raise UserInputError("--steps and --candidates must be >= 1")
+        check_precision(self.precision)
         if self.importance not in IMPORTANCES:
             raise UserInputError(f"--importance must be one of {', '.join(IMPORTANCES)}, got {self.importance!r}")
         if self.latency_budget_ms is not None and self.latency_budget_ratio is not None:

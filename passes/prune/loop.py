@@ -18,21 +18,30 @@ from torch import nn
 from squeeze.errors import UserInputError
 from squeeze.io.artifacts import ModelArtifact
 from squeeze.io.data import DataBundle
+from squeeze.io.outputs import final_layers
 from squeeze.measure.analysis import evaluating
 from squeeze.passes.prune.config import PruneConfig, parse_action
 from squeeze.passes.prune.latency import LatencyMeter, Measurement, TargetLatency
 from squeeze.passes.prune.recovery import EvalSplit, TrainSet, forcing_for, recover
-from squeeze.passes.prune.structure import (CALIBRATION_BATCH, block_importance, check_float_model, layer_widths, output_layer, prune_width,
-                                            recalibrate_batchnorm, remove_block, size_of)
+from squeeze.passes.prune.structure import (CALIBRATION_BATCH, block_importance, block_names, check_float_model, layer_widths, output_layer,
+                                            prune_width, recalibrate_batchnorm, remove_block, size_of)
 from squeeze.targets.base import Target
+from squeeze.train import losses
 from squeeze.train.objective import check_student_fits
 
 
 @torch.no_grad()
-def damage(current: nn.Module, candidate: nn.Module, x: torch.Tensor) -> float:
-    """KL(current || candidate) on calibration inputs: how much the cut changed the outputs."""
+def damage(current: nn.Module, candidate: nn.Module, x: torch.Tensor, logits: bool = True) -> float:
+    """KL(current || candidate) on calibration inputs: how much the cut changed the outputs (for outputs that
+    are not class logits, the normalised MSE between them)."""
     with evaluating(current), evaluating(candidate):
+        if not logits:
+            return float(losses.nmse(candidate(x), current(x)))
         return float(F.kl_div(F.log_softmax(candidate(x), 1), F.softmax(current(x), 1), reduction="batchmean"))
+
+
+def _damage(info: dict[str, Any]) -> float:
+    return info["damage_kl"] if "damage_kl" in info else info["damage_nmse"]
 
 
 def _frozen(module: nn.Module, device: str) -> nn.Module:
@@ -60,7 +69,9 @@ class Pruner:
         if teacher is not None:
             check_student_fits(teacher, self.reference, data)
         self.example = model.input_spec.example(batch=1).to(device)
-        self.classifier = output_layer(self.reference, self.example)
+        self.logits = model.output_kind(data) == "logits"  # else a map or values: matched to the teacher's outputs
+        # a model whose --output picked one of several: the final layer of every output is kept whole
+        self.classifier = final_layers(self.reference, self.example) if model.outputs else output_layer(self.reference, self.example)
         self.original = layer_widths(self.reference)
         self.multiple = int(getattr(target, "channel_multiple", 1) or 1)
         cal_x, cal_y = data.batch("calibration", CALIBRATION_BATCH)
@@ -87,11 +98,22 @@ class Pruner:
         self.base_ms = self.base_measurement.latency(0)
         self.budget_ms = cfg.latency_budget_ms if cfg.latency_budget_ms is not None else (
             cfg.latency_budget_ratio * self.base_ms if cfg.latency_budget_ratio is not None else None)
-        self.evaluate_eval = EvalSplit(self.data, self.t_module, self.device)
+        self.evaluate_eval = EvalSplit(self.data, self.t_module, self.device, self.logits)
         self.input_acc = self.evaluate_eval(self.reference)
         return [{"step": 0, "action": "input", "accepted": True, "params": self.base_size["params"], "macs": self.base_size["macs"],
                  "macs_ratio": 1.0, "latency_ms": self.base_ms, "latency_ratio": 1.0, "eval_accuracy": self.input_acc["student_accuracy"],
-                 "agreement": self.input_acc["agreement"]}]
+                 "agreement": self.input_acc["agreement"], **_fidelity(self.input_acc)}]
+
+    def taylor_loss(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Taylor importance's loss for outputs that are not class logits: CE on per-pixel labels, MSE to regression
+        targets, else the normalised MSE to the teacher's outputs."""
+        if self.data.targets == "pixel":
+            return F.cross_entropy(out, y)
+        if self.data.targets == "regression":
+            return F.mse_loss(out, y)
+        with torch.no_grad():
+            t_out = self.t_module(self.cal_x)
+        return losses.nmse(out, t_out)
 
     def budget_met(self, last_row: dict[str, Any]) -> bool:
         """The kept candidate was the one that measured fastest, so its figure leans optimistic:
@@ -131,7 +153,7 @@ class Pruner:
             cand = copy.deepcopy(self.current)
             if kind == "width":
                 prune_width(cand, self.example, self.original, arg, self.multiple, self.classifier, self.cfg.importance,
-                            (self.cal_x, self.cal_y), self.t_module)
+                            (self.cal_x, self.cal_y), self.t_module, loss=None if self.logits else self.taylor_loss)
             else:
                 if arg not in dict(cand.named_modules()) or arg not in block_importance(cand, self.cal_x):
                     raise UserInputError(f"plan step depth:{arg}: no identity-shaped block named {arg!r} in the current model")
@@ -150,7 +172,8 @@ class Pruner:
                 "action": f"{kind}:{arg:.4f}" if kind == "width" else f"{kind}:{arg}",
                 "latency_ms": m.latency(i + 2) if m.kind == "predicted" else m.ratio(i + 2, 0) * self.base_ms,
                 "ratio_to_current": m.ratio(i + 2, 1), "ratio_to_input": m.ratio(i + 2, 0),
-                "params": size["params"], "macs": size["macs"], "damage_kl": damage(self.current, cand, self.cal_x),
+                "params": size["params"], "macs": size["macs"],
+                "damage_kl" if self.logits else "damage_nmse": damage(self.current, cand, self.cal_x, self.logits),
             })
         return infos, m
 
@@ -166,9 +189,9 @@ class Pruner:
             aim = infos[0]["ratio_to_input"]  # the nominal width step
         reaching = [i for i, info in enumerate(infos) if info["ratio_to_input"] <= aim + 1e-12]
         if reaching:
-            chosen = min(reaching, key=lambda i: infos[i]["damage_kl"])
+            chosen = min(reaching, key=lambda i: _damage(infos[i]))
         elif k + 1 < self.steps:  # steps remain: the best latency gain per unit of damage, not a leap
-            chosen = max(range(len(infos)), key=lambda i: (1.0 - infos[i]["ratio_to_current"]) / (infos[i]["damage_kl"] + 1e-3))
+            chosen = max(range(len(infos)), key=lambda i: (1.0 - infos[i]["ratio_to_current"]) / (_damage(infos[i]) + 1e-3))
         else:  # the last step: the fastest, the only chance left to meet the budget
             chosen = min(range(len(infos)), key=lambda i: infos[i]["ratio_to_input"])
         if infos[chosen]["ratio_to_current"] > 1.0 - cfg.min_gain:
@@ -212,11 +235,11 @@ class Pruner:
         self.progress(f"step {k + 1}: {info['action']} kept, latency {info['ratio_to_input']:.3f}x of the input "
                       f"(MACs {info['macs'] / self.base_size['macs']:.3f}x); recovering for {cfg.recover_epochs:g} epoch(s)")
         rec = recover(self.current, self.t_module, self.reference, self.data, cfg, cfg.recover_epochs, seed=cfg.seed * 1000 + k + 1,
-                      train=self.train, forcing=forcing)
+                      train=self.train, forcing=forcing, logits=self.logits)
         acc = self.evaluate_eval(self.current)
         row.update({"params": info["params"], "macs": info["macs"], "macs_ratio": info["macs"] / self.base_size["macs"],
                     "latency_ms": info["latency_ms"], "latency_ratio": info["ratio_to_input"], "eval_accuracy": acc["student_accuracy"],
-                    "agreement": acc["agreement"], "recovery": rec,
+                    "agreement": acc["agreement"], **_fidelity(acc), "recovery": rec,
                     "teacher_forced": None if forcing is None else {"block": forcing.student_block, "interval": [forcing.first, forcing.last]},
                     "seconds": round(time.perf_counter() - started, 1)})
         return row
@@ -231,7 +254,7 @@ class Pruner:
             return {"skipped": f"the input already met the budget ({self.base_ms:.3f} <= {self.budget_ms:.3f} ms): nothing pruned"}, closing
         self.progress(f"final recovery: {cfg.final_epochs:g} epoch(s), best epoch picked on the calibration split")
         final_rec = recover(self.current, self.t_module, self.reference, self.data, cfg, cfg.final_epochs, seed=cfg.seed * 1000,
-                            train=self.train, select_best=True, progress=self.progress)
+                            train=self.train, select_best=True, progress=self.progress, logits=self.logits)
         self.progress("closing measurement: input vs pruned, interleaved")
         closing_meter = self.meter
         if isinstance(self.meter, TargetLatency):
@@ -239,6 +262,23 @@ class Pruner:
                                           threads=cfg.profile_threads, cache=False, stat=cfg.latency_stat)
         closing = self.measure([self.reference, self.current], cfg.final_rounds, cfg.final_iterations, meter=closing_meter)
         return final_rec, closing
+
+    def distillation(self, rows: list[dict[str, Any]], final_rec: dict[str, Any]) -> dict[str, Any]:
+        """What recovery trained on, and its mean loss terms per batch, per step and in the final recovery."""
+        cfg = self.cfg
+        labels = self.data.has_labels if self.logits else self.data.targets == "pixel"
+        main = "kd" if self.logits else "output"
+        layer = cfg.layer_distill and bool(block_names(self.reference))  # blocks: composite items of an nn.Sequential
+        terms = {main: cfg.alpha if labels else 1.0, **({"ce": 1.0 - cfg.alpha} if labels else {}),
+                 **({"layer": cfg.feature_weight} if layer else {})}
+        terms = {k: round(v, 6) for k, v in terms.items() if v > 0}
+        # recovery sums weighted terms; reported as computed (like QAT's), next to their weights
+        means = lambda rec: {k[5:]: v / terms.get(k[5:], 1.0) for k, v in rec.items() if k.startswith("mean_")}  # noqa: E731
+        return {"objective": (f"logit KD (T={cfg.temperature:g})" if self.logits else "output matching: normalised MSE to the teacher's outputs")
+                + (" + CE on labels" if labels else "") + (" + per-block normalised MSE to the unpruned model" if layer else ""),
+                "weights": terms,
+                "steps": [{"step": r["step"], **means(r["recovery"])} for r in rows if r.get("recovery")],
+                "final_recovery": means(final_rec)}
 
     def result(self, rows: list[dict[str, Any]], final_rec: dict[str, Any], closing: Any, seconds: float) -> dict[str, Any]:
         cfg = self.cfg
@@ -249,7 +289,7 @@ class Pruner:
             "teacher": {"source": self.teacher.source if self.teacher is not None else self.model.source,
                         "eval_accuracy": input_acc["teacher_accuracy"]},
             "pruned": {**final_size, "eval_accuracy": final_acc["student_accuracy"], "agreement": final_acc["agreement"],
-                       "removed_blocks": self.removed, "widths": layer_widths(self.current)},
+                       **_fidelity(final_acc), "removed_blocks": self.removed, "widths": layer_widths(self.current)},
             "macs_ratio": final_size["macs"] / self.base_size["macs"],
             "params_ratio": final_size["params"] / self.base_size["params"],
             "latency": {"kind": closing.kind, "input_ms": closing.latency(0), "pruned_ms": final_ms, "ratio": closing.ratio(1, 0),
@@ -260,10 +300,14 @@ class Pruner:
             "budget_ms": budget_ms,
             "budget_met": None if budget_ms is None else bool(final_ms <= budget_ms if cfg.latency_budget_ms is not None
                                                               else closing.ratio(1, 0) <= cfg.latency_budget_ratio),
-            "steps": rows, "plan": self.plan, "final_recovery": final_rec,
+            "steps": rows, "plan": self.plan, "final_recovery": final_rec, "distillation": self.distillation(rows, final_rec),
             "target": {"name": self.target.name, "channel_multiple": self.multiple},
             "config": asdict(cfg), "data": self.data.describe(), "seconds": round(seconds, 1),
         }
+
+
+def _fidelity(ev: dict[str, Any]) -> dict[str, Any]:
+    return {"output_nmse": ev["output_nmse"]} if "output_nmse" in ev else {}
 
 
 def prune_model(model: ModelArtifact, data: DataBundle, target: Target, cfg: PruneConfig, *, teacher: ModelArtifact | None = None,

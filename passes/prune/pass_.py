@@ -83,10 +83,21 @@ class PrunePass(PassBase):
     Config: ClassVar[type] = PruneConfig
     input_kind: ClassVar[type] = ModelArtifact
     output_kind: ClassVar[type] = ModelArtifact
-    requires: ClassVar[Requires] = Requires(data=True, logits=True)
+    requires: ClassVar[Requires] = Requires(data=True)  # any output: logits get KD, maps and values output matching
     placement: ClassVar[Placement] = Placement(before=("quantize",), why="dependency-graph pruning of a fake-quantized model breaks "
                                                "(Torch-Pruning #291); prune the float model, then quantize")
     produces_stage: ClassVar[bool] = True
+
+    def check(self, cfg: PruneConfig, ctx: Context) -> None:
+        from squeeze.train.precision import resolve_precision
+
+        resolve_precision(cfg.precision, ctx.device or cfg.device)  # bf16 on a CPU without it: refused before any work
+
+    def check_input(self, cfg: PruneConfig, art: ModelArtifact) -> None:
+        check_float_model(art)  # a .pt2 or TorchScript graph, or a quantized model: refused before any work
+        if not art.metadata.get("arch"):
+            raise UserInputError(f"{art.source}: pruning writes a squeeze checkpoint, which needs the architecture's factory; "
+                                 "load the model from a squeeze checkpoint or a state_dict with --arch")
 
     def run(self, ctx: Context, inp: ModelArtifact, cfg: PruneConfig) -> ModelArtifact:
         """`inp` is the float model to prune; ctx.teacher (else `inp` itself) gives the logit targets."""

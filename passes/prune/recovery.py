@@ -1,6 +1,7 @@
-"""Recovery after a prune step: logit KD from the teacher plus, with layer distillation, a normalised
-MSE between each kept block's output and the unpruned model's (1x1 adapters where widths differ);
-with teacher forcing, the block beside a removed interval first learns the interval's map."""
+"""Recovery after a prune step: logit KD from the teacher (for outputs that are not class logits, output
+matching: a normalised MSE to the teacher's outputs, no labels needed) plus, with layer distillation, a
+normalised MSE between each kept block's output and the unpruned model's (1x1 adapters where widths
+differ); with teacher forcing, the block beside a removed interval first learns the interval's map."""
 
 from __future__ import annotations
 
@@ -15,17 +16,16 @@ from torch import nn
 
 from squeeze.io.data import DataBundle
 from squeeze.measure.analysis import evaluating
+from squeeze.measure.fidelity import OutputReference
 from squeeze.passes.prune.config import PruneConfig
 from squeeze.passes.prune.structure import block_names
 from squeeze.train import losses
 from squeeze.train.objective import evaluate
+from squeeze.train.precision import autocast, resolve_precision
 from squeeze.train.trainer import EpochResult, LrScale, ResumableTrainer
 
 
-def nmse(student: torch.Tensor, target: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
-    """||s - t||² / ||t||² per sample, averaged: scale-free, so every block weighs alike."""
-    s, t = student.flatten(1), target.flatten(1)
-    return ((s - t).pow(2).sum(1) / (t.pow(2).sum(1) + eps)).mean()
+nmse = losses.nmse  # per-sample ||s - t||² / ||t||²: every block weighs alike
 
 
 class BlockAdapters(nn.Module):
@@ -85,7 +85,7 @@ class TrainSet:
         n = len(data.train)
         if n * math.prod(data.sample_shape) <= self.MAX_CACHED_VALUES:
             xs, ys = zip(*(data.train[i] for i in range(n)))
-            self.x, self.y = torch.stack(xs), torch.as_tensor(ys, dtype=torch.long)
+            self.x, self.y = torch.stack(xs), torch.stack(ys) if data.targets else torch.as_tensor(ys, dtype=torch.long)
 
     def __len__(self) -> int:
         return len(self.data.train)
@@ -117,10 +117,11 @@ class _Recovery:
     to the unpruned model through adapters, and the teacher-forced interval's map for its first batches."""
 
     def __init__(self, student: nn.Module, teacher: nn.Module, reference: nn.Module, data: DataBundle, cfg: PruneConfig, epochs: float,
-                 seed: int, train: TrainSet, forcing: TeacherForcing | None):
+                 seed: int, train: TrainSet, forcing: TeacherForcing | None, logits: bool = True):
         self.student, self.teacher, self.reference, self.cfg, self.seed, self.train, self.forcing = (
             student, teacher, reference, cfg, seed, train, forcing)
-        use_labels = data.has_labels
+        self.logits = logits
+        use_labels = data.has_labels if logits else data.targets == "pixel"  # per-pixel labels: CE on a class map
         self.w_kd, self.w_ce = (cfg.alpha, 1.0 - cfg.alpha) if use_labels else (1.0, 0.0)
         modules = dict(student.named_modules())
         self.pairs = [n for n in block_names(reference) if n in modules and not isinstance(modules[n], nn.Identity)] if cfg.layer_distill else []
@@ -144,6 +145,7 @@ class _Recovery:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: self.lr_scale.value * 0.5 * (1 + math.cos(math.pi * s / total)))
         self.step = 0
         self.sums: dict[str, float] = {}
+        self.precision = resolve_precision(cfg.precision, cfg.device)
 
     def _adapters(self, data: DataBundle) -> BlockAdapters | None:
         if not self.pairs:
@@ -164,8 +166,9 @@ class _Recovery:
                 t_logits = self.teacher(x).float()
             if self.pairs and not self.teacher_per_batch:
                 self.reference(x)
-        logits = self.student(x)
-        parts = {"kd": losses.kd_loss(logits, t_logits, self.cfg.temperature) * self.w_kd}
+        logits = self.student(x).float()
+        parts = ({"kd": losses.kd_loss(logits, t_logits, self.cfg.temperature) * self.w_kd} if self.logits
+                 else {"output": losses.nmse(logits, t_logits) * self.w_kd})
         if self.w_ce > 0:
             parts["ce"] = F.cross_entropy(logits, y) * self.w_ce
         if self.adapters is not None:
@@ -188,7 +191,8 @@ class _Recovery:
                                                      with_logits=not self.teacher_per_batch):
                 if self.step >= self.total:
                     break
-                parts = self.losses(x, y, t_logits)
+                with autocast(self.precision):
+                    parts = self.losses(x, y, t_logits)
                 loss = sum(parts.values())
                 if not torch.isfinite(loss):
                     return EpochResult(sums, 1, diverged=True)
@@ -205,26 +209,33 @@ class _Recovery:
 
 def recover(student: nn.Module, teacher: nn.Module, reference: nn.Module, data: DataBundle, cfg: PruneConfig, epochs: float, *,
             seed: int, train: TrainSet | None = None, forcing: TeacherForcing | None = None, select_best: bool = False,
-            progress=lambda m: None) -> dict[str, Any]:
+            progress=lambda m: None, logits: bool = True) -> dict[str, Any]:
     """Fine-tune `student` in place by distillation, through the shared trainer (rollback on divergence,
-    best epoch on the calibration split when `select_best`); returns loss figures (and per-epoch calibration scores)."""
+    best epoch on the calibration split when `select_best`); returns loss figures (and per-epoch calibration scores).
+    `logits` False: the output is a map or values, matched to the teacher's and scored by its output NMSE."""
     if epochs <= 0:
         return {"batches": 0}
     for m in (teacher, reference, *([forcing.reference] if forcing is not None else [])):
         m.eval()
         for p in m.parameters():
             p.requires_grad_(False)
-    run = _Recovery(student, teacher, reference, data, cfg, epochs, seed, train or TrainSet(data, teacher, cfg.device), forcing)
+    run = _Recovery(student, teacher, reference, data, cfg, epochs, seed, train or TrainSet(data, teacher, cfg.device), forcing, logits)
     cal_loader = data.loader("calibration", batch_size=512)
+    cal_reference = OutputReference(teacher, cal_loader, data.targets, cfg.device) if select_best and not logits else None
 
     def score() -> tuple[float, dict[str, Any]]:
         if not select_best:
             return 0.0, {}
+        if cal_reference is not None:
+            cal = cal_reference.torch(student)
+            return -cal["output_nmse"], cal
         cal = evaluate(student, teacher, cal_loader, cfg.device)
         return (cal["student_accuracy"] if cal["student_accuracy"] is not None else cal["agreement"]), cal
 
     def describe(epoch: int, record: dict[str, Any]) -> str:
         cal = record["calibration"]
+        if "output_nmse" in cal:
+            return f"recovery epoch {epoch}: calibration output NMSE {cal['output_nmse']:.4g}"
         which = "accuracy" if cal["student_accuracy"] is not None else "agreement"
         return f"recovery epoch {epoch}: calibration {which} {(cal['student_accuracy'] if which == 'accuracy' else cal['agreement']) * 100:.2f}%"
 
@@ -260,17 +271,24 @@ def forcing_for(model_before: nn.Module, removed: str) -> TeacherForcing | None:
 
 
 class EvalSplit:
-    """Accuracy on the eval split and top-1 agreement with the teacher, whose predictions are computed once."""
+    """Accuracy on the eval split and top-1 agreement with the teacher, whose predictions are computed once; for
+    outputs that are not class logits, the output NMSE to the teacher (and pixel agreement / accuracy for maps)."""
 
-    def __init__(self, data: DataBundle, teacher: nn.Module, device: str):
+    def __init__(self, data: DataBundle, teacher: nn.Module, device: str, logits: bool = True):
         from squeeze.measure.accuracy import torch_predictions
 
         self.loader, self.device = data.loader("eval", batch_size=512), device
-        self.teacher_pred, self.labels = torch_predictions(teacher, self.loader, device)
+        self.reference = None if logits else OutputReference(teacher, self.loader, data.targets, device)
+        if self.reference is None:
+            self.teacher_pred, self.labels = torch_predictions(teacher, self.loader, device)
 
     def __call__(self, model: nn.Module) -> dict[str, Any]:
         from squeeze.measure.accuracy import accuracy, torch_predictions
 
+        if self.reference is not None:
+            ev, teacher = self.reference.torch(model), self.reference.teacher_scores
+            return {"samples": ev["samples"], "student_accuracy": ev.get("pixel_accuracy"), "teacher_accuracy": teacher.get("pixel_accuracy"),
+                    "agreement": ev.get("pixel_agreement"), "output_nmse": ev["output_nmse"]}
         pred, _ = torch_predictions(model, self.loader, self.device)
         return {"samples": int(len(self.labels)), "student_accuracy": accuracy(pred, self.labels),
                 "teacher_accuracy": accuracy(self.teacher_pred, self.labels), "agreement": float((pred == self.teacher_pred).mean())}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -165,20 +166,26 @@ def _importance(kind: str):
     return tp.importance.BNScaleImportance()
 
 
-def prune_width(model: nn.Module, example: torch.Tensor, original: dict[str, int], ratio: float, multiple: int, classifier: str,
+def prune_width(model: nn.Module, example: torch.Tensor, original: dict[str, int], ratio: float, multiple: int, classifier: str | list[str],
                 importance: str, calibration: tuple[torch.Tensor, torch.Tensor] | None = None,
-                teacher: nn.Module | None = None) -> dict[str, int]:
+                teacher: nn.Module | None = None, loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None) -> dict[str, int]:
     """Cut every prunable layer of `model` (in place) to planned_width(original width, ratio); returns the new widths.
 
     Torch-Pruning's DependencyGraph finds the coupled groups; a per-root ratio is set so that each group
     keeps exactly the planned count (its own `round_to` rounds down from the current width and can hit 0).
+    `classifier`: the layer(s) whose outputs are the model's outputs (kept whole). The graph is traced
+    through every output of a model whose --output picked one (the others share its layers and must stay
+    consistent with them); `loss(outputs, labels)` replaces the Taylor importance's CE / logit KD.
     """
     import torch_pruning as tp
 
+    from squeeze.io.outputs import all_outputs
+
+    keep = [classifier] if isinstance(classifier, str) else list(classifier)
     modules = dict(model.named_modules())
     ratios: dict[nn.Module, float] = {}
     for name, current in layer_widths(model).items():
-        if name == classifier or name not in original:
+        if name in keep or name not in original:
             continue
         m = modules[name]
         groups = m.groups if isinstance(m, nn.modules.conv._ConvNd) and m.groups not in (1, m.out_channels) else 1
@@ -191,8 +198,8 @@ def prune_width(model: nn.Module, example: torch.Tensor, original: dict[str, int
     if failure:
         raise UserInputError(f"Torch-Pruning cannot trace {type(model).__name__}: {failure[0]} fails: {failure[1]}")
     try:
-        pruner = tp.pruner.BasePruner(model, example, importance=_importance(importance), pruning_ratio=0.0,
-                                      pruning_ratio_dict=ratios, ignored_layers=[modules[classifier]], round_to=None)
+        pruner = tp.pruner.BasePruner(model, example, importance=_importance(importance), pruning_ratio=0.0, pruning_ratio_dict=ratios,
+                                      ignored_layers=[modules[n] for n in keep], round_to=None, forward_fn=all_outputs)
     except Exception as exc:
         raise UserInputError(f"Torch-Pruning cannot trace {type(model).__name__}: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}") from None
     if importance == "taylor":
@@ -202,13 +209,15 @@ def prune_width(model: nn.Module, example: torch.Tensor, original: dict[str, int
         model.zero_grad(set_to_none=True)
         with evaluating(model):
             logits = model(x)
-            if (y >= 0).all():
-                loss = F.cross_entropy(logits, y)
+            if loss is not None:
+                value = loss(logits, y)
+            elif (y >= 0).all():
+                value = F.cross_entropy(logits, y)
             else:
                 with torch.no_grad():
                     t_logits = (teacher or model)(x)
-                loss = losses.kd_loss(logits, t_logits, 1.0)
-            loss.backward()
+                value = losses.kd_loss(logits, t_logits, 1.0)
+            value.backward()
     pruner.step()
     model.zero_grad(set_to_none=True)
     failure = locate_forward_failure(model, example)

@@ -17,6 +17,7 @@ from squeeze.io.artifacts import ModelArtifact
 from squeeze.io.data import DataBundle
 from squeeze.errors import SqueezeError, UserInputError
 from squeeze.measure.accuracy import accuracy, onnx_predictions, torch_predictions
+from squeeze.measure.fidelity import OutputReference
 from squeeze.passes.quantize.backends import QuantBackend, backend_names, get_backend
 from squeeze.targets.base import QuantRules
 
@@ -118,13 +119,30 @@ def calibration_batches(data: DataBundle, n: int, batch: int = 128) -> list[torc
     return [x[i : i + batch] for i in range(0, len(x), batch)]
 
 
-def evaluate(module: nn.Module, teacher_preds: np.ndarray, loader) -> dict[str, Any]:
-    """Accuracy (if labelled) and top-1 agreement with the teacher's (cached) predictions on one split."""
+def reference(teacher: nn.Module, loader, data: DataBundle, logits: bool) -> np.ndarray | OutputReference:
+    """What evaluate() compares a model to on a split: the teacher's predicted classes, or (for maps and values)
+    its outputs."""
+    return torch_predictions(teacher, loader)[0] if logits else OutputReference(teacher, loader, data.targets)
+
+
+def _fidelity(ev: dict[str, Any]) -> dict[str, Any]:
+    """A map's pixel accuracy and agreement stand where a classifier's accuracy and agreement do."""
+    return {"samples": ev["samples"], "accuracy": ev.get("pixel_accuracy"), "teacher_agreement": ev.get("pixel_agreement"),
+            **{k: v for k, v in ev.items() if k not in ("samples", "pixel_accuracy", "pixel_agreement")}}
+
+
+def evaluate(module: nn.Module, teacher_preds: np.ndarray | OutputReference, loader) -> dict[str, Any]:
+    """Accuracy (if labelled) and top-1 agreement with the teacher's (cached) predictions on one split; for maps and
+    values, the output NMSE to the teacher's outputs (and pixel accuracy / agreement for maps)."""
+    if isinstance(teacher_preds, OutputReference):
+        return _fidelity(teacher_preds.torch(module))
     p, y = torch_predictions(module, loader)
     return {"samples": int(len(y)), "accuracy": accuracy(p, y), "teacher_agreement": float((p == teacher_preds).mean())}
 
 
-def _onnx_eval(path: Path, teacher_preds: np.ndarray, loader) -> dict[str, Any]:
+def _onnx_eval(path: Path, teacher_preds: np.ndarray | OutputReference, loader) -> dict[str, Any]:
+    if isinstance(teacher_preds, OutputReference):
+        return _fidelity(teacher_preds.onnx(path))
     p, y = onnx_predictions(path, loader)
     return {"samples": int(len(y)), "accuracy": accuracy(p, y), "teacher_agreement": float((p == teacher_preds).mean()),
             "runtime": "onnxruntime CPUExecutionProvider"}

@@ -12,6 +12,7 @@ from torch import nn
 from squeeze.io.artifacts import InputSpec, OnnxArtifact
 from squeeze.errors import UserInputError
 from squeeze.io.fsutil import atomic_path, sha256_file
+from squeeze.measure.fidelity import agreement
 from squeeze.passes.quantize.backends import QuantBackend
 from squeeze.passes.quantize.qdq import enforce_rules, fold_weight_quantizers, qdq_summary, scalarize_quant_params
 from squeeze.targets.base import QuantRules, Target
@@ -71,12 +72,13 @@ def ort_fusion_report(path: Path, optimization: str = "extended") -> dict[str, A
 
 
 @torch.no_grad()
-def check_parity(module: nn.Module, path: Path, x: torch.Tensor, cfg: QuantizeConfig) -> dict[str, Any]:
+def check_parity(module: nn.Module, path: Path, x: torch.Tensor, cfg: QuantizeConfig, logits: bool = True) -> dict[str, Any]:
     """ORT logits vs the fake-quant torch model's on the same real samples.
 
     INT8 kernels and fake-quant round the same values but accumulate in different orders (int32 vs
     float), so a value sitting on a rounding boundary can land one quantization step apart and the
-    step propagates: the tolerance is a fraction of the logits' range, plus top-1 agreement."""
+    step propagates: the tolerance is a fraction of the logits' range, plus top-1 agreement (pixel
+    agreement for class maps, none for regression values: `logits` False)."""
     from squeeze.targets.ort_runtime import create_session
 
     reference = module.eval()(x).float().numpy()
@@ -85,10 +87,10 @@ def check_parity(module: nn.Module, path: Path, x: torch.Tensor, cfg: QuantizeCo
     diff = np.abs(got - reference)
     spread = float(reference.max() - reference.min())
     limit = cfg.parity_rel_tol * spread
-    top1 = float((got.argmax(-1) == reference.argmax(-1)).mean())
+    top1 = agreement(got, reference, logits)
     return {"samples": int(len(x)), "max_abs_diff": float(diff.max()), "mean_abs_diff": float(diff.mean()),
             "logit_range": spread, "tolerance_max_abs": limit, "top1_agreement": top1, "min_top1_agreement": cfg.parity_min_top1,
-            "passed": bool(diff.max() <= limit and top1 >= cfg.parity_min_top1)}
+            "passed": bool(diff.max() <= limit and (top1 is None or top1 >= cfg.parity_min_top1))}
 
 
 def target_measure(target: Target, spec: InputSpec, cfg: QuantizeConfig) -> Measure:

@@ -25,16 +25,15 @@ import torch
 from squeeze.measure.analysis import count_macs, count_params
 from squeeze.io.artifacts import ModelArtifact, OnnxArtifact
 from squeeze.io.data import DataBundle
-from squeeze.errors import ParityError
-from squeeze.measure.accuracy import torch_predictions
+from squeeze.errors import ParityError, UserInputError
 from squeeze.io.fsutil import sha256_file, write_json_atomic
 from squeeze.passes.base import Context, PassBase, Requires
 from squeeze.passes.quantize.backends import fold_batchnorm
 from squeeze.targets.base import Target
 
 from squeeze.passes.quantize.config import (FLOAT_FILE, MODEL_FILE, STATE_FILE, Measure, QuantizeConfig, SpeedGuardError,  # noqa: F401
-                                           _onnx_eval, calibration_batches, check_inputs, evaluate, resolve_backend)
-from squeeze.passes.quantize.onnx_qdq import check_parity, export_qdq, speed_guard, target_measure  # noqa: F401
+                                           _onnx_eval, calibration_batches, check_inputs, evaluate, reference, resolve_backend)
+from squeeze.passes.quantize.onnx_qdq import agreement, check_parity, export_qdq, speed_guard, target_measure  # noqa: F401
 from squeeze.passes.quantize.qat import _score, qat  # noqa: F401
 
 __all__ = ["calibration_batches", "FLOAT_FILE", "MODEL_FILE", "STATE_FILE", "QuantizeConfig", "QuantizePass", "SpeedGuardError", "check_inputs", "check_parity",
@@ -53,10 +52,11 @@ def quantize(model: ModelArtifact, teacher: ModelArtifact, data: DataBundle | No
     check_inputs(model, teacher, data)
     assert data is not None
     torch.manual_seed(cfg.seed)
-    run = _ptq(model, teacher, data, cfg, backend, rules, progress)
+    logits = model.output_kind(data) == "logits"  # else a map or values: output matching, output NMSE
+    run = _ptq(model, teacher, data, cfg, backend, rules, progress, logits)
     work_dir.mkdir(parents=True, exist_ok=True)
-    train = qat(run["qmodel"], backend, run["teacher"], data, cfg, run["calibration"], work_dir, model.input_spec.example(batch=2), progress) \
-        if cfg.epochs else {"history": [], "best_epoch": 0, "loss_weights": {}}
+    train = qat(run["qmodel"], backend, run["teacher"], data, cfg, run["calibration"], work_dir, model.input_spec.example(batch=2), progress,
+                logits) if cfg.epochs else {"history": [], "best_epoch": 0, "loss_weights": {}}
     run["qad_eval"] = evaluate(run["qmodel"], run["eval_teacher"], run["eval_loader"])
     progress("exporting float and INT8 QDQ ONNX")
     float_path, int8_path = stage_dir / FLOAT_FILE, stage_dir / MODEL_FILE
@@ -76,6 +76,7 @@ def quantize(model: ModelArtifact, teacher: ModelArtifact, data: DataBundle | No
         "accuracy": {"split": "eval", "float": float_eval, "ptq": run["ptq_eval"], "qad": qad_eval, "shipped": shipped_eval, "int8_onnx": onnx_eval,
                      "qad_minus_float_pct_points": None if fmt(float_eval) is None else 100 * (fmt(qad_eval) - fmt(float_eval))},
         "best_epoch": train["best_epoch"], "selected_on": "calibration split (epoch 0 = PTQ)", "loss_weights": train["loss_weights"],
+        "distillation": _distillation(train, logits),
         "calibration_samples": run["n_calib"], "ptq_activation_scales": run["ptq_scales"], "graph": graph,
         "shipped": "float (INT8 was slower on the target)" if shipped_float else "int8",
         "parity": parity, "latency": guard,
@@ -90,11 +91,12 @@ def quantize(model: ModelArtifact, teacher: ModelArtifact, data: DataBundle | No
     return result
 
 
-def _ptq(model: ModelArtifact, teacher: ModelArtifact, data: DataBundle, cfg: QuantizeConfig, backend: Any, rules: Any, progress) -> dict[str, Any]:
+def _ptq(model: ModelArtifact, teacher: ModelArtifact, data: DataBundle, cfg: QuantizeConfig, backend: Any, rules: Any, progress,
+         logits: bool = True) -> dict[str, Any]:
     """Fold BatchNorm, insert and calibrate the quantizers; the float and PTQ figures on the eval split."""
     teacher_module = teacher.module.eval()
     eval_loader = data.loader("eval", batch_size=512)
-    eval_teacher = torch_predictions(teacher_module, eval_loader)[0]
+    eval_teacher = reference(teacher_module, eval_loader, data, logits)
     n_calib = min(cfg.calib_samples, len(data.calibration))
     calibration = calibration_batches(data, n_calib)
     progress("folding BatchNorm into convolutions")
@@ -105,7 +107,15 @@ def _ptq(model: ModelArtifact, teacher: ModelArtifact, data: DataBundle, cfg: Qu
     backend.refresh_weight_scales(qmodel)
     return {"teacher": teacher_module, "eval_loader": eval_loader, "eval_teacher": eval_teacher, "n_calib": n_calib, "calibration": calibration,
             "folded": folded, "float_eval": float_eval, "qmodel": qmodel, "ptq_eval": evaluate(qmodel, eval_teacher, eval_loader),
-            "ptq_scales": backend.scales(qmodel)}
+            "ptq_scales": backend.scales(qmodel), "logits": logits}
+
+
+def _distillation(train: dict[str, Any], logits: bool) -> dict[str, Any]:
+    """What QAT trained on, and its mean loss terms per epoch (each as computed; 'loss' is their weighted sum)."""
+    weights = {k: round(v, 6) for k, v in train["loss_weights"].items()}
+    objective = " + ".join(("output matching (normalised MSE to the teacher's outputs)" if k == "output" else k) for k in weights)
+    epochs = [{k: v for k, v in h.items() if k == "epoch" or k == "loss" or k in weights} for h in train["history"] if h.get("phase") == "qat"]
+    return {"objective": objective or "none (PTQ only)", "weights": weights, "epochs": epochs, "logits": logits}
 
 
 def _guard(run: dict[str, Any], backend: Any, model: ModelArtifact, target: Target, cfg: QuantizeConfig, float_path: Path, int8_path: Path,
@@ -148,20 +158,20 @@ def _check_shipped(run: dict[str, Any], data: DataBundle, cfg: QuantizeConfig, g
     progress(f"parity: ONNX Runtime vs the {'float' if shipped_float else 'fake-quant'} torch model on eval samples")
     x, _ = data.batch("eval", cfg.parity_samples)
     # a shipped float model must match its torch source as tightly as any float export, not within INT8 rounding
-    parity = check_parity(shipped_module, int8_path, x, replace(cfg, parity_rel_tol=1e-4) if shipped_float else cfg)
+    parity = check_parity(shipped_module, int8_path, x, replace(cfg, parity_rel_tol=1e-4) if shipped_float else cfg, run["logits"])
     parity["inputs"] = f"{len(x)} samples of the eval split of {data.name}"
     if not parity["passed"]:
-        raise ParityError(f"INT8 parity failed: max |logit diff| {parity['max_abs_diff']:.3g} (allowed {parity['tolerance_max_abs']:.3g}), "
-                          f"top-1 agreement {parity['top1_agreement']:.4f} (required {cfg.parity_min_top1}) on {parity['inputs']}")
+        raise ParityError(f"INT8 parity failed: max |output diff| {parity['max_abs_diff']:.3g} (allowed {parity['tolerance_max_abs']:.3g}), "
+                          f"top-1 agreement {parity['top1_agreement']} (required {cfg.parity_min_top1}) on {parity['inputs']}")
     if target is not None:
         parity["target_runtime"] = runtime_parity(target, shipped_module, int8_path, x, replace(cfg, parity_rel_tol=1e-4) if shipped_float else cfg,
-                                                  spec, progress)
+                                                  spec, progress, run["logits"])
     return parity, _onnx_eval(int8_path, run["eval_teacher"], run["eval_loader"]), shipped_float, shipped_eval
 
 
 @torch.no_grad()
 def runtime_parity(target: Target, module: torch.nn.Module, path: Path, x: torch.Tensor, cfg: QuantizeConfig, spec: Any,
-                   progress=lambda m: None) -> dict[str, Any] | None:
+                   progress=lambda m: None, logits: bool = True) -> dict[str, Any] | None:
     """Parity on the target's own runtime, for a target whose runtime is not ONNX Runtime (`target.infer` gives its
     outputs; openvino). Same tolerance as the ONNX Runtime check; None where the target has no runtime of its own
     or cannot run here (the ONNX Runtime check then stands for it)."""
@@ -174,13 +184,13 @@ def runtime_parity(target: Target, module: torch.nn.Module, path: Path, x: torch
     reference = module.eval()(x).float().numpy()
     got = np.asarray(outputs)
     diff, spread = np.abs(got - reference), float(reference.max() - reference.min())
-    top1 = float((got.argmax(-1) == reference.argmax(-1)).mean())
+    top1 = agreement(got, reference, logits)
     out = {"runtime": target.name, "samples": int(len(x)), "max_abs_diff": float(diff.max()), "mean_abs_diff": float(diff.mean()),
            "tolerance_max_abs": cfg.parity_rel_tol * spread, "top1_agreement": top1, "min_top1_agreement": cfg.parity_min_top1}
-    out["passed"] = bool(out["max_abs_diff"] <= out["tolerance_max_abs"] and top1 >= cfg.parity_min_top1)
+    out["passed"] = bool(out["max_abs_diff"] <= out["tolerance_max_abs"] and (top1 is None or top1 >= cfg.parity_min_top1))
     if not out["passed"]:
         raise ParityError(f"parity on {target.name}'s runtime failed: max |logit diff| {out['max_abs_diff']:.3g} (allowed "
-                          f"{out['tolerance_max_abs']:.3g}), top-1 agreement {top1:.4f} (required {cfg.parity_min_top1}) on {len(x)} eval samples")
+                          f"{out['tolerance_max_abs']:.3g}), top-1 agreement {top1} (required {cfg.parity_min_top1}) on {len(x)} eval samples")
     return out
 
 
@@ -189,12 +199,20 @@ class QuantizePass(PassBase):
     Config: ClassVar[type] = QuantizeConfig
     input_kind: ClassVar[type] = ModelArtifact
     output_kind: ClassVar[type] = OnnxArtifact  # QDQ export is part of quantization: the next pass is profile, not export
-    requires: ClassVar[Requires] = Requires(data=True, logits=True)
+    requires: ClassVar[Requires] = Requires(data=True)  # any output: logits get KD, maps and values output matching
     produces_stage: ClassVar[bool] = True
     lowers_precision: ClassVar[bool] = True  # compress ships INT8 only where its closing rounds measured it faster than the float input
 
     def check(self, cfg: QuantizeConfig, ctx: Context) -> None:
         resolve_backend(cfg, ctx.target.quant_rules, ctx.target.name)
+
+    def check_input(self, cfg: QuantizeConfig, art: ModelArtifact) -> None:
+        """QAT inserts fake-quant modules around the model's layers and trains them: a .pt2 or TorchScript graph has no
+        layers to wrap (and its train/eval mode was fixed when it was exported), so it is refused before any work."""
+        if art.format in ("pt2", "torchscript"):
+            raise UserInputError(f"{art.source} is a {art.format} graph; INT8 QAT wraps and trains the model's layers, so it needs the "
+                                 "model as an nn.Module (a squeeze checkpoint, or a state_dict with --arch). The default recipe takes "
+                                 "the graph as a teacher: it searches and distils a student, which it then quantizes")
 
     def run(self, ctx: Context, inp: ModelArtifact, cfg: QuantizeConfig) -> OnnxArtifact:
         """`inp` is the float model; ctx.teacher the teacher (the float model itself when absent)."""

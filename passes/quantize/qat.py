@@ -11,27 +11,29 @@ import torch
 from torch import nn
 
 from squeeze.io.data import DataBundle
-from squeeze.measure.accuracy import torch_predictions
 from squeeze.train.objective import DistillObjective, ObjectiveConfig, resolve_weights
 from squeeze.train.trainer import EpochResult, LrScale, ResumableTrainer
 from squeeze.passes.quantize.backends import QuantBackend
 
-from squeeze.passes.quantize.config import STATE_FILE, QuantizeConfig, evaluate
+from squeeze.passes.quantize.config import STATE_FILE, QuantizeConfig, evaluate, reference
 
 
 def _score(ev: dict[str, Any]) -> float:
+    if "output_nmse" in ev:  # maps and values: the closer to the teacher's outputs, the better
+        return -ev["output_nmse"]
     return ev["accuracy"] if ev["accuracy"] is not None else ev["teacher_agreement"]
 
 
 def qat(qmodel: nn.Module, backend: QuantBackend, teacher: nn.Module, data: DataBundle, cfg: QuantizeConfig,
-        calibration: list[torch.Tensor], work_dir: Path, example: torch.Tensor, progress=lambda m: None) -> dict[str, Any]:
+        calibration: list[torch.Tensor], work_dir: Path, example: torch.Tensor, progress=lambda m: None, logits: bool = True) -> dict[str, Any]:
     """Train the fake-quant model against the teacher; returns history and the best epoch (0 = PTQ).
 
     Through the shared resumable trainer: after every epoch the state goes to work_dir/qat_state.pt
     atomically and a re-run with the same config and data picks up there; a non-finite loss rolls
-    the epoch back with half the LR once. Each epoch reseeds from (seed, epoch)."""
+    the epoch back with half the LR once. Each epoch reseeds from (seed, epoch). `logits` False: the output is a
+    map or values, distilled by output matching (the logit terms' place) and scored by its output NMSE."""
     ocfg = ObjectiveConfig(loss=cfg.loss, temperature=cfg.temperature, alpha=cfg.alpha)
-    weights = resolve_weights(ocfg, data.has_labels)
+    weights = resolve_weights(ocfg, data.has_labels if logits else data.targets == "pixel", logits)
     for p in teacher.parameters():
         p.requires_grad_(False)
     objective = DistillObjective(weights, ocfg, teacher, qmodel, example)
@@ -42,7 +44,7 @@ def qat(qmodel: nn.Module, backend: QuantBackend, teacher: nn.Module, data: Data
     lr_scale = LrScale()
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_scale.value * 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
     cal_loader = data.loader("calibration", batch_size=512)
-    cal_teacher = torch_predictions(teacher, cal_loader)[0]
+    cal_teacher = reference(teacher, cal_loader, data, logits)
     ptq_cal = evaluate(qmodel, cal_teacher, cal_loader)
     started = time.perf_counter()
 
@@ -76,6 +78,8 @@ def qat(qmodel: nn.Module, backend: QuantBackend, teacher: nn.Module, data: Data
         return _score(cal), cal
 
     def describe(epoch: int, record: dict[str, Any]) -> str:
+        if "output_nmse" in record["calibration"]:
+            return f"QAT epoch {epoch}/{cfg.epochs}: loss {record['loss']:.4f}, calibration output NMSE {record['calibration']['output_nmse']:.4g}"
         acc = record["calibration"]["accuracy"]
         return (f"QAT epoch {epoch}/{cfg.epochs}: loss {record['loss']:.4f}, calibration " + (f"acc {acc * 100:.2f}%, " if acc is not None else "")
                 + f"agreement {record['calibration']['teacher_agreement'] * 100:.2f}%")

@@ -114,6 +114,8 @@ _state = {"debug": bool(os.environ.get("SQUEEZE_DEBUG"))}
 ArchOpt = typer.Option(None, "--arch", help="module:factory that builds the architecture of a state_dict, e.g. mypkg.models:resnet18")
 ShapeOpt = typer.Option(None, "--input-shape", help="input shape with batch, e.g. 1x3x32x32 (when the file does not record it)")
 TrustOpt = typer.Option(False, "--trust-pickle", help="allow loading full pickles (runs code from the file: only for files you trust)")
+OutputOpt = typer.Option(None, "--output", help="which output of a model that returns a tuple or dict to compress: its index or key "
+                         "(the compressed model has that output alone)")
 DataOpt = typer.Option(None, "--data", help="'mnist', 'digits', a .npz/.pt file, an image folder, or pkg.mod:fn")
 JsonOpt = typer.Option(False, "--json", help="print one JSON document on stdout instead of tables")
 # Options of the remote targets (jetson-*, ssh://) and TensorRT builds.

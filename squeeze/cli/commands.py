@@ -10,7 +10,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from squeeze.cli.app import (ArchOpt, DataOpt, DeviceOpt, IdentityOpt, JsonOpt, KnownHostsOpt, PortOpt, PowerOpt, PrecisionOpt,
+from squeeze.cli.app import (ArchOpt, DataOpt, DeviceOpt, IdentityOpt, JsonOpt, KnownHostsOpt, OutputOpt, PortOpt, PowerOpt, PrecisionOpt,
                              RemotePythonOpt, ShapeOpt, TrtexecOpt, TrustOpt, _emit_json, _progress, app, handled, stderr,
                              stdout)
 from squeeze.run.report import format_count
@@ -24,6 +24,7 @@ def inspect(
     arch: Optional[str] = ArchOpt,
     input_shape: Optional[str] = ShapeOpt,
     trust_pickle: bool = TrustOpt,
+    output: Optional[str] = OutputOpt,
     as_json: bool = JsonOpt,
 ) -> None:
     """Input spec, parameters, MACs and a layer summary.
@@ -32,13 +33,16 @@ def inspect(
     """
     from squeeze import api
 
-    result = api.inspect(model, arch=arch, input_shape=input_shape, trust_pickle=trust_pickle)
+    result = api.inspect(model, arch=arch, input_shape=input_shape, trust_pickle=trust_pickle, output=output)
     if as_json:
         return _emit_json(result)
     spec = result["input_spec"]
     stdout.print(f"[bold]{model}[/] ({result['format']}, sha256 {result['sha256'][:12]})")
     stdout.print(f"input  {spec['name']}: {'x'.join(map(str, spec['shape']))} {spec['dtype']}"
                  f"{' (dynamic batch)' if spec['dynamic_batch'] else ''}")
+    if result.get("outputs"):
+        picked = ", ".join(f"{name} ({shape})" for name, shape in result["outputs"])
+        stdout.print(escape(f"output {result['output']!r}: N x {'x'.join(map(str, result['output_shape']))} (of {picked})"), highlight=False)
     stdout.print(f"params {format_count(result['params'])}   MACs {format_count(result['macs'])} per sample")
     if result.get("metadata", {}).get("eval_accuracy") is not None:
         meta = result["metadata"]
@@ -66,6 +70,7 @@ def export(
     arch: Optional[str] = ArchOpt,
     input_shape: Optional[str] = ShapeOpt,
     trust_pickle: bool = TrustOpt,
+    output: Optional[str] = OutputOpt,
     as_json: bool = JsonOpt,
 ) -> None:
     """Export to ONNX and check parity (torch vs ONNX Runtime) on real eval samples.
@@ -75,12 +80,13 @@ def export(
     from squeeze import api
 
     result = api.export(model, out, data=data, arch=arch, input_shape=input_shape, trust_pickle=trust_pickle,
-                        opset=opset, exporter=exporter, dynamic_batch=not static_batch)
+                        opset=opset, exporter=exporter, dynamic_batch=not static_batch, output=output)
     if as_json:
         return _emit_json(result)
     parity = result["parity"]
     stdout.print(f"wrote [bold]{result['path']}[/] (opset {result['opset']}, {result['bytes'] / 1e6:.2f} MB, {result['exporter']} exporter)")
-    stdout.print(f"parity on {parity['inputs']}: max |diff| {parity['max_abs_diff']:.2e}, top-1 agreement {parity['top1_agreement']:.4f} — passed")
+    agreement = "" if parity["top1_agreement"] is None else f", top-1 agreement {parity['top1_agreement']:.4f}"
+    stdout.print(f"parity on {parity['inputs']}: max |diff| {parity['max_abs_diff']:.2e}{agreement} — passed")
 
 
 @app.command()
@@ -96,6 +102,7 @@ def profile(
     arch: Optional[str] = ArchOpt,
     input_shape: Optional[str] = ShapeOpt,
     trust_pickle: bool = TrustOpt,
+    output: Optional[str] = OutputOpt,
     device: Optional[str] = DeviceOpt,
     power_mode: Optional[str] = PowerOpt,
     identity_file: Optional[str] = IdentityOpt,
@@ -121,7 +128,7 @@ def profile(
     from squeeze import api
 
     result = api.profile(model, target=target, batch_size=batch_size, warmup=warmup, iterations=iterations, threads=threads,
-                         data=data, arch=arch, input_shape=input_shape, trust_pickle=trust_pickle, device=device, power_mode=power_mode,
+                         data=data, arch=arch, input_shape=input_shape, trust_pickle=trust_pickle, output=output, device=device, power_mode=power_mode,
                          identity_file=identity_file, known_hosts=known_hosts, port=port, remote_python=remote_python,
                          precision=precision, trtexec=trtexec)
     if as_json:
@@ -180,6 +187,7 @@ def compress(
     arch: Optional[str] = ArchOpt,
     input_shape: Optional[str] = ShapeOpt,
     trust_pickle: bool = TrustOpt,
+    output: Optional[str] = OutputOpt,
     as_json: bool = JsonOpt,
 ) -> None:
     """Compress a model for a target: search a student, distil, prune, quantize (INT8), measure, gate.
@@ -208,7 +216,7 @@ def compress(
 
     progress: Any = _progress(True) if as_json else PipelineProgress(stderr, effective_recipe(recipe, student=student is not None).names())
     with contextlib.nullcontext() if as_json else progress:
-        result = api.compress(model, target=target, out=out, data=data, arch=arch, input_shape=input_shape, trust_pickle=trust_pickle,
+        result = api.compress(model, target=target, out=out, data=data, arch=arch, input_shape=input_shape, trust_pickle=trust_pickle, output=output,
                               latency_budget=latency_budget, max_accuracy_drop=max_accuracy_drop,
                               profile_spec=_profile_spec(iterations, threads), student=student,
                               recipe=recipe, overrides=overrides, resume=resume, cache_dir=cache_dir, progress=progress, command=sys.argv,
@@ -312,6 +320,7 @@ def build(
     arch: Optional[str] = ArchOpt,
     input_shape: Optional[str] = ShapeOpt,
     trust_pickle: bool = TrustOpt,
+    output: Optional[str] = OutputOpt,
     as_json: bool = JsonOpt,
 ) -> None:
     """Build a TensorRT engine where it will run, plus a manifest (TensorRT version, GPU/SM, JetPack, power mode, precision, shapes, ONNX sha256).
@@ -326,7 +335,7 @@ def build(
     from squeeze import api
 
     result = api.build(model, out, target=target, batch_size=batch_size, data=data, arch=arch, input_shape=input_shape,
-                       trust_pickle=trust_pickle, device=device, power_mode=power_mode, identity_file=identity_file,
+                       trust_pickle=trust_pickle, output=output, device=device, power_mode=power_mode, identity_file=identity_file,
                        known_hosts=known_hosts, port=port, precision=precision, trtexec=trtexec)
     if as_json:
         return _emit_json(result)

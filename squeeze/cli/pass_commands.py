@@ -14,7 +14,7 @@ from typing import Any, Callable, Optional
 import typer
 
 from squeeze.cli import render
-from squeeze.cli.app import PASS_SUMMARIES, ArchOpt, DataOpt, JsonOpt, ShapeOpt, TrustOpt, _emit_json, _progress, app, handled, stderr
+from squeeze.cli.app import PASS_SUMMARIES, ArchOpt, DataOpt, JsonOpt, OutputOpt, ShapeOpt, TrustOpt, _emit_json, _progress, app, handled, stderr
 from squeeze.cli.options import config_values, parameters, with_signature
 
 
@@ -95,7 +95,8 @@ def register(spec: PassCommand) -> None:
         with contextlib.nullcontext() if as_json else live:
             result = api.run_pass(spec.name, kwargs["model"], out=kwargs["out"], values=values, data=kwargs["data"],
                                   target=kwargs["target"], arch=kwargs["arch"], input_shape=kwargs["input_shape"],
-                                  trust_pickle=kwargs["trust_pickle"], teacher=extras.get("teacher"), student=extras.get("student"),
+                                  trust_pickle=kwargs["trust_pickle"], output=kwargs["output"], teacher=extras.get("teacher"),
+                                  student=extras.get("student"),
                                   resume=kwargs["resume"], cache_dir=kwargs["cache_dir"], progress=live, command=sys.argv)
         if as_json:
             _emit_json({k: v for k, v in result.items() if k not in ("history", "structure", "ptq_activation_scales")})
@@ -116,6 +117,7 @@ def register(spec: PassCommand) -> None:
         _opt("arch", None, "--arch", help=ArchOpt.help),
         _opt("input_shape", None, "--input-shape", help=ShapeOpt.help),
         _opt("trust_pickle", False, "--trust-pickle", annotation=bool, help=TrustOpt.help),
+        _opt("output", None, "--output", help=OutputOpt.help),
         _opt("as_json", False, "--json", annotation=bool, help=JsonOpt.help),
         _opt("resume", True, "--resume/--no-resume", annotation=bool, help="reuse a finished run of the same pass from the pass cache, "
              "resume an unfinished one"),

@@ -32,10 +32,11 @@ def _emit_result(result: dict[str, Any]) -> None:
 
 def _stage_table(result: dict[str, Any]) -> Table:
     """The stage table, narrowed to what fits a terminal (report.html has every column)."""
-    from squeeze.run.report import STAGE_HEADER, stage_rows
+    from squeeze.run.report import stage_header, stage_rows
 
     tl, lat = result["teacher_latency"], result["latency"]
-    keep = ["stage", "accuracy", "agreement", "params", "MACs", "p50 ms", "p90 ms"]
+    header = stage_header(result)
+    keep = ["stage", "accuracy", "agreement", "params", "MACs", "p50 ms", "p90 ms", *(["output NMSE"] if "output NMSE" in header else [])]
     ci = result.get("speedup_ci95")
     interval = f", 95% CI {ci[0]:.1f}–{ci[1]:.1f}×" if ci else ""
     caption = f"teacher p50 {tl['p50_ms']:.3f} ms → output p50 {lat['p50_ms']:.3f} ms ({result['speedup_p50']:.1f}× faster{interval})"
@@ -51,7 +52,7 @@ def _stage_table(result: dict[str, Any]) -> Table:
     for i, col in enumerate(keep):
         table.add_column(col, justify="left" if i == 0 else "right", overflow="fold")
     for row in stage_rows(result):
-        table.add_row(*(escape(row[STAGE_HEADER.index(col)]) for col in keep))
+        table.add_row(*(escape(row[header.index(col)]) for col in keep))
     return table
 
 
@@ -119,15 +120,19 @@ def distill_result(result: dict[str, Any], out: Any) -> None:
 def quantize_result(result: dict[str, Any], out: Any) -> None:
     acc = result["accuracy"]
     fmt = lambda ev: _pct(ev["accuracy"])  # noqa: E731
-    table = Table(title=f"INT8 for {result['target']} ({result['backend']['name']})")
+    target = result["target"]["name"] if isinstance(result["target"], dict) else result["target"]
+    table = Table(title=f"INT8 for {target} ({result['backend']['name']})")
     for col in ("", "float", "PTQ", "QAD", "INT8 ONNX"):
         table.add_column(col, justify="right")
     table.add_row("eval accuracy", fmt(acc["float"]), fmt(acc["ptq"]), fmt(acc["qad"]), fmt(acc["int8_onnx"]))
-    table.add_row("teacher agreement", *(f"{acc[k]['teacher_agreement'] * 100:.2f}%" for k in ("float", "ptq", "qad", "int8_onnx")))
+    table.add_row("teacher agreement", *(_pct(acc[k]["teacher_agreement"]) for k in ("float", "ptq", "qad", "int8_onnx")))
+    if "output_nmse" in acc["float"]:  # outputs that are not class logits: how close to the teacher's
+        table.add_row("output NMSE", *(f"{acc[k]['output_nmse']:.3g}" for k in ("float", "ptq", "qad", "int8_onnx")))
     stdout.print(table)
     parity = result["parity"]
+    agreement = "" if parity["top1_agreement"] is None else f", top-1 agreement {parity['top1_agreement'] * 100:.2f}%"
     stdout.print(f"parity (ORT vs fake-quant torch) on {parity['inputs']}: max |diff| {parity['max_abs_diff']:.3g} "
-                 f"(allowed {parity['tolerance_max_abs']:.3g}), top-1 agreement {parity['top1_agreement'] * 100:.2f}% — passed")
+                 f"(allowed {parity['tolerance_max_abs']:.3g}){agreement} — passed")
     lat = result["latency"]
     if lat.get("measured"):
         stdout.print(f"speed guard p50: float {lat['float_p50_ms']:.3f} ms, INT8 {lat['int8_p50_ms']:.3f} ms ({lat['verdict']}); "
@@ -157,6 +162,7 @@ def prune_result(result: dict[str, Any], out: Any) -> None:
     stdout.print(f"input {lat['input_ms']:.3f} ms → pruned {lat['pruned_ms']:.3f} ms ({lat['ratio']:.3f}x, {lat['kind']}, interleaved); "
                  f"MACs {result['macs_ratio']:.3f}x, params {result['params_ratio']:.3f}x")
     stdout.print(f"eval accuracy: input {_pct(result['input']['eval_accuracy'])} → pruned {_pct(pr['eval_accuracy'])}"
+                 + (f", output NMSE to the teacher {pr['output_nmse']:.3g}" if pr.get("output_nmse") is not None else "")
                  + (f", removed blocks: {', '.join(pr['removed_blocks'])}" if pr["removed_blocks"] else ""))
     _footer(result, out)
 

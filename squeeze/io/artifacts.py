@@ -81,6 +81,7 @@ class ModelArtifact:
     provenance: list[dict[str, Any]] = field(default_factory=list)
     exported_program: Any = None  # torch.export.ExportedProgram when loaded from .pt2
     output_shape: tuple[int, ...] | None = None  # per-sample output shape (set by the load-time forward check)
+    outputs: list[tuple[str, str]] | None = None  # a multi-output model's outputs (name, shape); metadata["output"] is the one kept
 
     def describe(self) -> dict[str, Any]:
         return {"source": self.source, "format": self.format, "sha256": self.sha256, "input_spec": self.input_spec.to_dict()}
@@ -99,6 +100,19 @@ class ModelArtifact:
         """The number of classes when the model outputs (N, classes) logits, else None."""
         shape = self.probe_output_shape()
         return shape[0] if len(shape) == 1 else None
+
+    def output_kind(self, data: Any = None) -> str:
+        """'logits', 'map' or 'values' (output_kind below), with what the data says of its targets."""
+        return output_kind(self.probe_output_shape(), getattr(data, "targets", None))
+
+
+def output_kind(shape: tuple[int, ...], targets: str | None = None) -> str:
+    """What a per-sample output is: 'logits' for (classes,) unless the data holds regression targets for it,
+    'map' for (C, H, W) dense maps, else 'values' (regression vectors, other tensors). Only logits have a
+    class to agree on; the others are compared to the teacher's outputs (squeeze/measure/fidelity.py)."""
+    if len(shape) == 1 and targets != "regression":
+        return "logits"
+    return "map" if len(shape) == 3 else "values"
 
 
 @dataclass

@@ -30,6 +30,7 @@ from squeeze.io.readers import (  # noqa: F401 - UNLABELLED and the readers are 
     load_digits,
     load_mnist,
     load_tensor_file,
+    target_kind,
 )
 
 BUNDLED = ("mnist", "digits", "cifar10-mini")
@@ -68,6 +69,7 @@ class DataBundle:
     fingerprint: str
     normalization: dict[str, list[float]] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    targets: str | None = None  # 'pixel' (N, H, W) class maps or 'regression' (N, k) floats: targets that are not class labels
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -83,6 +85,7 @@ class DataBundle:
             "split": asdict(self.split),
             "fingerprint": self.fingerprint,
             "normalization": self.normalization,
+            **({"targets": self.targets} if self.targets else {}),
         }
 
     def loader(self, split: str, batch_size: int = 256, shuffle: bool = False, seed: int | None = None, drop_last: bool = False) -> DataLoader:
@@ -95,7 +98,7 @@ class DataBundle:
         dataset = {"train": self.train, "calibration": self.calibration, "eval": self.eval}[split]
         n = min(n, len(dataset))
         xs, ys = zip(*(dataset[i] for i in range(n)))
-        return torch.stack(xs), torch.as_tensor(ys, dtype=torch.long)
+        return torch.stack(xs), torch.stack(ys) if self.targets else torch.as_tensor(ys, dtype=torch.long)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -143,9 +146,10 @@ def _bundle(name: str, source: str, full: Dataset, labels: torch.Tensor | None, 
         raise UserInputError(f"dataset {source} is empty")
     train, cal, ev = _split(n, cfg)
     sample = full[0][0]
-    labels = checked_labels(labels, source)
-    has_labels = labels is not None
-    num_classes = int(labels.max()) + 1 if labels is not None else None
+    targets = target_kind(labels) if labels is not None and labels.ndim > 1 else None
+    labels = checked_labels(labels, source) if targets is None else labels
+    has_labels = labels is not None and targets is None  # class labels (CE, accuracy); other targets are named by `targets`
+    num_classes = int(labels.max()) + 1 if labels is not None and targets != "regression" else None
     fingerprint = hashlib.sha256(f"{digest}|{cfg.seed}|{cfg.eval_fraction}|{cfg.calibration_fraction}".encode()).hexdigest()[:16]
     return DataBundle(
         name=name,
@@ -159,6 +163,7 @@ def _bundle(name: str, source: str, full: Dataset, labels: torch.Tensor | None, 
         sample_shape=tuple(sample.shape),
         split=cfg,
         fingerprint=fingerprint,
+        targets=targets,
         **kw,
     )
 
@@ -218,8 +223,10 @@ def _load_given(path: Path, parts: tuple[Path, Path], cfg: SplitConfig) -> DataB
         bundle.extra["classes"] = train_folder.classes
         return bundle
     parts_read = [load_tensor_file(p) for p in (train_path, held_path)]
-    for (x, _, _), p in zip(parts_read, (train_path, held_path)):
+    for (x, y, _), p in zip(parts_read, (train_path, held_path)):
         check_finite(x, str(p))
+        if y is not None and y.ndim > 1:
+            raise UserInputError(f"{p}: train/test .npz pairs take class labels; give per-pixel labels or regression targets in one .npz")
     if tuple(parts_read[0][0].shape[1:]) != tuple(parts_read[1][0].shape[1:]):
         raise UserInputError(f"{train_path.name} and {held_path.name} hold samples of different shapes")
     datasets, labels = [], []
@@ -293,7 +300,7 @@ def load_data(spec: str, split: SplitConfig | None = None) -> DataBundle:
             raise UserInputError(f"unsupported dataset file {path}: expected .npz or .pt, an image folder, 'mnist', 'digits' or pkg.mod:fn")
         x, y, digest = load_tensor_file(path)
         check_finite(x, str(path))
-        if y is not None and bool((y < 0).any()):
+        if y is not None and y.ndim == 1 and bool((y < 0).any()):
             raise UserInputError(f"{path}: {int((y < 0).sum())} labels are negative (values {sorted(set(y[y < 0].tolist()))[:5]}); "
                                  "labels are class indices 0..C-1 (omit 'y' for label-free data)")
         labels = y if y is not None else torch.full((len(x),), UNLABELLED, dtype=torch.long)
@@ -359,6 +366,10 @@ def check_data_fits(bundle: DataBundle, model: Any) -> None:
     if recorded and given and not _same_normalization(recorded, given):
         raise UserInputError(f"the model was trained on inputs normalised with {recorded}, but data {bundle.source} is normalised "
                              f"with {given}: its predictions would be meaningless")
+    if bundle.targets is not None:
+        from squeeze.io.outputs import check_targets_fit
+
+        check_targets_fit(bundle, model)
     classes = model.output_classes
     if bundle.has_labels and classes is not None and bundle.num_classes is not None and bundle.num_classes > classes:
         from squeeze.io.data import all_labels

@@ -100,8 +100,10 @@ def load_model(
     arch: str | None = None,
     input_shape: str | tuple[int, ...] | None = None,
     trust_pickle: bool = False,
+    output: str | None = None,
 ) -> ModelArtifact:
-    """Load a torch model (any accepted format but ONNX) with its input spec, validated by a forward pass."""
+    """Load a torch model (any accepted format but ONNX) with its input spec, validated by a forward pass.
+    `output`: which output of a tuple/dict model to compress (squeeze/io/outputs.py)."""
     path = Path(path)
     fmt = detect_format(path)
     shape = parse_input_shape(input_shape) if isinstance(input_shape, str) else input_shape
@@ -113,7 +115,7 @@ def load_model(
         art.module.eval()
     check_finite_weights(art)
     check_memory(art)
-    _check_forward(art)
+    _check_forward(art, output)
     return art
 
 
@@ -155,6 +157,8 @@ def load_onnx(path: str | Path, input_shape: str | tuple[int, ...] | None = None
 def load_any(path: str | Path, **kwargs: Any) -> ModelArtifact | OnnxArtifact:
     path = Path(path)
     if detect_format(path) == "onnx":
+        if kwargs.get("output") is not None:
+            raise UserInputError(f"--output picks an output of a torch model; {path} is an ONNX file")
         return load_onnx(path, kwargs.get("input_shape"))
     return load_model(path, **kwargs)
 
@@ -310,7 +314,7 @@ def _from_checkpoint(obj: dict[str, Any], path: Path, digest: str, *, arch: str 
 
 
 @torch.no_grad()
-def _check_forward(art: ModelArtifact) -> None:
+def _check_forward(art: ModelArtifact, output: str | None = None) -> None:
     """Run one forward pass on the input spec: catches a wrong --input-shape with one clear line."""
     shape = "x".join(map(str, art.input_spec.shape))
     try:
@@ -318,8 +322,11 @@ def _check_forward(art: ModelArtifact) -> None:
     except Exception as exc:
         msg = [line for line in str(exc).splitlines() if line.strip()]
         raise UserInputError(f"input shape {shape} does not fit the model {art.source}: {msg[0][:200] if msg else type(exc).__name__}") from None
+    from squeeze.io.outputs import apply
+
+    out = apply(art, out, output)
     if not isinstance(out, torch.Tensor):
-        raise UserInputError(f"{art.source}: squeeze handles models with one tensor output; got {type(out).__name__}")
+        raise UserInputError(f"{art.source}: squeeze handles models with tensor outputs; got {type(out).__name__}")
     art.output_shape = tuple(out.shape[1:])
 
 

@@ -17,6 +17,7 @@ import torch
 from squeeze.io.artifacts import InputSpec, ModelArtifact, OnnxArtifact
 from squeeze.errors import ParityError, UserInputError
 from squeeze.io.fsutil import atomic_path, sha256_file, write_failure
+from squeeze.measure.fidelity import agreement
 from squeeze.targets.ort_runtime import create_session
 
 MIN_OPSET, MAX_OPSET = 17, 23
@@ -102,8 +103,9 @@ def _export_to(art: ModelArtifact, path: Path, cfg: ExportConfig, dynamic: bool)
 
 
 def check_parity(module: torch.nn.Module, onnx_path: Path, inputs: torch.Tensor, cfg: ExportConfig,
-                 static_batch: int | None = None) -> dict[str, Any]:
-    """Compare torch and ONNX Runtime logits on the same inputs (and batch 1, if the batch is dynamic)."""
+                 static_batch: int | None = None, logits: bool | None = None) -> dict[str, Any]:
+    """Compare torch and ONNX Runtime outputs on the same inputs (and batch 1, if the batch is dynamic); top-1
+    agreement for class logits (`logits` None: any (N, C) output), pixel agreement for class maps."""
     with torch.no_grad():
         reference = module(inputs).float().numpy()
     session, _ = create_session(str(onnx_path), ["CPUExecutionProvider"])
@@ -122,7 +124,7 @@ def check_parity(module: torch.nn.Module, onnx_path: Path, inputs: torch.Tensor,
         got_single_diff = None
     diff = np.abs(got - reference)
     max_abs = float(diff.max())
-    top1 = float((got.argmax(-1) == reference.argmax(-1)).mean()) if reference.ndim == 2 else None  # logits only
+    top1 = agreement(got, reference, reference.ndim == 2 if logits is None else logits)
     limit = cfg.parity_atol + cfg.parity_rtol * float(np.abs(reference).max())
     passed = max_abs <= limit and (top1 is None or top1 >= cfg.parity_min_top1)
     if got_single_diff is not None:
@@ -176,7 +178,8 @@ def export_onnx(art: ModelArtifact, out: Path, cfg: ExportConfig, data: Any = No
             raise UserInputError(f"exporter produced opset {opset}, below the required {MIN_OPSET}")
         input_dim0 = model.graph.input[0].type.tensor_type.shape.dim[0]
         exported_dynamic = not input_dim0.HasField("dim_value")
-        parity = check_parity(art.module, tmp, x, cfg, static_batch=None if exported_dynamic else art.input_spec.shape[0])
+        parity = check_parity(art.module, tmp, x, cfg, static_batch=None if exported_dynamic else art.input_spec.shape[0],
+                              logits=art.output_kind(data) == "logits")
         parity["inputs"] = source
         if not parity["passed"]:
             raise ParityError(

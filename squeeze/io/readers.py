@@ -99,11 +99,29 @@ def _as_features(x: Any, source: str) -> torch.Tensor:
     return x.float().contiguous()
 
 
+def target_kind(y: torch.Tensor) -> str:
+    """'class' (N,) labels, 'pixel' (N, H, W) per-pixel class labels, or 'regression' (N, k) float targets."""
+    return "class" if y.ndim == 1 else "pixel" if y.ndim == 3 else "regression"
+
+
 def _as_labels(y: Any, n: int, source: str) -> torch.Tensor:
+    """Class labels (N,), per-pixel class labels (N, H, W) of integers, or regression targets (N, k) of floats."""
     y = torch.as_tensor(np.asarray(y)) if not isinstance(y, torch.Tensor) else y
-    if y.ndim != 1 or len(y) != n:
-        raise UserInputError(f"{source}: labels must be a 1-D array of {n} entries, got shape {tuple(y.shape)}")
-    if torch.is_floating_point(y) and not torch.equal(y, y.round()):
+    floating = torch.is_floating_point(y)
+    if y.ndim == 0 or len(y) != n:
+        raise UserInputError(f"{source}: labels must be a 1-D array of {n} entries (or per-sample targets), got shape {tuple(y.shape)}")
+    if y.ndim not in (1, 2, 3) or (y.ndim == 2 and not floating) or (y.ndim == 3 and floating):
+        raise UserInputError(f"{source}: labels must be {n} class indices (N,), per-pixel class indices (N, H, W) of integers, or "
+                             f"regression targets (N, k) of floats; got {y.dtype} of shape {tuple(y.shape)}")
+    if y.ndim == 2:
+        finite = torch.isfinite(y).all(dim=1)
+        if not bool(finite.all()):
+            raise UserInputError(f"{source}: the regression targets of {int((~finite).sum())} of {n} samples hold NaN or Inf values "
+                                 f"(the first is sample {int((~finite).nonzero()[0])})")
+        return y.float()
+    if y.ndim == 3 and bool((y < 0).any()):
+        raise UserInputError(f"{source}: {int((y < 0).sum())} per-pixel labels are negative; they are class indices 0..C-1")
+    if floating and not torch.equal(y, y.round()):
         raise UserInputError(f"{source}: labels must be integer class indices")
     return y.long()
 

@@ -102,25 +102,27 @@ class Prepared:
     max_accuracy_drop: float | None
     command: list[str] | None
     expose: bool = False  # a one-step run: the pass's own files also go to the top of the output
+    dropped: list[dict[str, str]] | None = None  # passes a built-in recipe dropped up front (they need class logits), with why
 
 
 def prepare(path: str | Path, *, target: str, out: str | Path, data: str | None, arch: str | None, input_shape: str | None,
             trust_pickle: bool, latency_budget: str | float | None, max_accuracy_drop: float | None, profile_spec: ProfileSpec | None,
             student: str | None, recipe: str | Path | Recipe | None, overrides: dict[str, dict[str, Any]] | None, seed: int,
             resume: bool, cache_dir: str | Path | None, progress: Progress, command: list[str] | None,
-            remote: dict[str, Any] | None, teacher_path: str | Path | None = None, expose: bool = False) -> Prepared:
+            remote: dict[str, Any] | None, teacher_path: str | Path | None = None, expose: bool = False, output: str | None = None) -> Prepared:
     """Recipe, target, output, cache, teacher, data and every pass's declared needs, before any work."""
     from squeeze.io.data import check_data_fits, open_data
     from squeeze.options import parse_duration_ms
     from squeeze.targets.registry import target_from_options
     from squeeze.io.modelio import load_model
     from squeeze.passes.base import Context
-    from squeeze.run import pipeline
+    from squeeze.run import outputs, pipeline
 
     budget_ms = parse_duration_ms(latency_budget)
     if max_accuracy_drop is not None and max_accuracy_drop < 0:
         raise UserInputError("--max-accuracy-drop must be >= 0 (percentage points)")
     overrides = {k: dict(v) for k, v in (overrides or {}).items()}
+    given = {k: dict(v) for k, v in overrides.items()}  # the user's, before the driver adds its own
     plan = effective_recipe(recipe, student=student is not None)
     if profile_spec is not None and plan.step("profile") is not None:
         overrides.setdefault("profile", {})["spec"] = dataclasses.asdict(profile_spec)
@@ -142,23 +144,25 @@ def prepare(path: str | Path, *, target: str, out: str | Path, data: str | None,
         progress(f"checking that {target} is reachable")
         tgt.preflight()
     progress("loading model and data")
-    model = load_model(path, arch=arch, input_shape=input_shape, trust_pickle=trust_pickle)
-    teacher = load_model(teacher_path, trust_pickle=trust_pickle) if teacher_path is not None else model
+    model = load_model(path, arch=arch, input_shape=input_shape, trust_pickle=trust_pickle, output=output)
+    teacher = load_model(teacher_path, trust_pickle=trust_pickle, output=output) if teacher_path is not None else model
     bundle = open_data(data, model)
     if bundle is not None and teacher is not model:
         check_data_fits(bundle, teacher)
-    if max_accuracy_drop is not None and (bundle is None or not bundle.has_labels or teacher.output_classes is None):
-        raise UserInputError("--max-accuracy-drop needs a classifier and a labelled dataset (--data)")
+    outputs.check_accuracy_gate(max_accuracy_drop, teacher, bundle, str(path))
+    plan, dropped = outputs.drop_logit_passes(plan, recipe, model, bundle, student=student is not None, overrides=given, progress=progress,
+                                              source=str(path))
+    steps = [s for s in steps if s.pass_.name in plan.names()]
     first = _first_artifact(teacher, student, plan, bundle, seed) if student is not None else model
     ctx = Context(run_dir=out, target=tgt, data=bundle, teacher=teacher, progress=progress)
     facts = pipeline.RunFacts(has_data=bundle is not None, has_labels=bool(bundle and bundle.has_labels),
-                              logits=model.output_classes is not None, student_given=student is not None, model=str(path),
-                              output="x".join(map(str, model.output_shape or ())))
-    pipeline.check_plan(steps, facts, ctx)
+                              logits=model.output_kind(bundle) == "logits", student_given=student is not None, model=str(path),
+                              output=outputs.describe_output(model, bundle).removeprefix("N x "))
+    pipeline.check_plan(steps, facts, ctx, first)
     profile_step = plan.step("profile")
     spec = profile_step.config.spec if profile_step is not None else (profile_spec or ProfileSpec())
     return Prepared(plan, steps, tgt, availability, out, teacher, bundle, first, ctx, cache, spec, budget_ms, max_accuracy_drop, command,
-                    expose)
+                    expose, dropped)
 
 
 THREAD_FIELDS = ("profile_threads", "threads")  # the pass-config fields that pick a latency measurement's thread count
@@ -220,6 +224,7 @@ def compress(
     remote: dict[str, Any] | None = None,
     teacher_path: str | Path | None = None,
     expose_pass_outputs: bool = False,
+    output: str | None = None,
 ) -> dict[str, Any]:
     """Run the recipe's passes for a target; write model.onnx, teacher.onnx, manifest.json, report.{html,md}.
 
@@ -231,7 +236,7 @@ def compress(
     run = prepare(path, target=target, out=out, data=data, arch=arch, input_shape=input_shape, trust_pickle=trust_pickle,
                   latency_budget=latency_budget, max_accuracy_drop=max_accuracy_drop, profile_spec=profile_spec, student=student,
                   recipe=recipe, overrides=overrides, seed=seed, resume=resume, cache_dir=cache_dir, progress=progress,
-                  command=command, remote=remote, teacher_path=teacher_path, expose=expose_pass_outputs)
+                  command=command, remote=remote, teacher_path=teacher_path, expose=expose_pass_outputs, output=output)
     with atomic_dir(run.out) as stage:
         manifest, exposed = execute(run, stage, progress)
     return {"out": str(run.out), **manifest, "exposed": {src: str(run.out / rel) for src, rel in exposed.items()}}
@@ -271,7 +276,7 @@ def execute(run: Prepared, stage: Path, progress: Progress) -> tuple[dict[str, A
     outcome = manifests.Outcome(stages, records, ctx.results, final_art, engine, accuracy, comparison,
                                 _layer_latency(run, meter, final_art, stages, progress), budget,
                                 manifests.gate_verdict(stages[-1]["latency"], accuracy, final_art.parity or {}, run.budget_ms,
-                                                       run.max_accuracy_drop), precision, deploy)
+                                                       run.max_accuracy_drop), precision, deploy, _fidelity(meter))
     copy_checkpoints(records, ctx.artifacts, stage_passes, stage)
     exposed = _expose(records, stage) if run.expose else {}
     manifest = manifests.build(run, outcome, stage, started, time.perf_counter() - t0)
@@ -332,12 +337,22 @@ def _output_model(run: Prepared, final: Any, records: list[dict[str, Any]], stag
 
 
 def _accuracy(meter: Any) -> dict[str, Any] | None:
-    """Teacher in torch vs the deployed ONNX in ONNX Runtime, both on the whole eval split."""
+    """Teacher in torch vs the deployed ONNX in ONNX Runtime, both on the whole eval split (pixel accuracy for a class map)."""
     from squeeze.measure.accuracy import compare
+    from squeeze.run.outputs import accuracy_of
 
+    if meter.reference is not None:
+        return accuracy_of(meter, meter.fidelity["final"])
     if meter.loader is None:
         return None
     return compare((meter.teacher_preds, meter.labels), (meter.predictions["final"], meter.labels), "eval")
+
+
+def _fidelity(meter: Any) -> dict[str, Any] | None:
+    """The deployed ONNX's outputs against the teacher's on the eval split, for a model that is not a classifier."""
+    from squeeze.measure.fidelity import summary
+
+    return summary(meter.reference, meter.fidelity["final"], "eval") if meter.reference is not None else None
 
 
 def _layer_latency(run: Prepared, meter: Any, final_art: OnnxArtifact, stages: list[dict[str, Any]],

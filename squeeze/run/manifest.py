@@ -63,6 +63,7 @@ class Outcome:
     gate: dict[str, Any]
     precision: dict[str, Any] | None = None  # INT8 vs its float input, decided on the closing rounds (squeeze.run.closing)
     deploy: dict[str, Any] | None = None  # the runtime settings written to model.session.json
+    fidelity: dict[str, Any] | None = None  # a map's or values' output NMSE (and pixel figures) against the teacher (squeeze/measure/fidelity.py)
 
 
 def measurement_summary(comparison: Any) -> dict[str, Any]:
@@ -73,6 +74,8 @@ def measurement_summary(comparison: Any) -> dict[str, Any]:
 
 def build(run: Any, outcome: Outcome, stage: Path, started: dt.datetime, seconds: float) -> dict[str, Any]:
     """`run` is compress's Prepared run; `outcome` what its passes and measurements produced."""
+    from squeeze.run.outputs import distillation, output_record
+
     final_row, teacher_row = outcome.stages[-1], outcome.stages[0]
     final = outcome.final
     files = [final.path, stage / "teacher.onnx", *([outcome.engine.path, *outcome.engine.companions] if outcome.engine is not None else []),
@@ -94,6 +97,8 @@ def build(run: Any, outcome: Outcome, stage: Path, started: dt.datetime, seconds
         "teacher": {**teacher.describe(), "params": teacher_row["params"], "macs": teacher_row["macs"],
                     "recorded": {k: teacher.metadata[k] for k in ("dataset", "eval_accuracy", "arch") if k in teacher.metadata}},
         "data": bundle.describe() if bundle else None,
+        "output": output_record(teacher, bundle),
+        "dropped": run.dropped or [],
         "preprocessing": final.input_spec.preprocessing(bundle.normalization if bundle else None),
         "student": ({k: v for k, v in outcome.results["distill"].items() if k not in ("data", "teacher")} if "distill" in outcome.results
                     else None),
@@ -110,6 +115,8 @@ def build(run: Any, outcome: Outcome, stage: Path, started: dt.datetime, seconds
         "artifacts": artifacts,
         "parity": final.parity or {},
         "accuracy": outcome.accuracy,
+        "fidelity": outcome.fidelity,
+        "distillation": distillation(outcome.results),
         "latency": latency,
         "teacher_latency": teacher_latency,
         "layer_latency": outcome.layer_latency,

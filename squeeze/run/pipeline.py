@@ -118,12 +118,13 @@ class RunFacts:
     logits: bool  # the model outputs (N, classes)
     student_given: bool  # --student: the first artifact is a student, not the teacher
     model: str = "the model"
-    output: str = ""  # its per-sample output shape, for messages
+    output: str = ""  # its per-sample output shape (and what it is), for messages
 
 
-def check_plan(steps: list[Step], facts: RunFacts, ctx: Context) -> None:
-    """Every pass's declared needs against what this run has, then the pass's own check(): all before any work.
-    (Pass order and artifact types were checked when the recipe was made.)"""
+def check_plan(steps: list[Step], facts: RunFacts, ctx: Context, first: Any = None) -> None:
+    """Every pass's declared needs against what this run has, then the pass's own check(): all before any work
+    (and the first pass's check_input() of `first`, the model it will receive). Pass order and artifact types
+    were checked when the recipe was made."""
     is_student = facts.student_given
     for step in steps:
         p, need = step.pass_, step.pass_.requires
@@ -135,7 +136,8 @@ def check_plan(steps: list[Step], facts: RunFacts, ctx: Context) -> None:
             raise UserInputError(f"pass {p.name!r} needs labelled data")
         if need.logits and not facts.logits:
             raise UserInputError(f"pass {p.name!r} needs a model that outputs class logits (N, classes); {facts.model} outputs "
-                                 f"N x {facts.output}. Use --recipe export to export and profile it")
+                                 f"N x {facts.output}. Drop it from the recipe (the built-in recipes do), "
+                                 "or use --recipe export to export and profile the model")
         if p.chooses_student and facts.student_given:
             raise UserInputError(f"--student and a {p.name!r} pass both choose the student; drop one")
         if need.student and not is_student:
@@ -144,6 +146,8 @@ def check_plan(steps: list[Step], facts: RunFacts, ctx: Context) -> None:
                                  f"pass before it, or pass --student")
         is_student = is_student or p.chooses_student
         p.check(step.config, ctx)
+    if steps and first is not None:
+        steps[0].pass_.check_input(steps[0].config, first)
 
 
 def module_digest(module: torch.nn.Module, extra: Any = None) -> str:
@@ -184,6 +188,9 @@ def step_key(step: Step, ctx: Context, input_hash: str) -> str:
         "device": ctx.device,
         "versions": versions_key(),
     }
+    output = ctx.teacher.metadata.get("output") if ctx.teacher is not None else None
+    if output is not None:  # --output picks one of the model's outputs: not part of the file's hash
+        material["output"] = output
     return hashlib.sha256(json.dumps(material, sort_keys=True, default=str).encode()).hexdigest()
 
 

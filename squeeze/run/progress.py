@@ -49,6 +49,14 @@ class PipelineProgress:
         self.current = name
         self._refresh()
 
+    def pass_dropped(self, name: str, why: str) -> None:
+        """A pass the recipe listed but this run will not run (a built-in recipe's logit passes for a model without logits)."""
+        if name in self.rows:
+            self.rows[name].update(state="dropped", note=why)
+        if not self.live_mode:
+            self.console.print(f"[dim]… {name}: dropped ({why})[/]", highlight=False)
+        self._refresh()
+
     def pass_finished(self, name: str, seconds: float, cached: bool) -> None:
         row = self.rows[name]
         row.update(state="cached" if cached else "done", seconds=seconds, eta=None)
@@ -84,7 +92,7 @@ class PipelineProgress:
         table = Table(title=f"squeeze compress · {elapsed:.0f}s", title_justify="left", expand=False)
         for col in ("pass", "state", "time", "ETA", "now / best so far"):
             table.add_column(col, overflow="fold", max_width=80 if col.startswith("now") else None)
-        colors = {"pending": "dim", "running": "yellow", "done": "green", "cached": "cyan"}
+        colors = {"pending": "dim", "running": "yellow", "done": "green", "cached": "cyan", "dropped": "dim"}
         for name, row in self.rows.items():
             seconds = row["seconds"] if row["seconds"] is not None else (time.perf_counter() - row["start"] if row["start"] else None)
             table.add_row(name, f"[{colors[row['state']]}]{row['state']}[/]", "-" if seconds is None else f"{seconds:.0f}s",

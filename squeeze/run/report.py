@@ -36,8 +36,18 @@ def _ms(stats: dict[str, Any] | None, key: str) -> str:
     return f"{stats[key]:.3f}" + ("" if stats.get("measured", True) else " (predicted)")
 
 
+def _has_fidelity(manifest: dict[str, Any]) -> bool:
+    return any("output_nmse" in s for s in manifest.get("stages", []))
+
+
+def stage_header(manifest: dict[str, Any]) -> list[str]:
+    """The stage table's columns: an output-NMSE column for models that are compared to the teacher's outputs."""
+    return STAGE_HEADER + (["output NMSE"] if _has_fidelity(manifest) else [])
+
+
 def stage_rows(manifest: dict[str, Any]) -> list[list[str]]:
     rows = []
+    fidelity = _has_fidelity(manifest)
     for s in manifest.get("stages", []):
         lat = s.get("latency") or {}
         parity = s.get("parity") or {}
@@ -51,6 +61,7 @@ def stage_rows(manifest: dict[str, Any]) -> list[list[str]]:
             _ms(lat, "p50_ms"), _ms(lat, "p90_ms"), _ms(lat, "p99_ms"),
             "-" if not parity else (f"{parity.get('max_abs_diff', 0):.1e} " + ("ok" if parity.get("passed") else "FAIL")),
             "-" if s.get("seconds") is None else f"{s['seconds']:.1f}" + (" (cached)" if s.get("cached") else ""),
+            *([f"{s['output_nmse']:.3g}" if s.get("output_nmse") is not None else "-"] if fidelity else []),
         ])
     return rows
 
@@ -152,9 +163,15 @@ def sections(manifest: dict[str, Any]) -> list[tuple[str, list[str], list[list[s
     out.append(("Gate", ["check", "value", "limit", "result"],
                 [[c["check"], f"{c['value']:.4g}", f"{c['limit']:.4g}", "pass" if c["passed"] else "FAIL"] for c in gate.get("checks", [])],
                 f"verdict: {gate.get('verdict', '-')}"))
-    out.append(("Stages", STAGE_HEADER, stage_rows(manifest),
+    out.append(("Stages", stage_header(manifest), stage_rows(manifest),
                 "Every stage is measured the same way: accuracy and top-1 agreement with the teacher on the eval split, "
-                "ONNX size, latency on the target's runtime."))
+                "ONNX size, latency on the target's runtime." + (" The output is not class logits: output NMSE is the squared "
+                "error to the teacher's outputs over their mean square; accuracy and agreement are per pixel for class maps "
+                "(with per-pixel labels)." if _has_fidelity(manifest) else "")))
+    distillation = manifest.get("distillation") or {}
+    if distillation:
+        out.append(("Distillation", ["pass", "objective", "loss terms (mean per batch)"], distillation_rows(distillation),
+                    "each term as computed, before its weight: prune's final recovery, QAT's last epoch ('loss': the weighted sum)"))
     search = manifest.get("search") or {}
     top = search.get("top_k") or []
     if top:
@@ -199,6 +216,15 @@ def sections(manifest: dict[str, Any]) -> list[tuple[str, list[str], list[list[s
     return out
 
 
+def distillation_rows(distillation: dict[str, Any]) -> list[list[str]]:
+    rows = []
+    for name, d in distillation.items():
+        last = d.get("final_recovery") if "final_recovery" in d else (d.get("epochs") or [{}])[-1]
+        terms = ", ".join(f"{k} {v:.4g}" for k, v in (last or {}).items() if k != "epoch" and isinstance(v, (int, float)))
+        rows.append([name, str(d.get("objective", "-")), terms or "-"])
+    return rows
+
+
 def _architecture(spec: Any) -> str:
     """A student spec as its architecture's arguments (the factory path is the same for every row)."""
     import json
@@ -220,8 +246,10 @@ def _headline(manifest: dict[str, Any]) -> list[str]:
     lines = [f"target {manifest['target']['name']}: {manifest['target'].get('description', '')}"]
     if acc.get("teacher_accuracy") is not None:
         drop = 100 * (acc["teacher_accuracy"] - acc["output_accuracy"])
-        lines.append(f"accuracy {_pct(acc['output_accuracy'])} vs teacher {_pct(acc['teacher_accuracy'])} "
-                     f"(drop {drop:.2f} pt), top-1 agreement {_pct(acc.get('top1_agreement'))} on {acc.get('samples')} eval samples")
+        metric, agree = acc.get("metric", "accuracy"), "pixel agreement" if acc.get("metric") else "top-1 agreement"
+        lines.append(f"{metric} {_pct(acc['output_accuracy'])} vs teacher {_pct(acc['teacher_accuracy'])} "
+                     f"(drop {drop:.2f} pt), {agree} {_pct(acc.get('top1_agreement'))} on {acc.get('samples')} eval samples")
+    lines += _output_lines(manifest)
     measurement = manifest.get("measurement") or {}
     noisy = " (noisy host: absolute figures are inflated)" if measurement.get("noisy") else ""
     if lat and tlat:
@@ -242,6 +270,28 @@ def _headline(manifest: dict[str, Any]) -> list[str]:
     budget = manifest.get("budget") or {}
     if budget.get("latency_ms") is not None:
         lines.append(f"latency budget {budget['latency_ms']:g} ms (p90)")
+    return lines
+
+
+def _output_lines(manifest: dict[str, Any]) -> list[str]:
+    """What was dropped for a model without class logits, and how close the output stayed to the teacher's."""
+    lines = []
+    output, fidelity = manifest.get("output") or {}, manifest.get("fidelity") or {}
+    if output.get("selected") is not None:
+        lines.append(f"output {output['selected']!r} of " + ", ".join(f"{o['name']} ({o['shape']})" for o in output.get("of") or []))
+    reasons: dict[str, list[str]] = {}
+    for d in manifest.get("dropped") or []:
+        reasons.setdefault(d["why"], []).append(d["pass"])
+    lines += [f"dropped {', '.join(names)}: {why}" for why, names in reasons.items()]
+    if fidelity:
+        extra = [f"{label} {_pct(fidelity[k])}" for k, label in (("pixel_agreement", "pixel agreement"), ("pixel_accuracy", "pixel accuracy"))
+                 if fidelity.get(k) is not None]
+        if fidelity.get("teacher_pixel_accuracy") is not None:
+            extra.append(f"teacher {_pct(fidelity['teacher_pixel_accuracy'])}")
+        if fidelity.get("target_mae") is not None:
+            extra.append(f"mean |error| to the targets {fidelity['target_mae']:.4g} (teacher {fidelity.get('teacher_target_mae', 0):.4g})")
+        lines.append(f"output NMSE {fidelity['output_nmse']:.4g} against the teacher's outputs on {fidelity.get('samples')} eval samples"
+                     + (f" ({', '.join(extra)})" if extra else ""))
     return lines
 
 

@@ -69,6 +69,7 @@ SECTIONS: dict[str, tuple[dict[str, Check], dict[str, Check], bool]] = {
     "teacher_latency": (LATENCY, LATENCY_OPTIONAL, True),
     "accuracy": ({}, {"teacher_accuracy": _number(0.0, 1.0, nullable=True), "output_accuracy": _number(0.0, 1.0, nullable=True)}, True),
     "parity": ({}, {"passed": _boolean, "max_abs_diff": _number(0.0, nullable=True), "tolerance_max_abs": _number(0.0, nullable=True)}, True),
+    "fidelity": ({"output_nmse": _number(0.0)}, {"pixel_agreement": _number(0.0, 1.0), "pixel_accuracy": _number(0.0, 1.0)}, True),
     "gate": ({"verdict": _one_of("pass", "fail")}, {}, False),
     "target": ({"name": _text}, {}, False),
 }

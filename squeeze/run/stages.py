@@ -33,14 +33,19 @@ class StageMeter:
 
     def __init__(self, target: Any, spec: ProfileSpec, bundle: Any, teacher: ModelArtifact, progress: Progress):
         from squeeze.measure.accuracy import torch_predictions
+        from squeeze.measure.fidelity import OutputReference
 
         self.target, self.spec, self.bundle, self.progress = target, spec, bundle, progress
         self.can_measure = target.available().available  # else every latency is a labelled prediction
-        # accuracy and agreement need class logits; other outputs (dense maps, boxes) are exported and timed only
-        self.loader = bundle.loader("eval", batch_size=256) if bundle is not None and teacher.output_classes is not None else None
+        # accuracy and agreement need class logits; other outputs (dense maps, boxes) are compared to the teacher's outputs
+        logits = teacher.output_kind(bundle) == "logits"
+        self.loader = bundle.loader("eval", batch_size=256) if bundle is not None and logits else None
+        self.reference = OutputReference(teacher.module, bundle.loader("eval", batch_size=256), bundle.targets) \
+            if bundle is not None and not logits else None
         self.teacher = teacher
         self.teacher_preds, self.labels = torch_predictions(teacher.module, self.loader) if self.loader is not None else (None, None)
         self.predictions: dict[str, Any] = {}  # stage -> eval-split predictions, for the final comparison
+        self.fidelity: dict[str, dict[str, Any]] = {}  # stage -> output fidelity to the teacher (maps and values)
         self.onnx_files: dict[str, OnnxArtifact] = {}  # stage -> the ONNX its latency is measured on
         self.comparison: Comparison | None = None
 
@@ -51,6 +56,12 @@ class StageMeter:
         return {"accuracy": accuracy(preds, labels),
                 "teacher_agreement": float((preds == self.teacher_preds).mean()) if self.teacher_preds is not None else None,
                 "eval_samples": int(len(labels))}
+
+    def _fidelity(self, stage: str, ev: dict[str, Any]) -> dict[str, Any]:
+        """A map's pixel accuracy and agreement fill the accuracy and agreement columns; every figure is kept by name."""
+        self.fidelity[stage] = ev
+        return {"accuracy": ev.get("pixel_accuracy"), "teacher_agreement": ev.get("pixel_agreement"), "eval_samples": ev["samples"],
+                **{k: v for k, v in ev.items() if k not in ("samples", "runtime")}}
 
     def model(self, name: str, art: ModelArtifact, onnx_path: Path) -> dict[str, Any]:
         """A torch-model stage: eval in torch; exported (with parity) to `onnx_path` for the latency rounds."""
@@ -63,6 +74,8 @@ class StageMeter:
         if self.loader is not None:
             preds = (self.teacher_preds, self.labels) if art is self.teacher else torch_predictions(art.module, self.loader)
             row.update(self._scores(name, *preds))
+        if self.reference is not None:
+            row.update(self._fidelity(name, self.reference.teacher_scores if art is self.teacher else self.reference.torch(art.module)))
         onnx = export_onnx(art, onnx_path, ExportConfig(), self.bundle)
         self.onnx_files[name] = onnx
         row.update({"onnx_bytes": onnx_path.stat().st_size, "parity": onnx.parity})
@@ -79,6 +92,8 @@ class StageMeter:
                                "parity": art.parity}
         if self.loader is not None:
             row.update(self._scores(name, *onnx_predictions(art.path, self.loader)))
+        if self.reference is not None:
+            row.update(self._fidelity(name, self.reference.onnx(art.path)))
         self.onnx_files[name] = art
         return row
 
@@ -127,7 +142,8 @@ def teacher_stage(meter: StageMeter, teacher: ModelArtifact, bundle: Any, target
     one was taken on a noisy host: then it is measured again, _requiet). The cached
     teacher.onnx is reused only while it has the sha256 recorded with it."""
     material = {"layout": CACHE_LAYOUT, "teacher": teacher.sha256, "data": bundle.fingerprint if bundle else None, "target": target.name,
-                "spec": asdict(spec), "versions": versions_key()}
+                "spec": asdict(spec), "versions": versions_key(),
+                **({"output": teacher.metadata["output"]} if teacher.metadata.get("output") is not None else {})}
     entry = cache.entry("teacher", _entry_key(material))
     row_file, onnx_file = entry / "stage.json", entry / "teacher.onnx"
     with entry_lock(entry, meter.progress):

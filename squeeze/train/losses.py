@@ -1,7 +1,8 @@
 """Distillation losses (formulas: shared/reference/methods.md §7.1).
 
-Logit losses take student and teacher logits [B, C]; relation losses take embeddings [B, D]
-(any D: teacher and student widths may differ); hint losses take feature maps through adapters.
+Logit losses take student and teacher logits [B, C]; the output-matching loss (nmse) takes outputs of
+any shape; relation losses take embeddings [B, D] (any D: teacher and student widths may differ); hint
+losses take feature maps through adapters.
 """
 
 from __future__ import annotations
@@ -15,6 +16,13 @@ def kd_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float = 4
     """Hinton KD: T² · KL(softmax(t/T) ‖ softmax(s/T)), batch-mean. T² keeps gradients comparable across T."""
     t = temperature
     return F.kl_div(F.log_softmax(student / t, dim=1), F.softmax(teacher / t, dim=1), reduction="batchmean") * (t * t)
+
+
+def nmse(student: torch.Tensor, target: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """||s - t||² / ||t||² per sample, averaged: scale-free, so blocks, maps and boxes weigh alike. As the
+    output-matching loss it needs no labels and no classes: any output the teacher gives is a target."""
+    s, t = student.flatten(1), target.flatten(1).detach()
+    return ((s - t).pow(2).sum(1) / (t.pow(2).sum(1) + eps)).mean()
 
 
 def _pearson_rows(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:

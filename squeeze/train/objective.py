@@ -17,9 +17,10 @@ from squeeze.train import losses
 from squeeze.train.features import FeatureTap, classifier_name, stage_names
 
 LOGIT_TERMS = ("kd", "dist")
+OUTPUT_TERMS = ("output",)  # normalised MSE to the teacher's outputs: the one term for outputs that are not class logits
 FEATURE_TERMS = ("fitnet",)
 RELATION_TERMS = ("rkd", "sp")
-ALL_TERMS = ("ce", *LOGIT_TERMS, *FEATURE_TERMS, *RELATION_TERMS)
+ALL_TERMS = ("ce", *LOGIT_TERMS, *OUTPUT_TERMS, *FEATURE_TERMS, *RELATION_TERMS)
 DEFAULT_WEIGHTS = {"fitnet": 1.0, "rkd": 1.0, "sp": 3000.0}  # SP's γ from its paper; RKD weights are inside the term
 
 
@@ -46,8 +47,12 @@ def parse_loss(text: str) -> dict[str, float | None]:
     return terms  # 'ce' alone is plain supervised training: the baseline distillation must beat
 
 
-def resolve_weights(cfg: ObjectiveConfig, has_labels: bool) -> dict[str, float]:
+def resolve_weights(cfg: ObjectiveConfig, has_labels: bool, logits: bool = True) -> dict[str, float]:
+    """Each term's weight. For outputs that are not class logits (`logits` False) the logit terms become output
+    matching, and `has_labels` says whether CE applies (per-pixel class labels for a class map)."""
     terms = parse_loss(cfg.loss)
+    if not logits:  # KD and DIST compare class distributions; for maps and values their place is taken by output matching
+        terms = {("output" if n in LOGIT_TERMS else n): w for n, w in terms.items()}
     use_labels = has_labels and not cfg.label_free
     if "ce" in terms and not use_labels:
         raise UserInputError("loss 'ce' needs labels; this run is label-free" if cfg.label_free else "loss 'ce' needs a labelled dataset")
@@ -56,13 +61,13 @@ def resolve_weights(cfg: ObjectiveConfig, has_labels: bool) -> dict[str, float]:
     for name, weight in terms.items():
         if weight is not None:
             weights[name] = weight
-        elif name in LOGIT_TERMS:
+        elif name in (*LOGIT_TERMS, *OUTPUT_TERMS):
             weights[name] = logit_weight
         elif name == "ce":
             weights[name] = 1.0 - cfg.alpha if len(terms) > 1 else 1.0  # alone: plain supervised training
         else:
             weights[name] = DEFAULT_WEIGHTS[name]
-    if use_labels and "ce" not in terms and any(n in LOGIT_TERMS for n in terms):
+    if use_labels and "ce" not in terms and any(n in (*LOGIT_TERMS, *OUTPUT_TERMS) for n in terms):
         weights["ce"] = 1.0 - cfg.alpha  # Hinton's form: (1 - α)·CE + α·KD
     return {k: v for k, v in weights.items() if v > 0}
 
@@ -124,6 +129,8 @@ class DistillObjective(nn.Module):
             parts["kd"] = losses.kd_loss(s_logits, t_logits, self.temperature)
         if "dist" in w:
             parts["dist"] = losses.dist_loss(s_logits, t_logits)
+        if "output" in w:
+            parts["output"] = losses.nmse(s_logits, t_logits)
         if "fitnet" in w:
             parts["fitnet"] = self.hints(self.student_tap.features(), self.teacher_tap.features())
         if "rkd" in w:

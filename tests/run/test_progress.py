@@ -30,3 +30,16 @@ def test_plain_lines_when_not_a_terminal():
         progress.pass_finished("search", 3.0, cached=False)
     lines = buf.getvalue().splitlines()
     assert lines == ["… generation 2/4, best score 0.5", "… search: done in 3.0s"]
+
+
+def test_a_dropped_pass_is_shown_as_dropped_not_pending():
+    """A built-in recipe's logit passes, dropped for a model without class logits, never look as if they were still to run."""
+    buf = io.StringIO()
+    with PipelineProgress(Console(file=buf, force_terminal=True, width=160), ["search", "distill", "prune"]) as progress:
+        progress.pass_dropped("search", "needs class logits")
+        table = progress._render()
+    assert progress.rows["search"]["state"] == "dropped" and progress.rows["prune"]["state"] == "pending"
+    cells = Console(file=io.StringIO(), width=160)
+    with cells.capture() as captured:
+        cells.print(table)
+    assert re.search(r"search\s*│\s*dropped\s*│.*needs class logits", captured.get())

@@ -3,6 +3,8 @@ found before any work starts, and nothing is left at the output path."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -95,10 +97,22 @@ def test_a_model_without_logits_is_refused_by_recipes_that_need_them(cli, tmp_pa
 
     save_exported_program(DenseHead().eval(), path, SPEC)
     out = tmp_path / "out"
-    assert_refused(cli("compress", path, "--data", "digits", "--out", out), "needs a model that outputs class logits", out=out)
+    recipe = tmp_path / "mine.yaml"
+    recipe.write_text("version: 1\npasses: [search, export, profile]\n")
+    assert_refused(cli("compress", path, "--recipe", recipe, "--data", "digits", "--out", out), "needs a model that outputs class logits", out=out)
+    # the built-in recipe drops search and distill for it; prune then needs its layers, which a .pt2 graph does not have
+    assert_refused(cli("compress", path, "--data", "digits", "--out", out), "is a pt2 graph; pruning edits layers", out=out)
     ok = cli("compress", path, "--recipe", "export", "--data", "digits", "--out", out, "--iterations", "5", "--json")
     assert ok.code == 0, ok.stderr[-1500:]
     assert ok.json()["parity"]["passed"] and ok.json()["accuracy"] is None
+
+
+def test_quantizing_a_graph_form_directly_is_refused_before_any_work(cli, tmp_path):
+    """QAT wraps a model's layers; a .pt2 has none to wrap: exit 2 naming the forms that work (it crashed in QAT before)."""
+    teacher = Path(__file__).resolve().parents[2] / "samples" / "teachers" / "resnet_digits.pt2"
+    out = tmp_path / "q"
+    assert_refused(cli("quantize", teacher, "--data", "digits", "--out", out), "is a pt2 graph; INT8 QAT wraps and trains the model's layers",
+                   out=out)
 
 
 @pytest.mark.parametrize("case", ["object_npz", "pickled_pt"])

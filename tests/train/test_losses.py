@@ -62,3 +62,23 @@ def test_hint_adapters_map_channels_and_learn():
     loss = hints([s], [t])
     loss.backward()
     assert math.isfinite(loss.item()) and s.grad is not None and hints.adapters[0][0].weight.grad is not None
+
+
+def test_output_matching_is_scale_free_and_zero_on_the_teacher():
+    """The normalised MSE of any output (maps here): ||s - t||² / ||t||² per sample, the same at any scale."""
+    t = torch.randn(4, 2, 6, 6, generator=G)
+    s = t + 0.1 * torch.randn(4, 2, 6, 6, generator=G)
+    manual = ((s - t).pow(2).flatten(1).sum(1) / t.pow(2).flatten(1).sum(1)).mean()
+    assert float(losses.nmse(s, t)) == pytest.approx(float(manual), rel=1e-5)
+    assert float(losses.nmse(100 * s, 100 * t)) == pytest.approx(float(manual), rel=1e-4)
+    assert float(losses.nmse(t, t)) == 0.0
+
+
+def test_logit_terms_become_output_matching_for_outputs_that_are_not_logits():
+    from squeeze.train.objective import ObjectiveConfig, resolve_weights
+
+    cfg = ObjectiveConfig(loss="kd", alpha=0.9)
+    assert resolve_weights(cfg, has_labels=True) == pytest.approx({"kd": 0.9, "ce": 0.1})
+    assert resolve_weights(cfg, has_labels=False, logits=False) == {"output": 1.0}  # a box regressor: no labels to use
+    assert resolve_weights(cfg, has_labels=True, logits=False) == pytest.approx({"output": 0.9, "ce": 0.1})  # per-pixel labels
+    assert resolve_weights(ObjectiveConfig(loss="kd+fitnet"), has_labels=False, logits=False) == {"output": 1.0, "fitnet": 1.0}
