@@ -10,7 +10,10 @@ every budget has a choice to make. Random selection's regret is its expectation 
 budget). In-band tau: Kendall tau between a ranker's score and the seed-mean distilled accuracy inside each latency
 tertile, averaged over the three. 95 % intervals: bootstrap over the pool's students (resampled with replacement,
 budgets fixed). Cost: a ranker's seconds for one budget's decision, against one full `squeeze distill` of a median
-pool student (20 epochs of the full train split with the teacher's forward pass, from the pool's measured rates).
+pool student (the full recipe's 15 epochs, >= 800 steps, of the full train split with the teacher's forward pass, from
+the pool's measured rates). The row marked `<- default` is what `squeeze search` runs by default on the pool's data
+(SearchConfig: proxy params, fewshot_top 8, the few-shot steps scaled with the train split). `--plot DIR` draws each
+pool's accuracy vs latency with the students that params, DisWOT and the default pick at each budget.
 """
 
 from __future__ import annotations
@@ -30,6 +33,8 @@ from scipy.stats import kendalltau
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from squeeze.passes.search.fewshot import auto_steps  # noqa: E402
+from squeeze.passes.search.pass_ import SearchConfig  # noqa: E402
 from squeeze.passes.search.zero_cost import log_rank_aggregate  # noqa: E402
 
 QUANTILES = (0.3, 0.5, 0.7, 0.9)
@@ -122,11 +127,23 @@ def regret(pool: dict[str, Any], students: list[int], ranker: Ranker | None, cos
     return statistics.mean(values) if values else float("nan")
 
 
+def latency_bands(pool: dict[str, Any], students: list[int]) -> list[list[int]]:
+    order = sorted(students, key=lambda i: latency(pool["students"][i]))
+    return [order[k * len(order) // 3:(k + 1) * len(order) // 3] for k in range(3)]
+
+
+def in_band_noise_ceiling(pool: dict[str, Any]) -> list[float]:
+    """Kendall tau between the first and last KD seed's accuracies inside each latency tertile: what the ground truth
+    itself agrees on, the most any ranker's in-band tau can be expected to reach."""
+    first, last = str(pool["seeds"][0]), str(pool["seeds"][-1])
+    return [kendalltau([accuracy(pool["students"][i], first) for i in band], [accuracy(pool["students"][i], last) for i in band]).statistic
+            for band in latency_bands(pool, list(range(len(pool["students"]))))]
+
+
 def in_band_tau(pool: dict[str, Any], students: list[int], ranker: Ranker | None, cost: str) -> float:
     if ranker is None:
         return 0.0
-    order = sorted(students, key=lambda i: latency(pool["students"][i]))
-    bands = [order[k * len(order) // 3:(k + 1) * len(order) // 3] for k in range(3)]
+    bands = latency_bands(pool, students)
     taus = []
     for band in bands:
         truth = [mean_accuracy(pool["students"][i]) for i in band]
@@ -187,6 +204,61 @@ def evaluate(pool: dict[str, Any], m: tuple[int, ...], boot: int) -> list[dict[s
     return rows
 
 
+def default_ranker(pool: dict[str, Any]) -> str:
+    """The table row `squeeze search` runs by default on this pool's data: SearchConfig's proxy and shortlist, with the
+    few-shot steps its auto rule gives for the pool's train split (the nearest the pool measured)."""
+    cfg = SearchConfig()
+    steps = auto_steps(pool["data"]["train"]) if cfg.fewshot_steps == 0 else cfg.fewshot_steps
+    measured = min(pool["schedule"]["fewshot"]["steps"], key=lambda s: abs(s - steps))
+    label = {"accuracy": "acc", "sotl": "SoTL-E"}[cfg.fewshot_rank_by]
+    return f"{cfg.proxy} top-{cfg.fewshot_top} -> few-shot {label} @{measured}"
+
+
+def picks(pool: dict[str, Any], ranker: Ranker, cost: str, limit: float) -> int:
+    """The student a ranker picks under `limit` at its first seed."""
+    idx = [i for i in range(len(pool["students"])) if latency(pool["students"][i]) <= limit]
+    scores = ranker(pool, idx, ranker_seeds(pool, cost)[0])
+    return idx[max(range(len(idx)), key=lambda k: (scores[k], -k))]
+
+
+def plot_pool(pool: dict[str, Any], path: Path, out_dir: Path) -> Path:
+    """Distilled accuracy vs latency per space, the budgets, and what params, DisWOT and the default pick under each."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import matplotlib.ticker
+
+    fig, ax = plt.subplots(figsize=(8, 4.8))
+    students = pool["students"]
+    for space, marker in zip(sorted({s["space"] for s in students}), "os^"):
+        mine = [s for s in students if s["space"] == space]
+        ax.scatter([latency(s) for s in mine], [mean_accuracy(s) for s in mine], marker=marker, s=28, alpha=0.6, label=f"{space} space")
+    table = {"random": (None, "zero"), **rankers(pool, (SearchConfig().fewshot_top,))}
+    chosen = {"params": ("params", "tab:red", 14), "diswot": ("diswot", "tab:gray", 11), default_ranker(pool): ("default", "tab:green", 8)}
+    for b, limit in enumerate(budgets(pool)):
+        ax.axvline(limit, color="0.8", lw=0.8, zorder=0)
+        for name, (label, colour, size) in chosen.items():
+            ranker, cost = table[name]
+            i = picks(pool, ranker, cost, limit)
+            ax.plot(latency(students[i]), mean_accuracy(students[i]), "o", mfc="none", mec=colour, ms=size, mew=1.6,
+                    label=f"{label} pick" if b == 0 else None)
+    ax.set_xscale("log")
+    ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 5.0)))  # plain ms at 1-2-5 steps, not 2x10^-2
+    ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax.set_xlabel("p50 latency, ms (ORT cpu, 1 thread; grey lines: the budgets)")
+    ax.set_ylabel("distilled accuracy, % (mean of 2 seeds)")
+    ax.set_title(f"{path.stem}: what each ranker picks inside each budget", fontsize=10)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    target = out_dir / f"search_{path.stem}.png"
+    fig.savefig(target, dpi=110)
+    plt.close(fig)
+    return target
+
+
 def print_pool(pool: dict[str, Any], rows: list[dict[str, Any]], path: Path) -> None:
     limits = budgets(pool)
     teacher_ms = pool["teacher"]["latency_ms"]["p50_ms"]
@@ -197,6 +269,9 @@ def print_pool(pool: dict[str, Any], rows: list[dict[str, Any]], path: Path) -> 
           f"({pool['teacher']['macs'] / 1e6:.1f} MMACs, p50 {teacher_ms:.3f} ms)")
     print(f"ground truth: {pool['schedule']['kd']}; seeds {pool['seeds']}; accuracy {min(accs):.2f}-{max(accs):.2f} %; "
           f"KD seed-vs-seed tau {noise:.3f} (noise ceiling)")
+    ceiling = in_band_noise_ceiling(pool)
+    print(f"in-band noise ceiling (KD seed vs seed inside each latency tertile): {statistics.mean(ceiling):.3f} "
+          f"(tertiles {', '.join(f'{t:.2f}' for t in ceiling)})")
     print("budgets (p50, 1 thread): " + ", ".join(f"{b:.3f} ms (teacher/{teacher_ms / b:.1f}, "
                                                   f"{sum(latency(s) <= b for s in pool['students'])} students)" for b in limits))
     print(f"cost: one decision's extra seconds / one full-recipe distillation of a median student ({full_distill_seconds(pool):.0f} s)\n")
@@ -204,11 +279,13 @@ def print_pool(pool: dict[str, Any], rows: list[dict[str, Any]], path: Path) -> 
         f"{'@q' + str(int(q * 100)):>7}" for q in QUANTILES) + f"{'cost':>8}"
     print(head)
     print("-" * len(head))
+    default = default_ranker(pool)
     for r in rows:
         lo, hi = r["regret_ci"]
         tlo, thi = r["tau_ci"]
         print(f"{r['ranker']:<44}{r['regret']:>10.2f}{f'{lo:.2f}-{hi:.2f}':>15}  {r['tau']:>11.3f}{f'{tlo:+.2f}..{thi:+.2f}':>16}  "
-              + "".join(f"{v:>7.2f}" for v in r["per_budget"]) + f"{r['cost_share'] * 100:>7.1f}%")
+              + "".join(f"{v:>7.2f}" for v in r["per_budget"]) + f"{r['cost_share'] * 100:>7.1f}%"
+              + ("  <- default" if r["ranker"] == default else ""))
 
 
 def main() -> None:
@@ -217,6 +294,7 @@ def main() -> None:
     parser.add_argument("--shortlist", type=int, nargs="+", default=[4, 8], help="candidates the zero-cost tier sends to the few-shot tier")
     parser.add_argument("--boot", type=int, default=1000)
     parser.add_argument("--json", type=Path, help="also write every figure here")
+    parser.add_argument("--plot", type=Path, help="write search_<pool>.png here: accuracy vs latency and each ranker's picks")
     args = parser.parse_args()
     paths = args.pools or sorted((ROOT / "bench" / "pools").glob("*.json"))
     if not paths:
@@ -228,6 +306,8 @@ def main() -> None:
         rows = evaluate(pool, tuple(args.shortlist), args.boot)
         print_pool(pool, rows, path)
         report[path.name] = rows
+        if args.plot:
+            print(f"plot: {plot_pool(pool, path, args.plot)}")
     if args.json:
         args.json.write_text(json.dumps(report, indent=2) + "\n")
 

@@ -264,6 +264,22 @@ def assemble(students, preset: Preset, teacher, bundle, args, work: Path, progre
             "host_latency": latency["_host"], "seeds": args.seeds, "proxy_seeds": args.proxy_seeds, "students": entries}
 
 
+def chosen_students(preset: Preset, args, teacher, bundle, work: Path) -> list[dict[str, Any]]:
+    """The pool's students, picked once and kept in the work dir: a later change to a space's rules (what it allows)
+    does not change a pool being built."""
+    path = work / f"students_{args.students}.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    example = torch.zeros((1, *teacher.input_spec.shape[1:]))
+    students = []
+    for name in preset.spaces:
+        picked = pick_students(get_space(name), args.students // len(preset.spaces), args.draws, preset.min_macs, preset.max_macs,
+                               teacher.input_spec.shape[1], bundle.num_classes, example)
+        students += [{**st, "space": name, "classes": bundle.num_classes} for st in picked]
+    write_json_atomic(path, students)
+    return students
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", choices=sorted(PRESETS), required=True)
@@ -286,12 +302,7 @@ def main() -> None:
     progress = lambda m: print(f"[{time.perf_counter() - started:7.0f}s] {m}", file=sys.stderr, flush=True)  # noqa: E731
     teacher = load_model(ROOT / preset.teacher)
     bundle = open_data(preset.data, teacher)
-    example = torch.zeros((1, *teacher.input_spec.shape[1:]))
-    students = []
-    for name in preset.spaces:
-        picked = pick_students(get_space(name), args.students // len(preset.spaces), args.draws, preset.min_macs, preset.max_macs,
-                               teacher.input_spec.shape[1], bundle.num_classes, example)
-        students += [{**st, "space": name, "classes": bundle.num_classes} for st in picked]
+    students = chosen_students(preset, args, teacher, bundle, work)
     precision = resolve_precision("auto", "cpu")
     macs = [st["macs"] for st in students]
     progress(f"{len(students)} students, {min(macs) / 1e6:.2f}-{max(macs) / 1e6:.2f} MMACs; training in {precision}")

@@ -144,7 +144,7 @@ def progress_events(iterations: int, proxy: str, progress: Callable[[str], None]
 
 def candidate_row(rank: int, c: Candidate) -> dict[str, Any]:
     return {"rank": rank, "spec": c.spec, "score": c.score, "terms": c.metrics.get("terms", {}), "params": c.metrics["params"],
-            "macs": c.metrics["macs"], "latency": c.metrics.get("latency")}
+            "macs": c.metrics["macs"], "latency": c.metrics.get("latency"), "fewshot": c.metrics.get("fewshot")}
 
 
 def event_row(e: Event) -> dict[str, Any]:

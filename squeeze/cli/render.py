@@ -174,11 +174,17 @@ def search_result(result: dict[str, Any], out: Any) -> None:
     def lat_text(lat: dict[str, Any] | None) -> str:
         return "-" if not lat else f"{lat[metric + '_ms']:.3f} ms{'' if lat['measured'] else ' (predicted)'}"
 
-    table = Table(title=f"top {len(result['top_k'])} by proxy {result['proxy']['name']} (higher is better)")
-    for col in ("#", "score", "params", "MACs", f"latency {metric}", "architecture"):
+    shot = result.get("fewshot") or {}
+    title = f"top {len(result['top_k'])} by proxy {result['proxy']['name']} (higher is better)"
+    if "steps" in shot:  # the few-shot tier re-ordered the proxy's first ones
+        title += f"; its first {shot['shortlist']} re-ranked by {shot['ranked_by']} ({shot['steps']} steps each)"
+    table = Table(title=title)
+    columns = ("#", "score", *(("few-shot acc",) if "steps" in shot else ()), "params", "MACs", f"latency {metric}", "architecture")
+    for col in columns:
         table.add_column(col, justify="left" if col == "architecture" else "right", overflow="fold")
     for row in result["top_k"]:
-        table.add_row(str(row["rank"]), f"{row['score']:.4f}", format_count(row["params"]), format_count(row["macs"]), lat_text(row["latency"]),
+        few = ((f"{row['fewshot']['accuracy'] * 100:.1f} %" if row.get("fewshot") else "-"),) if "steps" in shot else ()
+        table.add_row(str(row["rank"]), f"{row['score']:.4g}", *few, format_count(row["params"]), format_count(row["macs"]), lat_text(row["latency"]),
                       escape(" ".join(f"{k}={'-'.join(map(str, v)) if isinstance(v, list) else v}" for k, v in row["spec"]["kwargs"].items())))
     stdout.print(table)
     stdout.print(f"wrote [bold]{out}/student.json[/]: {escape(json.dumps(st['spec']))}")
@@ -191,4 +197,5 @@ def search_result(result: dict[str, Any], out: Any) -> None:
                      "Latency on this machine is noisy: retry, tighten the budget or raise --profile-iterations", highlight=False)
     s, t = result["search"], result["timings"]
     stdout.print(f"{s['unique_candidates']} architectures evaluated ({s['feasible']} within budget) in {t['total_s']:.0f}s; "
-                 f"proxy {t['proxy_seconds_per_candidate_median'] * 1000:.0f} ms per candidate; next: squeeze distill MODEL --student {out}/student.json")
+                 f"proxy {t['proxy_seconds_per_candidate_median'] * 1000:.0f} ms per candidate"
+                 + (f", few-shot tier {t['fewshot_s']:.0f}s" if "fewshot_s" in t else "") + "; next: squeeze distill MODEL --student {out}/student.json")

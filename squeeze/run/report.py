@@ -175,12 +175,17 @@ def sections(manifest: dict[str, Any]) -> list[tuple[str, list[str], list[list[s
     search = manifest.get("search") or {}
     top = search.get("top_k") or []
     if top:
+        shot = search.get("fewshot") if isinstance(search.get("fewshot"), dict) and "steps" in search["fewshot"] else None
         rows = [[str(row.get("rank", i + 1)), f"{row['score']:.4g}" if row.get("score") is not None else "-",
+                 *((f"{100 * row['fewshot']['accuracy']:.1f}%" if row.get("fewshot") else "-",) if shot else ()),
                  _ms(row.get("latency"), "p50_ms"), format_count(row.get("params")), format_count(row.get("macs")), _architecture(row.get("spec"))]
                 for i, row in enumerate(top)]
         scored = (search.get("search") or {}).get("unique_candidates", len(top))
-        out.append(("Student search: top candidates", ["rank", "score", "p50 ms", "params", "MACs", "architecture"], rows,
-                    f"proxy {_proxy_name(search)} (higher is better), {scored} candidates scored"))
+        note = f"proxy {_proxy_name(search)} (higher is better), {scored} candidates scored"
+        if shot:
+            note += f"; the first {shot['shortlist']} re-ranked by {shot['ranked_by']} after {shot['steps']} steps each"
+        out.append(("Student search: top candidates", ["rank", "score", *(("few-shot acc",) if shot else ()), "p50 ms", "params", "MACs",
+                                                       "architecture"], rows, note))
     for which, latency in (("final", manifest.get("latency")), ("teacher", manifest.get("teacher_latency"))):
         layers = (manifest.get("layer_latency") or {}).get(which) or []
         if layers:

@@ -122,7 +122,9 @@ def test_teacher_without_logits_is_refused_naming_the_proxies_that_need_them(dig
     art = ModelArtifact(features, InputSpec((1, 1, 8, 8)), "features", "module", "")
     with pytest.raises(UserInputError, match=r"not class logits \[B, C\]; proxy diswot needs logits \(proxies that need logits: "
                                              r"diswot, diswot-semantic, snip, grad-norm, zico\)"):
-        search(art, bundle, get_target("cpu"), fast_config())
+        search(art, bundle, get_target("cpu"), fast_config(proxy="diswot"))
+    with pytest.raises(UserInputError, match=r"not class logits \[B, C\]: search builds classifier students"):
+        search(art, bundle, get_target("cpu"), fast_config())  # the default ranker (params + few-shot) too
 
 
 # -- spaces and evolution ---------------------------------------------------------------------------
@@ -207,7 +209,7 @@ def test_evolution_climbs_beyond_random_sampling_and_is_seeded():
 
 def test_search_is_reproducible_with_a_seed_and_caches_latency(digits, tmp_path):
     teacher, bundle, _, _ = digits
-    cfg = fast_config(params_budget=60_000, latency_cache=str(tmp_path / "latency.json"))
+    cfg = fast_config(proxy="diswot", fewshot_top=0, params_budget=60_000, latency_cache=str(tmp_path / "latency.json"))
     messages: list[str] = []
     first = search(teacher, bundle, get_target("cpu"), cfg, progress=messages.append)
     second = search(teacher, bundle, get_target("cpu"), cfg)
@@ -275,6 +277,25 @@ def test_few_shot_tier_reranks_the_shortlist_by_short_distillation(digits, tmp_p
     assert sorted(c["zero_cost_rank"] for c in shot["candidates"]) == [1, 2, 3]
     assert any(m.startswith("few-shot tier: 3 candidates") for m in messages)
     assert outcome.result["timings"]["fewshot_s"] > 0
+
+
+def test_the_default_ranker_is_params_then_a_few_shot_tier_scaled_to_the_data(digits, tmp_path):
+    """Issue 19's evidence-picked default; the short run's length follows the train split; no data, no tier (said)."""
+    from squeeze.passes.search import fewshot
+
+    default = SearchConfig()
+    assert (default.proxy, default.fewshot_top, default.fewshot_steps, default.fewshot_rank_by) == ("params", 8, 0, "accuracy")
+    assert [fewshot.auto_steps(n) for n in (1_000, 7_500, 20_000, 47_500)] == [50, 50, 117, 200]
+    teacher, bundle, _, _ = digits
+    cfg = fast_config(params_budget=60_000, population=8, iterations=8, top_k=3, latency_cache=str(tmp_path / "lat.json"))
+    outcome = search(teacher, bundle, get_target("cpu"), cfg)
+    shot = outcome.result["fewshot"]
+    assert shot["steps"] == fewshot.auto_steps(len(bundle.train)) and 3 < shot["shortlist"] <= 8
+    assert len(outcome.result["top_k"]) == 3 and outcome.best.key == shot["candidates"][0]["key"]
+    messages: list[str] = []
+    no_data = search(teacher, None, get_target("cpu"), cfg, progress=messages.append)
+    assert "skipped" in no_data.result["fewshot"] and "fewshot_s" not in no_data.result["timings"]
+    assert any(m.startswith("few-shot tier skipped (no --data)") for m in messages)
 
 
 def test_a_torchscript_teacher_searches_with_a_proxy_that_needs_no_taps(digits, tmp_path):

@@ -90,6 +90,11 @@ def test_search_and_layer_sections_read_as_a_user_needs(run_dir):
     md = render_markdown(manifest)
     assert '"stem_width": 8' in md and "squeeze.passes.search.spaces" not in md.split("## Student search")[1].split("##")[0]
     assert "proxy diswot (higher is better), 40 candidates scored" in md and "{'name'" not in md
+    # the default search's few-shot tier: its short-run accuracy per shortlisted candidate, and what re-ranked them
+    manifest["search"]["top_k"][0]["fewshot"] = {"accuracy": 0.912, "sotl": 0.4, "seconds": 1.0}
+    manifest["search"]["fewshot"] = {"shortlist": 8, "steps": 50, "ranked_by": "calibration accuracy after the short distillation"}
+    shot = render_markdown(manifest).split("## Student search")[1].split("##")[0]
+    assert "few-shot acc" in shot and "91.2%" in shot and "re-ranked by calibration accuracy after the short distillation after 50 steps" in shot
     layers = manifest["layer_latency"]["final"]
     scaled = layers[0]["share"] * 1e3 * manifest["latency"]["p50_ms"]
     assert f"| {100 * layers[0]['share']:.1f}% | {scaled:.1f} |" in md  # shares scaled to the measured p50
