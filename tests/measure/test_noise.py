@@ -78,3 +78,18 @@ def test_first_round_progress_says_when_the_interval_comes_not_nan():
     _report_round(lines.append, 1, 2, "cpu", two_rounds)
     assert "nan" not in lines[0] and "interval after the next round" in lines[0]
     assert lines[1].endswith("widest ratio interval 0.090-0.110")
+
+
+def test_a_high_load_average_from_our_own_last_stage_is_not_called_oversubscribed(monkeypatch):
+    """The 1-minute load average remembers our own distillation just before the closing rounds (a quiet host read
+    'oversubscribed, other processes used 0 %'): only other processes' measured CPU share or steal decide."""
+    from squeeze.measure import latency
+
+    ticks = iter([(1000, 4000, 0), (1000, 4400, 0)])  # nobody else busy over the window
+    monkeypatch.setattr(latency, "_cpu_times", lambda: next(ticks))
+    monkeypatch.setattr(latency.os, "getloadavg", lambda: (9.0, 9.0, 9.0))
+    quiet = latency.LoadSampler().finish()
+    assert quiet.load_average == 9.0 and not quiet.oversubscribed
+    ticks = iter([(1000, 4000, 0), (1300, 4400, 0)])  # others kept 3/4 of the CPU busy
+    monkeypatch.setattr(latency, "_cpu_times", lambda: next(ticks))
+    assert latency.LoadSampler().finish().oversubscribed

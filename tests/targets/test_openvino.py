@@ -4,6 +4,7 @@ the deploy snippet, per-layer times from OpenVINO's counters, and clear refusals
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -168,3 +169,27 @@ def test_compress_export_recipe_ships_the_ir_with_every_file_hashed(tiny, tmp_pa
     assert manifest["latency"]["measured"] and manifest["latency"]["settings"]["chosen"]["threads"] >= 1
     assert "compile_model('model.xml'" in manifest["deploy"]["snippet"]
     assert {row["op_type"] for row in manifest["layer_latency"]["final"]}  # OpenVINO's own counters
+
+
+@pytest.mark.slow  # about 2 minutes on 2 cores, most of it compress's interleaved latency rounds
+def test_compress_whole_chain_on_openvino_ships_int8_or_float_by_its_own_measurement(tmp_path):
+    """Issue 21 end to end: search -> distill -> NNCF INT8 QAD -> IR, timed on OpenVINO, on real digits."""
+    from squeeze import api
+
+    recipe = tmp_path / "ov.yaml"
+    recipe.write_text("version: 1\npasses:\n"
+                      "  - search: {population: 4, iterations: 4, top_k: 2, fewshot_top: 2, profile_iterations: 10}\n"
+                      "  - distill: {epochs: 4}\n"
+                      "  - quantize: {epochs: 1, fallback_to_float: true}\n"
+                      "  - profile: {spec: {iterations: 50}}\n")
+    out = tmp_path / "run"
+    teacher = Path(__file__).resolve().parents[2] / "samples" / "teachers" / "resnet_digits.pt"
+    manifest = api.compress(teacher, target="openvino", out=out, data="digits", recipe=recipe)
+    assert manifest["target"]["name"] == "openvino" and manifest["latency"]["runtime"] == "openvino"
+    assert manifest["parity"]["passed"] and manifest["parity"]["target_runtime"]["passed"], manifest["parity"]
+    assert (out / "model.xml").exists() and (out / "model.bin").exists(), sorted(p.name for p in out.iterdir())
+    assert manifest["accuracy"]["output_accuracy"] >= 0.7  # real digits eval split, 4 epochs of KD (teacher 98.6 %; seen 0.81-0.9x)
+    precision = manifest["precision"]
+    assert precision["shipped"] in ("quantize", "distill") and precision["why"]  # decided on OpenVINO's own timing
+    assert set(precision["candidates"]) == {"quantize (lower precision)", "distill (float)"}
+    assert manifest["search"]["fewshot"]["steps"] == 50  # the default ranker's short run, scaled to digits' 1.3k images
