@@ -18,6 +18,7 @@ from squeeze.io.data import DataBundle
 from squeeze.errors import SqueezeError, UserInputError
 from squeeze.measure.accuracy import accuracy, onnx_predictions, torch_predictions
 from squeeze.measure.fidelity import OutputReference
+from squeeze.measure.analysis import eval_mode
 from squeeze.passes.quantize.backends import QuantBackend, backend_names, get_backend
 from squeeze.targets.base import QuantRules
 
@@ -109,7 +110,7 @@ def check_inputs(model: ModelArtifact, teacher: ModelArtifact, data: DataBundle 
         raise UserInputError(f"dataset {data.name} samples have shape {list(data.sample_shape)}, the model takes {list(model.input_spec.shape[1:])}")
     example = model.input_spec.example(batch=2)
     with torch.no_grad():
-        out_m, out_t = model.module.eval()(example), teacher.module.eval()(example)
+        out_m, out_t = eval_mode(model.module)(example), eval_mode(teacher.module)(example)
     if not isinstance(out_m, torch.Tensor) or out_m.shape != out_t.shape:
         raise UserInputError(f"model output shape {list(getattr(out_m, 'shape', []))} does not match the teacher's {list(out_t.shape)}")
 

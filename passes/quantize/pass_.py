@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from squeeze.measure.analysis import count_macs, count_params
+from squeeze.measure.analysis import count_macs, count_params, eval_mode
 from squeeze.io.artifacts import ModelArtifact, OnnxArtifact
 from squeeze.io.data import DataBundle
 from squeeze.errors import ParityError, UserInputError
@@ -94,7 +94,7 @@ def quantize(model: ModelArtifact, teacher: ModelArtifact, data: DataBundle | No
 def _ptq(model: ModelArtifact, teacher: ModelArtifact, data: DataBundle, cfg: QuantizeConfig, backend: Any, rules: Any, progress,
          logits: bool = True) -> dict[str, Any]:
     """Fold BatchNorm, insert and calibrate the quantizers; the float and PTQ figures on the eval split."""
-    teacher_module = teacher.module.eval()
+    teacher_module = eval_mode(teacher.module)  # a .pt2 teacher keeps its exported mode
     eval_loader = data.loader("eval", batch_size=512)
     eval_teacher = reference(teacher_module, eval_loader, data, logits)
     n_calib = min(cfg.calib_samples, len(data.calibration))

@@ -13,6 +13,7 @@ from torch import nn
 from squeeze.io.data import DataBundle
 from squeeze.train.objective import DistillObjective, ObjectiveConfig, resolve_weights
 from squeeze.train.trainer import EpochResult, LrScale, ResumableTrainer
+from squeeze.measure.analysis import eval_mode
 from squeeze.passes.quantize.backends import QuantBackend
 
 from squeeze.passes.quantize.config import STATE_FILE, QuantizeConfig, evaluate, reference
@@ -51,7 +52,7 @@ def qat(qmodel: nn.Module, backend: QuantBackend, teacher: nn.Module, data: Data
     def train_epoch(epoch: int) -> EpochResult:
         torch.manual_seed(cfg.seed * 100_003 + epoch)
         qmodel.train()
-        teacher.eval()
+        eval_mode(teacher)
         sums: dict[str, float] = {}
         seen = 0
         for x, y in train_loader(epoch):

@@ -31,6 +31,15 @@ def evaluating(module: torch.nn.Module) -> Iterator[torch.nn.Module]:
         module.train(was_training)
 
 
+def eval_mode(module: torch.nn.Module) -> torch.nn.Module:
+    """`module.eval()` where the module allows it; a .pt2 (torch.export) module keeps the mode it was exported in."""
+    try:
+        module.eval()
+    except NotImplementedError:
+        pass
+    return module
+
+
 def count_params(module: torch.nn.Module) -> int:
     params = sum(p.numel() for p in module.parameters())
     if params == 0:  # TorchScript / graph modules may hold weights as buffers or constants

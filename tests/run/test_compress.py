@@ -200,3 +200,17 @@ def test_a_teacher_form_a_pass_cannot_use_is_refused_before_any_work(cli, tiny, 
     assert result.code == 2 and len(errors) == 1 and message in errors[0], result.stderr
     assert "measuring the teacher" not in result.stderr  # refused before the teacher was measured
     assert not out.exists()
+
+
+def test_a_pt2_teacher_goes_through_distill_and_int8_qad(cli, tiny, tmp_path):
+    """A .pt2 module refuses .eval(): quantization-aware distillation from it must not call it (bench/formats.py found
+    the traceback in the quick recipe's quantize pass)."""
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("version: 1\npasses:\n  - distill: {epochs: 1}\n  - quantize: {epochs: 1, train_samples: 256, fallback_to_float: true}\n"
+                      "  - profile: {spec: {iterations: 20}}\n")
+    out = tmp_path / "run"
+    result = cli("compress", tiny.pt2, "--data", "mnist", "--recipe", recipe, "--student", "samples/students/tiny_cnn16.json",
+                 "--out", out, cwd=ROOT)
+    assert result.code == 0, result.stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert "quantize" in [s["stage"] for s in manifest["stages"]] and manifest["parity"]["passed"]  # QAD ran (INT8 or its float fallback)
