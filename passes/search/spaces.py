@@ -171,11 +171,13 @@ def _resnet_decode(genome: Genome) -> dict[str, Any]:
 
 def _resnet_valid(genome: Genome) -> bool:
     # At least 4x downsampling overall: full-resolution students cost more than the teacher and are never wanted.
+    # Stage widths never shrink with depth (issue 19: shapes like 48-24-96 are no practitioner's network).
     spec = _resnet_decode(genome)
     total = spec["stem_stride"]
     for s in spec["strides"]:
         total *= s
-    return total >= 4
+    widths = spec["widths"]
+    return total >= 4 and all(a <= b for a, b in zip(widths, widths[1:]))
 
 
 def resnet_space() -> SearchSpace:
@@ -188,7 +190,8 @@ def resnet_space() -> SearchSpace:
         genes=tuple(genes),
         decode=_resnet_decode,
         valid=_resnet_valid,
-        description="ResNet-style: 1-4 stages of 1-3 basic blocks, widths 8-128, kernel 3/5, stride 1/2 per stage and stem (>= 4x downsampling)",
+        description="ResNet-style: 1-4 stages of 1-3 basic blocks, widths 8-128 non-decreasing, kernel 3/5, stride 1/2 per stage and "
+                    "stem (>= 4x downsampling)",
     )
 
 

@@ -167,6 +167,19 @@ def test_the_standard_family_points_are_in_the_spaces(space_name, kwargs):
     assert space.valid(genome) and space.decode(genome) == kwargs
 
 
+@pytest.mark.parametrize("make", [resnet_space, convnet_space])
+def test_stage_widths_never_shrink_with_depth_in_samples_and_mutations(make):
+    """Issue 19's sane space: searches had proposed widths like 48-24-96; the spaces now refuse them."""
+    space, rng = make(), random.Random(1)
+    genomes = [space.sample(rng) for _ in range(200)]
+    genomes += [space.mutate(g, rng) for g in genomes]
+    for genome in genomes:
+        widths = space.decode(genome)["widths"]
+        assert widths == sorted(widths), widths
+    shrinking = {**space.smallest(), "stages": 2, "width1": 48, "width2": 24}
+    assert not space.valid(shrinking)
+
+
 def test_mobilenetv2_width_multipliers_of_the_family_are_in_the_space():
     assert {0.35, 0.5} <= set(next(g for g in mobilenetv2_space().genes if g.name == "width_mult").options)
 
