@@ -198,4 +198,4 @@ def search_result(result: dict[str, Any], out: Any) -> None:
     s, t = result["search"], result["timings"]
     stdout.print(f"{s['unique_candidates']} architectures evaluated ({s['feasible']} within budget) in {t['total_s']:.0f}s; "
                  f"proxy {t['proxy_seconds_per_candidate_median'] * 1000:.0f} ms per candidate"
-                 + (f", few-shot tier {t['fewshot_s']:.0f}s" if "fewshot_s" in t else "") + "; next: squeeze distill MODEL --student {out}/student.json")
+                 + (f", few-shot tier {t['fewshot_s']:.0f}s" if "fewshot_s" in t else "") + f"; next: squeeze distill MODEL --student {out}/student.json")

@@ -404,14 +404,17 @@ def test_cli_search_on_the_sample_teacher_meets_the_latency_budget(cli, tmp_path
 def test_cli_student_json_is_accepted_by_distill(cli, tmp_path):
     out = tmp_path / "search"
     found = cli("search", DIGITS_TEACHER, "--data", "digits", "--params-budget", "20k", "--population", "4", "--iterations", "4",
-                "--top-k", "2", "--no-latency-cache", "--out", out, "--json")
+                "--top-k", "2", "--no-latency-cache", "--out", out)
     assert found.code == 0, found.stderr
+    # the human-readable summary: the few-shot tier's column and time, and the next command with the real path
+    assert "few-shot acc" in found.stdout and "few-shot tier" in found.stdout and "{out}" not in found.stdout, found.stdout
+    spec = json.loads((out / "result.json").read_text())["student"]["spec"]
     trained = cli("distill", DIGITS_TEACHER, "--student", out / "student.json", "--data", "digits", "--epochs", "1",
                   "--out", tmp_path / "distill", "--json")
     assert trained.code == 0, trained.stderr
     used = trained.json()["student"]
-    assert used["arch"] == found.json()["student"]["spec"]["arch"]
-    assert {k: v for k, v in used["kwargs"].items() if k not in ("in_channels", "num_classes")} == found.json()["student"]["spec"]["kwargs"]
+    assert used["arch"] == spec["arch"]
+    assert {k: v for k, v in used["kwargs"].items() if k not in ("in_channels", "num_classes")} == spec["kwargs"]
 
 
 def test_cli_impossible_budgets_name_the_smallest_architecture(cli, tmp_path):
