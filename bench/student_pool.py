@@ -23,7 +23,6 @@ import dataclasses
 import hashlib
 import json
 import math
-import random
 import statistics
 import sys
 import time
@@ -46,6 +45,9 @@ from squeeze.passes.search.pass_ import candidate_seed, fixed_batch  # noqa: E40
 from squeeze.passes.search.spaces import get_space  # noqa: E402
 from squeeze.train import losses  # noqa: E402
 from squeeze.train.precision import autocast, resolve_precision  # noqa: E402
+
+sys.path.insert(0, str(ROOT / "bench"))
+from proxy_correlation import pick_students  # noqa: E402  (the same draw: seeded, even quantiles of log MACs)
 
 FEWSHOT_STEPS = (50, 100, 200)  # the few-shot tier's signals at each of these step counts (its cost grows with them)
 POOL_PROXIES = ("diswot", "diswot-semantic", "diswot-relation", "nwot", "synflow", "snip", "grad-norm", "zico", "meco", "params", "macs")
@@ -71,29 +73,6 @@ PRESETS = {
     "cifar10": Preset("samples/teachers/airbench_cifar.pt", "cifar10", ("resnet", "convnet"), 5e5, 3e7, epochs=15, train_subset=10_000,
                       augment="auto"),
 }
-
-
-def pick_students(space, n: int, draws: int, lo: float, hi: float, in_ch: int, classes: int, example) -> list[dict[str, Any]]:
-    rng = random.Random(12345)
-    found: dict[str, dict[str, Any]] = {}
-    for _ in range(draws):
-        genome = space.sample(rng)
-        key = space.key(genome)
-        if key in found:
-            continue
-        with torch.device("meta"):
-            module = space.build(genome, in_ch, classes)
-            macs = count_macs(module, example.to("meta"))
-        if lo <= macs <= hi:
-            found[key] = {"key": key, "genome": genome, "spec": space.spec(genome), "macs": macs, "params": count_params(module)}
-    ordered = sorted(found.values(), key=lambda s: (s["macs"], s["key"]))
-    logs = [math.log(s["macs"]) for s in ordered]
-    chosen: list[dict[str, Any]] = []
-    for i in range(n):
-        target = logs[0] + (logs[-1] - logs[0]) * i / max(1, n - 1)
-        free = [j for j in range(len(ordered)) if ordered[j] not in chosen]
-        chosen.append(ordered[min(free, key=lambda j: abs(logs[j] - target))])
-    return chosen
 
 
 class GroundTruth:
