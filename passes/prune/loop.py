@@ -19,7 +19,7 @@ from squeeze.errors import UserInputError
 from squeeze.io.artifacts import ModelArtifact
 from squeeze.io.data import DataBundle
 from squeeze.io.outputs import final_layers
-from squeeze.measure.analysis import evaluating
+from squeeze.measure.analysis import eval_mode, evaluating
 from squeeze.passes.prune.config import PruneConfig, parse_action
 from squeeze.passes.prune.latency import LatencyMeter, Measurement, TargetLatency
 from squeeze.passes.prune.recovery import EvalSplit, TrainSet, forcing_for, recover
@@ -45,11 +45,7 @@ def _damage(info: dict[str, Any]) -> float:
 
 
 def _frozen(module: nn.Module, device: str) -> nn.Module:
-    try:
-        module.eval()
-    except NotImplementedError:  # .pt2 modules keep the mode they were exported in
-        pass
-    return module.to(device)
+    return eval_mode(module).to(device)  # .pt2 modules keep the mode they were exported in
 
 
 class Pruner:
