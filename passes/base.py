@@ -75,6 +75,8 @@ class Pass(Protocol):
 
     def aim(self, cfg: Any, latency_ms: float, later: tuple[str, ...]) -> Any: ...  # the config aimed at the run's latency budget
 
+    def planned_work(self, cfg: Any, ctx: Context) -> tuple[int, int]: ...  # (training images at most, the n of its k/n messages)
+
 
 class PassBase:
     """Defaults for the declarations and hooks a pass need not spell out."""
@@ -103,6 +105,11 @@ class PassBase:
     def aims_at_latency(self, cfg: Any) -> bool:
         return any(f.name == "latency_budget_ms" for f in dataclasses.fields(cfg))
 
+    def planned_work(self, cfg: Any, ctx: Context) -> tuple[int, int]:
+        """(training images this pass pushes through at most, the n its 'k/n' training messages count), for the
+        run's ETA; (0, 0): it trains nothing."""
+        return 0, 0
+
 
 REQUIRED = ("name", "Config", "input_kind", "output_kind", "run")
 
@@ -120,6 +127,6 @@ def check_pass_class(cls: type, name: str) -> None:
                           ("lowers_precision", False)):
         if not hasattr(cls, attr):
             setattr(cls, attr, default)
-    for hook in ("check", "check_input", "aim", "aims_at_latency"):
+    for hook in ("check", "check_input", "aim", "aims_at_latency", "planned_work"):
         if not hasattr(cls, hook):
             setattr(cls, hook, getattr(PassBase, hook))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import asdict, dataclass, field
 
 from squeeze.errors import UserInputError
@@ -67,3 +68,13 @@ class DistillConfig:
 
     def fingerprint(self) -> str:
         return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]
+
+    def schedule(self, steps_per_epoch: int) -> int:
+        """Epochs to train: a small dataset gets more of them, the same optimizer steps (min_steps)."""
+        return max(self.epochs, math.ceil(self.min_steps / max(1, steps_per_epoch)))
+
+    def planned_work(self, train_samples: int) -> tuple[int, int]:
+        """(training images, epochs) of a single-process run on a train split of this size (the live view's ETA)."""
+        steps_per_epoch = train_samples // self.batch_size if train_samples > self.batch_size else 1
+        epochs = self.schedule(steps_per_epoch)
+        return epochs * steps_per_epoch * min(self.batch_size, train_samples), epochs

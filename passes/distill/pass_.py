@@ -43,6 +43,9 @@ class DistillPass(PassBase):
                 raise UserInputError(f"loss {cfg.loss!r}: feature and relation losses need the teacher's layers (a squeeze checkpoint "
                                      "or state_dict + --arch), not a .pt2/TorchScript graph; logit losses (kd, dist) work with any form")
 
+    def planned_work(self, cfg: DistillConfig, ctx: Context) -> tuple[int, int]:
+        return cfg.planned_work(len(ctx.data.train)) if ctx.data is not None else (0, 0)
+
     def run(self, ctx: Context, inp: ModelArtifact, cfg: DistillConfig) -> ModelArtifact:
         """`inp` is the student (architecture + initial weights); ctx.teacher is the teacher."""
         if ctx.teacher is None or ctx.data is None:
@@ -50,7 +53,8 @@ class DistillPass(PassBase):
         cfg = replace(cfg, device=ctx.device or cfg.device)  # the run's device, else the pass's own setting
         arch = str(inp.metadata.get("arch", ""))
         run_dir = ctx.run_dir / self.name
-        ctx.progress(f"distilling {arch or 'the student'} from the teacher ({cfg.epochs} epochs, loss {cfg.loss})")
+        epochs = cfg.planned_work(len(ctx.data.train))[1]
+        ctx.progress(f"distilling {arch or 'the student'} from the teacher ({epochs} epochs, loss {cfg.loss})")
         # train a copy: the input stays what the pass before produced (compress measures the searched student
         # as its own stage after the pipeline; trained in place, that row showed the distilled weights)
         student = copy.deepcopy(inp.module)

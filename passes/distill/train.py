@@ -24,7 +24,7 @@ from squeeze.measure.analysis import count_macs, count_params, evaluating
 from squeeze.passes.distill.config import STATE_FILE, STUDENT_FILE, DistillConfig
 from squeeze.train.objective import DistillObjective, Trainable, check_student_fits as check_inputs, evaluate, resolve_weights
 from squeeze.train.precision import autocast, resolve_precision
-from squeeze.train.trainer import EpochResult, LrScale, ResumableTrainer
+from squeeze.train.trainer import EpochResult, LrScale, ResumableTrainer, StepTicker
 
 
 def _world() -> tuple[int, int]:
@@ -47,14 +47,14 @@ def _all_reduce(values: list[float], op: str = "sum") -> list[float]:
 
 
 def _train_epoch(trainable, teacher, objective, loader, optimizer, scheduler, scaler, cfg: DistillConfig, aug_gen, precision: str,
-                 num_classes: int | None, augment: str) -> tuple[dict[str, float], bool]:
-    """One pass over this process's share of the training split.
+                 num_classes: int | None, augment: str, tick=lambda step: None) -> tuple[dict[str, float], bool]:
+    """One pass over this process's share of the training split; tick(step) after each optimizer step.
 
     Returns summed per-term losses and whether a loss went non-finite (on any process)."""
     sums: dict[str, float] = {}
     trainable.train()
     with evaluating(teacher):
-        for x, y in loader:
+        for step, (x, y) in enumerate(loader):
             x, y = x.to(cfg.device), y.to(cfg.device)
             if num_classes is not None and (int(y.min()) < 0 or int(y.max()) >= num_classes):
                 raise UserInputError(f"labels must be in [0, {num_classes}) for a {num_classes}-class teacher; found {int(y.min())}..{int(y.max())}")
@@ -72,6 +72,7 @@ def _train_epoch(trainable, teacher, objective, loader, optimizer, scheduler, sc
             scheduler.step()
             for k, v in {"loss": float(loss.detach()), **parts}.items():
                 sums[k] = sums.get(k, 0.0) + float(v) * len(x)
+            tick(step)
     return sums, False
 
 
@@ -138,7 +139,7 @@ def _setup(teacher: ModelArtifact, student: nn.Module, data: DataBundle, cfg: Di
     drop_last = len(data.train) > cfg.batch_size
     loader = _loader_factory(data, cfg, rank, world, drop_last)
     steps_per_epoch = max(1, len(loader(0)))
-    epochs = max(cfg.epochs, math.ceil(cfg.min_steps / steps_per_epoch))  # a small dataset gets more epochs, the same steps
+    epochs = cfg.schedule(steps_per_epoch)
     total_steps, warmup = epochs * steps_per_epoch, max(1, int(cfg.warmup_epochs * steps_per_epoch))
     lr_scale = LrScale()  # halved on each divergence rollback
 
@@ -173,6 +174,7 @@ def _fit(run: _Run, data: DataBundle, cfg: DistillConfig, out_dir: Path, progres
     cal_loader = data.loader("calibration", batch_size=512)
     started = time.perf_counter()
     samples = run.steps_per_epoch * cfg.batch_size if run.drop_last else len(data.train)
+    ticker = StepTicker(progress, "distillation", run.steps_per_epoch, run.epochs, cfg.batch_size)
 
     def train_epoch(epoch: int) -> EpochResult:
         torch.manual_seed(cfg.seed * 100_003 + epoch)  # per-epoch seeding: resumed runs reproduce uninterrupted ones
@@ -180,7 +182,7 @@ def _fit(run: _Run, data: DataBundle, cfg: DistillConfig, out_dir: Path, progres
         began = time.perf_counter()
         sums, diverged = _train_epoch(run.step_model, run.step_teacher, run.objective, run.train_loader(epoch), run.optimizer,
                                       run.scheduler, run.scaler, cfg, aug_gen, run.precision,
-                                      run.num_classes if use_labels else None, run.augment)
+                                      run.num_classes if use_labels else None, run.augment, lambda step: ticker(epoch, step))
         keys = sorted(sums)
         totals = dict(zip(keys, _all_reduce([sums[k] for k in keys])))  # every process's share of the epoch
         rate = run.steps_per_epoch * cfg.batch_size / max(time.perf_counter() - began, 1e-9)

@@ -99,6 +99,11 @@ class PrunePass(PassBase):
             raise UserInputError(f"{art.source}: pruning writes a squeeze checkpoint, which needs the architecture's factory; "
                                  "load the model from a squeeze checkpoint or a state_dict with --arch")
 
+    def planned_work(self, cfg: PruneConfig, ctx: Context) -> tuple[int, int]:
+        """At most: every step accepted and recovered, then the final recovery (a met budget stops it early)."""
+        steps = len(cfg.plan) or cfg.steps
+        return (int((steps * cfg.recover_epochs + cfg.final_epochs) * len(ctx.data.train)) if ctx.data is not None else 0), 0
+
     def run(self, ctx: Context, inp: ModelArtifact, cfg: PruneConfig) -> ModelArtifact:
         """`inp` is the float model to prune; ctx.teacher (else `inp` itself) gives the logit targets."""
         if ctx.data is None:

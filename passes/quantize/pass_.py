@@ -214,6 +214,13 @@ class QuantizePass(PassBase):
                                  "model as an nn.Module (a squeeze checkpoint, or a state_dict with --arch). The default recipe takes "
                                  "the graph as a teacher: it searches and distils a student, which it then quantizes")
 
+    def planned_work(self, cfg: QuantizeConfig, ctx: Context) -> tuple[int, int]:
+        if ctx.data is None or cfg.epochs == 0:
+            return 0, 0
+        used = min(cfg.train_samples or len(ctx.data.train), len(ctx.data.train))
+        steps = used // cfg.batch_size if used > cfg.batch_size else 1
+        return cfg.epochs * steps * min(cfg.batch_size, used), cfg.epochs
+
     def run(self, ctx: Context, inp: ModelArtifact, cfg: QuantizeConfig) -> OnnxArtifact:
         """`inp` is the float model; ctx.teacher the teacher (the float model itself when absent)."""
         run_dir = ctx.run_dir / self.name

@@ -12,7 +12,7 @@ from torch import nn
 
 from squeeze.io.data import DataBundle
 from squeeze.train.objective import DistillObjective, ObjectiveConfig, resolve_weights
-from squeeze.train.trainer import EpochResult, LrScale, ResumableTrainer
+from squeeze.train.trainer import EpochResult, LrScale, ResumableTrainer, StepTicker
 from squeeze.measure.analysis import eval_mode
 from squeeze.passes.quantize.backends import QuantBackend
 
@@ -48,6 +48,7 @@ def qat(qmodel: nn.Module, backend: QuantBackend, teacher: nn.Module, data: Data
     cal_teacher = reference(teacher, cal_loader, data, logits)
     ptq_cal = evaluate(qmodel, cal_teacher, cal_loader)
     started = time.perf_counter()
+    ticker = StepTicker(progress, "QAT", max(1, len(train_loader(0))), cfg.epochs, cfg.batch_size)
 
     def train_epoch(epoch: int) -> EpochResult:
         torch.manual_seed(cfg.seed * 100_003 + epoch)
@@ -55,7 +56,7 @@ def qat(qmodel: nn.Module, backend: QuantBackend, teacher: nn.Module, data: Data
         eval_mode(teacher)
         sums: dict[str, float] = {}
         seen = 0
-        for x, y in train_loader(epoch):
+        for step, (x, y) in enumerate(train_loader(epoch)):
             with torch.no_grad():
                 t_logits = teacher(x) if objective.needs_teacher else None
             loss, parts = objective(qmodel(x).float(), t_logits, y)
@@ -68,6 +69,7 @@ def qat(qmodel: nn.Module, backend: QuantBackend, teacher: nn.Module, data: Data
             for k, v in {"loss": float(loss.detach()), **parts}.items():
                 sums[k] = sums.get(k, 0.0) + float(v) * len(x)
             seen += len(x)
+            ticker(epoch, step)
         backend.refresh_weight_scales(qmodel)
         if epoch < cfg.scale_update_epochs:
             backend.recalibrate(qmodel, calibration)

@@ -335,6 +335,13 @@ class SearchPass(PassBase):
         after it, search aims at cfg.headroom_before_prune (default SEARCH_HEADROOM) x the budget."""
         return super().aim(cfg, latency_ms * (cfg.headroom_before_prune if "prune" in later else 1.0), later)
 
+    def planned_work(self, cfg: SearchConfig, ctx: Context) -> tuple[int, int]:
+        """The few-shot tier's short distillations (evolution itself trains nothing)."""
+        if ctx.data is None or cfg.fewshot_top == 0:
+            return 0, 0
+        steps = cfg.fewshot_steps or fewshot.auto_steps(len(ctx.data.train))
+        return cfg.fewshot_top * steps * fewshot.FewShotConfig().batch_size, cfg.fewshot_top
+
     def run(self, ctx: Context, inp: ModelArtifact, cfg: SearchConfig) -> ModelArtifact:
         """`inp` is the teacher; returns the chosen student, untrained, with its spec in the metadata."""
         outcome = search(inp, ctx.data, ctx.target, cfg, progress=ctx.progress)

@@ -264,6 +264,9 @@ def run(steps: list[Step], ctx: Context, artifact: Any, cache: PassCache | None 
         raise UserInputError(f"pass {steps[0].pass_.name!r} takes a {steps[0].pass_.input_kind.__name__}, not a {type(artifact).__name__}")
     records = []
     input_hash = artifact_hash(artifact) if cache is not None else ""
+    plan = getattr(ctx.progress, "plan", None)
+    if plan is not None:
+        plan({step.pass_.name: step.pass_.planned_work(step.config, ctx) for step in steps})
     started = getattr(ctx.progress, "pass_started", lambda name: None)
     finished = getattr(ctx.progress, "pass_finished", lambda name, seconds, cached: None)
     for step in steps:

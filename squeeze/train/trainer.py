@@ -15,6 +15,7 @@ What it owns, so no pass writes it again:
 from __future__ import annotations
 
 import copy
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -140,3 +141,33 @@ class ResumableTrainer:
             part.load_state_dict(snapshot[name])
         self.lr_scale.value *= 0.5
         self.progress(f"{self.what} epoch {epoch + 1}: non-finite loss; rolled back to the last good state, LR halved (rollback {self.rollbacks})")
+
+
+class StepTicker:
+    """Progress inside a long epoch, time-throttled: 'what epoch e/E, step s/S, N images/s'. The live view reads the
+    nested fraction, so it has an ETA a few seconds in, not only after the first (possibly 10-minute) epoch; an
+    epoch shorter than `first_after_s` says nothing but its own end-of-epoch line."""
+
+    def __init__(self, progress: Callable[[str], None], what: str, steps_per_epoch: int, epochs: int, batch_size: int,
+                 first_after_s: float = 5.0, every_s: float = 30.0):
+        self.progress, self.what = progress, what
+        self.steps_per_epoch, self.epochs, self.batch_size = max(1, steps_per_epoch), epochs, batch_size
+        self.first_after_s, self.every_s = first_after_s, every_s
+        self.began: float | None = None  # the first step this run saw (a resumed run starts past 0): rates count from here
+        self.began_step = 0
+        self.epoch = -1
+        self.next_at = 0.0
+
+    def __call__(self, epoch: int, step_in_epoch: int) -> None:
+        """After optimizer step `step_in_epoch` (0-based) of `epoch` (0-based)."""
+        now = time.perf_counter()
+        done = epoch * self.steps_per_epoch + step_in_epoch + 1
+        if self.began is None:
+            self.began, self.began_step = now, done
+        if epoch != self.epoch:
+            self.epoch, self.next_at = epoch, now + self.first_after_s
+        if now < self.next_at or step_in_epoch + 1 >= self.steps_per_epoch or done == self.began_step:
+            return
+        self.next_at = now + self.every_s
+        rate = (done - self.began_step) * self.batch_size / max(now - self.began, 1e-9)
+        self.progress(f"{self.what} epoch {epoch + 1}/{self.epochs}, step {step_in_epoch + 1}/{self.steps_per_epoch}, {rate:.0f} images/s")

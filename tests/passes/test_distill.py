@@ -240,3 +240,15 @@ def test_the_pass_trains_a_copy_and_leaves_its_input_as_the_pass_before_made_it(
     out = DistillPass().run(ctx, student, DistillConfig(epochs=1, batch_size=64))
     assert out.module is not module and all(torch.equal(before[k], v) for k, v in module.state_dict().items())
     assert any(not torch.equal(before[k], v) for k, v in out.module.state_dict().items())
+
+
+def test_the_planned_work_the_live_view_prices_is_what_training_runs(tmp_path, student_json):
+    """The run's ETA counts each pass's training images up front: for distillation that must be the schedule it then runs
+    (min_steps turning 1 epoch on digits' small train split into several)."""
+    from squeeze.io.data import load_data
+
+    cfg = DistillConfig(epochs=1, batch_size=64, min_steps=40)
+    images, epochs = cfg.planned_work(len(load_data("digits").train))
+    result = run(tmp_path, student_json, epochs=1, min_steps=40)
+    resolved = result["resolved"]
+    assert epochs == resolved["epochs"] > 1 and images == resolved["steps"] * 64

@@ -104,3 +104,20 @@ def test_a_cached_teacher_latency_taken_on_a_noisy_host_is_measured_again(tmp_pa
     before = json.loads(row_file.read_text())["budget_latency"]
     api.compress(TEACHER, out=tmp_path / "c", progress=messages.append, **kwargs)
     assert any("measuring it again" in m for m in messages) == bool(before["noisy"])  # a quiet figure is reused as it is
+
+
+def test_ctrl_c_says_that_re_running_resumes(tmp_path):
+    """Ctrl-C (SIGINT to the foreground group) mid-distillation: exit 130, one line saying a re-run resumes, no traceback."""
+    out, cache = tmp_path / "out", tmp_path / "cache"
+    cmd = [c for c in _compress_cmd(out, cache, epochs=3) if c != "--json"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.monotonic() + 300
+    while not any(cache.glob("distill-*/distill/resume-state.pt")):
+        assert proc.poll() is None, f"compress finished (exit {proc.returncode}) before the interrupt"
+        assert time.monotonic() < deadline, "compress never reached distillation"
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr
+    assert "interrupted; re-running the same command resumes from the last finished step" in stderr
+    assert "Traceback" not in stderr and not out.exists()
