@@ -37,11 +37,11 @@ class DistillPass(PassBase):
         resolve_precision(cfg.precision, ctx.device or cfg.device)  # bf16 asked for on a CPU without it: refused before any work
         if ctx.data is not None:
             weights = resolve_weights(cfg, ctx.data.has_labels)
-            teacher = ctx.teacher.module if ctx.teacher is not None else None
-            layered = teacher is not None and not isinstance(teacher, (torch.fx.GraphModule, torch.jit.ScriptModule))
-            if not layered and teacher is not None and any(k in weights for k in ("fitnet", *RELATION_TERMS)):
-                raise UserInputError(f"loss {cfg.loss!r}: feature and relation losses need the teacher's layers (a squeeze checkpoint "
-                                     "or state_dict + --arch), not a .pt2/TorchScript graph; logit losses (kd, dist) work with any form")
+            script = ctx.teacher is not None and isinstance(ctx.teacher.module, torch.jit.ScriptModule)
+            if script and any(k in weights for k in ("fitnet", *RELATION_TERMS)):
+                raise UserInputError(f"loss {cfg.loss!r}: feature and relation losses need the teacher's layers (a .pt2, a squeeze "
+                                     "checkpoint or a state_dict + --arch), not TorchScript, whose submodules take no hooks; "
+                                     "logit losses (kd, dist) work with any form")
 
     def planned_work(self, cfg: DistillConfig, ctx: Context) -> tuple[int, int]:
         return cfg.planned_work(len(ctx.data.train)) if ctx.data is not None else (0, 0)

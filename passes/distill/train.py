@@ -22,7 +22,8 @@ from squeeze.io.data import DataBundle
 from squeeze.io.fsutil import write_json_atomic
 from squeeze.measure.analysis import count_macs, count_params, evaluating
 from squeeze.passes.distill.config import STATE_FILE, STUDENT_FILE, DistillConfig
-from squeeze.train.objective import DistillObjective, Trainable, check_student_fits as check_inputs, evaluate, resolve_weights
+from squeeze.train.features import layered_teacher
+from squeeze.train.objective import RELATION_TERMS, DistillObjective, Trainable, check_student_fits as check_inputs, evaluate, resolve_weights
 from squeeze.train.precision import autocast, resolve_precision
 from squeeze.train.trainer import EpochResult, LrScale, ResumableTrainer, StepTicker
 
@@ -120,7 +121,9 @@ def _setup(teacher: ModelArtifact, student: nn.Module, data: DataBundle, cfg: Di
     device = cfg.device
     num_classes = check_inputs(teacher, student, data)
     weights = resolve_weights(cfg, data.has_labels)
-    t_model = teacher.module.to(device)
+    # feature and relation terms tap the teacher's layers: a .pt2 is unflattened back to its module hierarchy for them
+    taps = any(k in weights for k in ("fitnet", *RELATION_TERMS))
+    t_model = (layered_teacher(teacher) if taps else teacher.module).to(device)
     for p in t_model.parameters():
         p.requires_grad_(False)
     student = student.to(device)

@@ -37,9 +37,28 @@ def stage_names(module: nn.Module, example: torch.Tensor) -> list[str]:
 
 
 def classifier_name(module: nn.Module) -> str | None:
-    """The last nn.Linear: its input is the penultimate embedding."""
+    """The last nn.Linear (or, in an unflattened .pt2, the last leaf layer holding a 2-D weight): its input is the
+    penultimate embedding."""
     linears = [name for name, m in module.named_modules() if isinstance(m, nn.Linear)]
+    if not linears:
+        linears = [name for name, m in module.named_modules()
+                   if name and not list(m.children()) and getattr(m, "weight", None) is not None and m.weight.ndim == 2]
     return linears[-1] if linears else None
+
+
+def layered_teacher(art: Any) -> nn.Module:
+    """The teacher with its layers reachable by name and forward hooks (feature hints, relation losses): a .pt2's
+    program unflattened back to the module hierarchy it was exported from (torch.export.unflatten), else the module
+    as loaded. A TorchScript module stays as it is: hooks on its submodules never fire, so callers refuse it."""
+    program = getattr(art, "exported_program", None)
+    if program is not None and isinstance(art.module, torch.fx.GraphModule):
+        return torch.export.unflatten(program)
+    return art.module
+
+
+def has_layers(module: nn.Module) -> bool:
+    """Whether forward hooks on named submodules see this module's intermediate values."""
+    return bool(list(module.named_modules())[1:]) and not isinstance(module, (torch.fx.GraphModule, torch.jit.ScriptModule))
 
 
 class FeatureTap:

@@ -14,7 +14,7 @@ from squeeze.errors import UserInputError
 from squeeze.measure.accuracy import accuracy, torch_predictions
 from squeeze.measure.analysis import evaluating
 from squeeze.train import losses
-from squeeze.train.features import FeatureTap, classifier_name, stage_names
+from squeeze.train.features import FeatureTap, classifier_name, has_layers, stage_names
 
 LOGIT_TERMS = ("kd", "dist")
 OUTPUT_TERMS = ("output",)  # normalised MSE to the teacher's outputs: the one term for outputs that are not class logits
@@ -96,8 +96,9 @@ class DistillObjective(nn.Module):
         needs_features = "fitnet" in weights
         needs_embedding = any(n in weights for n in RELATION_TERMS)
         if needs_features or needs_embedding:
-            if not list(teacher.named_modules())[1:] or isinstance(teacher, torch.fx.GraphModule):
-                raise UserInputError("feature and relation losses need the teacher as an nn.Module: use a squeeze checkpoint or state_dict + --arch, not .pt2/TorchScript")
+            if not has_layers(teacher):
+                raise UserInputError("feature and relation losses need the teacher's layers: use a .pt2, a squeeze checkpoint or a "
+                                     "state_dict + --arch, not TorchScript (hooks on its submodules never fire)")
             pairs = list(cfg.feature_pairs)
             if needs_features and not pairs:
                 s_stages, t_stages = stage_names(student, example), stage_names(teacher, example)

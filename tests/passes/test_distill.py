@@ -252,3 +252,16 @@ def test_the_planned_work_the_live_view_prices_is_what_training_runs(tmp_path, s
     result = run(tmp_path, student_json, epochs=1, min_steps=40)
     resolved = result["resolved"]
     assert epochs == resolved["epochs"] > 1 and images == resolved["steps"] * 64
+
+
+def test_feature_hints_and_relations_from_a_pt2_teacher_match_its_checkpoint_form(tmp_path, tiny):
+    """A .pt2 teacher is unflattened back to its module hierarchy for hooks (issue 17): the same weights as a .pt2 and as
+    a checkpoint give the same FitNet and SP losses, epoch by epoch, and the same student."""
+    spec = tmp_path / "student.json"
+    spec.write_text(json.dumps({"arch": "squeeze.zoo:tiny_cnn", "kwargs": {"width": 8}}))
+    runs = {form: api.distill(str(path), str(spec), data="mnist", out=tmp_path / form, epochs=1, batch_size=128, loss="kd+fitnet+sp")
+            for form, path in (("checkpoint", tiny.checkpoint), ("pt2", tiny.pt2))}
+    ours, theirs = runs["pt2"]["history"][0], runs["checkpoint"]["history"][0]
+    for term in ("kd", "fitnet", "sp"):
+        assert ours[term] == pytest.approx(theirs[term], rel=1e-4, abs=1e-6), term
+    assert runs["pt2"]["eval"]["student_accuracy"] == pytest.approx(runs["checkpoint"]["eval"]["student_accuracy"], abs=0.002)

@@ -183,12 +183,13 @@ def test_gated_budget_is_aimed_at_with_a_p50_margin_and_search_gets_headroom():
 
 
 @pytest.mark.parametrize("form, extra, message", [
-    ("pt2", ("--recipe", "distill", "--student", "samples/students/tiny_cnn16.json", "--loss", "kd+fitnet"),
+    ("torchscript", ("--recipe", "distill", "--student", "samples/students/tiny_cnn16.json", "--loss", "kd+fitnet"),
      "feature and relation losses need the teacher's layers"),
     ("torchscript", ("--recipe", "DISWOT_RECIPE"), "DisWOT cannot tap a TorchScript teacher's layers"),
-], ids=["pt2-feature-loss", "torchscript-diswot"])
+], ids=["torchscript-feature-loss", "torchscript-diswot"])
 def test_a_teacher_form_a_pass_cannot_use_is_refused_before_any_work(cli, tiny, tmp_path, form, extra, message):
-    """Decided up front (issue 17): exit 2, one line, nothing written; a DisWOT search takes a .pt2, not TorchScript."""
+    """Decided up front (issue 17): exit 2, one line, nothing written; a DisWOT search and feature hints take a .pt2, not
+    TorchScript."""
     out = tmp_path / "run"
     teacher = tiny.pt2 if form == "pt2" else tiny.torchscript
     if "DISWOT_RECIPE" in extra:
