@@ -43,7 +43,7 @@ sshd:
 	  { echo "could not install openssh-server: run 'sudo apt-get install -y openssh-server'"; exit 1; }; }
 
 test: setup sshd
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=15
 
 test-all: setup sshd
 	$(BIN)/python -m pytest -q -m ''
