@@ -49,7 +49,7 @@ def write_forms(name: str, work: Path) -> dict[str, tuple[Path, dict]]:
 
 
 def run_form(form: str, path: Path, extra: dict, data: str, recipe: str, work: Path) -> dict:
-    out = work / f"compress-{form}"
+    out = work / f"compress-{form}" if recipe == "quick" else work / f"compress-{form}-{Path(recipe).stem}"  # one output per recipe
     if (out / "manifest.json").exists():
         return json.loads((out / "manifest.json").read_text()) | {"_reused": True}
     started = time.perf_counter()

@@ -149,7 +149,7 @@ class StepTicker:
     epoch shorter than `first_after_s` says nothing but its own end-of-epoch line."""
 
     def __init__(self, progress: Callable[[str], None], what: str, steps_per_epoch: int, epochs: int, batch_size: int,
-                 first_after_s: float = 5.0, every_s: float = 30.0):
+                 first_after_s: float = 10.0, every_s: float = 30.0):
         self.progress, self.what = progress, what
         self.steps_per_epoch, self.epochs, self.batch_size = max(1, steps_per_epoch), epochs, batch_size
         self.first_after_s, self.every_s = first_after_s, every_s
