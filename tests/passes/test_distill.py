@@ -20,6 +20,7 @@ from squeeze.errors import UserInputError
 from squeeze.io.modelio import load_model
 from squeeze.passes.distill.pass_ import DistillConfig, TrainingDivergedError, resolve_weights
 from squeeze.io.students import build_student
+from squeeze.passes.distill.train import distill as train_distill
 
 ROOT = Path(__file__).resolve().parents[2]
 TEACHER = ROOT / "samples" / "teachers" / "resnet_digits.pt"
@@ -39,10 +40,23 @@ def run(tmp_path, student_json, **config):
                        **{"epochs": 2, "batch_size": 64, **config})
 
 
+def train(tmp_path, teacher=TEACHER, data="digits", **config):
+    """The distillation itself (passes/distill/train.py) without the command around it (the teacher's export and
+    latency rounds, the output's, the report: ~7 s of a ~7.5 s run here), for tests of what training does; the
+    command's own tests use run()."""
+    from squeeze.io.data import load_data
+
+    art = load_model(teacher)  # fresh each time: training freezes the teacher's parameters in place
+    torch.manual_seed(0)
+    module, kwargs = build_student(STUDENT["arch"], STUDENT["kwargs"], art.input_spec.shape[1], 10)
+    cfg = DistillConfig(**{"epochs": 2, "batch_size": 64, **config})
+    return train_distill(art, module, load_data(data), cfg, tmp_path / "train", student_arch=STUDENT["arch"], student_kwargs=kwargs)
+
+
 @pytest.mark.parametrize("term", ["kd", "dist", "fitnet", "rkd", "sp"])
 def test_each_loss_alone_is_optimised(tmp_path, student_json, term):
     """Trained on one term only (label-free, so no CE), that term goes down."""
-    result = run(tmp_path, student_json, loss=term, label_free=True, epochs=3)
+    result = train(tmp_path, loss=term, label_free=True, epochs=3)
     assert result["loss_weights"].keys() == {term}
     first, last = result["history"][0][term], result["history"][-1][term]
     assert last < 0.9 * first, (term, first, last)
@@ -60,7 +74,7 @@ def test_named_feature_pairs(tmp_path, student_json, cli):
 
 
 def test_all_terms_together(tmp_path, student_json):
-    result = run(tmp_path, student_json, loss="kd+dist+fitnet+rkd+sp", epochs=3)
+    result = train(tmp_path, loss="kd+dist+fitnet+rkd+sp", epochs=3)
     assert set(result["loss_weights"]) == {"kd", "dist", "fitnet", "rkd", "sp", "ce"}
     assert result["history"][-1]["loss"] < result["history"][0]["loss"]
     assert result["eval"]["agreement"] > 0.5  # far above chance (0.1) after 3 short epochs
@@ -79,7 +93,7 @@ def test_kd_student_is_reloadable_and_reports_honestly(tmp_path, student_json):
 
 
 def test_ce_alone_is_the_supervised_baseline(tmp_path, student_json):
-    result = run(tmp_path, student_json, loss="ce", epochs=2)
+    result = train(tmp_path, loss="ce", epochs=2)
     assert result["loss_weights"] == {"ce": 1.0} and result["eval"]["student_accuracy"] > 0.3
     with pytest.raises(UserInputError, match="needs labels"):
         resolve_weights(DistillConfig(loss="ce", label_free=True), has_labels=True)
@@ -93,7 +107,7 @@ def test_training_seed_does_not_move_the_eval_split(tmp_path, student_json):
 
 
 def test_label_free_never_uses_labels(tmp_path, student_json):
-    result = run(tmp_path, student_json, loss="kd", label_free=True, epochs=3)
+    result = train(tmp_path, loss="kd", label_free=True, epochs=3)
     assert result["loss_weights"] == {"kd": 1.0} and "agreement" in result["selected_on"]
     assert result["eval"]["student_accuracy"] is not None  # still reported, since the data has labels
     with pytest.raises(UserInputError, match="label-free"):
@@ -109,7 +123,7 @@ def test_divergence_rolls_back_once_then_recovers(tmp_path, student_json, monkey
         return out * float("nan") if calls["n"] == 30 else out  # mid-epoch 2 of digits at batch 64 (22 steps/epoch)
 
     monkeypatch.setattr(losses, "kd_loss", nan_once)
-    result = run(tmp_path, student_json, loss="kd", epochs=2)
+    result = train(tmp_path, loss="kd", epochs=2)
     assert result["rollbacks"] == 1 and len(result["history"]) == 2
     assert all(np.isfinite(h["loss"]) for h in result["history"])
 
@@ -117,7 +131,7 @@ def test_divergence_rolls_back_once_then_recovers(tmp_path, student_json, monkey
 def test_persistent_divergence_fails_clearly(tmp_path, student_json, monkeypatch):
     monkeypatch.setattr(losses, "kd_loss", lambda s, t, temperature=4.0: (s.sum() * float("inf")))
     with pytest.raises(TrainingDivergedError, match="diverged.*rollback"):
-        run(tmp_path, student_json, loss="kd", epochs=2)
+        train(tmp_path, loss="kd", epochs=2)
 
 
 def test_resume_after_kill_matches_uninterrupted_run(tmp_path, student_json):
@@ -249,7 +263,7 @@ def test_the_planned_work_the_live_view_prices_is_what_training_runs(tmp_path, s
 
     cfg = DistillConfig(epochs=1, batch_size=64, min_steps=40)
     images, epochs = cfg.planned_work(len(load_data("digits").train))
-    result = run(tmp_path, student_json, epochs=1, min_steps=40)
+    result = train(tmp_path, epochs=1, min_steps=40)
     resolved = result["resolved"]
     assert epochs == resolved["epochs"] > 1 and images == resolved["steps"] * 64
 
@@ -257,9 +271,7 @@ def test_the_planned_work_the_live_view_prices_is_what_training_runs(tmp_path, s
 def test_feature_hints_and_relations_from_a_pt2_teacher_match_its_checkpoint_form(tmp_path, tiny):
     """A .pt2 teacher is unflattened back to its module hierarchy for hooks (issue 17): the same weights as a .pt2 and as
     a checkpoint give the same FitNet and SP losses, epoch by epoch, and the same student."""
-    spec = tmp_path / "student.json"
-    spec.write_text(json.dumps({"arch": "squeeze.zoo:tiny_cnn", "kwargs": {"width": 8}}))
-    runs = {form: api.distill(str(path), str(spec), data="mnist", out=tmp_path / form, epochs=1, batch_size=128, loss="kd+fitnet+sp")
+    runs = {form: train(tmp_path / form, teacher=path, data="mnist", epochs=1, batch_size=128, loss="kd+fitnet+sp")
             for form, path in (("checkpoint", tiny.checkpoint), ("pt2", tiny.pt2))}
     ours, theirs = runs["pt2"]["history"][0], runs["checkpoint"]["history"][0]
     for term in ("kd", "fitnet", "sp"):
