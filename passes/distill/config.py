@@ -12,6 +12,7 @@ from squeeze.io.augment import check_augment
 from squeeze.options import cli, parse_pairs
 from squeeze.train.objective import ObjectiveConfig, parse_loss
 from squeeze.train.precision import check_precision
+from squeeze.train.trainer import epoch_steps
 
 STATE_FILE = "resume-state.pt"  # the per-epoch training state (never exposed as an output)
 STUDENT_FILE = "student.pt"
@@ -75,6 +76,6 @@ class DistillConfig:
 
     def planned_work(self, train_samples: int) -> tuple[int, int]:
         """(training images, epochs) of a single-process run on a train split of this size (the live view's ETA)."""
-        steps_per_epoch = train_samples // self.batch_size if train_samples > self.batch_size else 1
+        steps_per_epoch, per_step = epoch_steps(train_samples, self.batch_size)
         epochs = self.schedule(steps_per_epoch)
-        return epochs * steps_per_epoch * min(self.batch_size, train_samples), epochs
+        return epochs * steps_per_epoch * per_step, epochs

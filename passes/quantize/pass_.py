@@ -30,6 +30,7 @@ from squeeze.io.fsutil import sha256_file, write_json_atomic
 from squeeze.passes.base import Context, PassBase, Requires
 from squeeze.passes.quantize.backends import fold_batchnorm
 from squeeze.targets.base import Target
+from squeeze.train.trainer import epoch_steps
 
 from squeeze.passes.quantize.config import (FLOAT_FILE, MODEL_FILE, STATE_FILE, Measure, QuantizeConfig, SpeedGuardError,  # noqa: F401
                                            _onnx_eval, calibration_batches, check_inputs, evaluate, reference, resolve_backend)
@@ -218,8 +219,8 @@ class QuantizePass(PassBase):
         if ctx.data is None or cfg.epochs == 0:
             return 0, 0
         used = min(cfg.train_samples or len(ctx.data.train), len(ctx.data.train))
-        steps = used // cfg.batch_size if used > cfg.batch_size else 1
-        return cfg.epochs * steps * min(cfg.batch_size, used), cfg.epochs
+        steps, per_step = epoch_steps(used, cfg.batch_size)
+        return cfg.epochs * steps * per_step, cfg.epochs
 
     def run(self, ctx: Context, inp: ModelArtifact, cfg: QuantizeConfig) -> OnnxArtifact:
         """`inp` is the float model; ctx.teacher the teacher (the float model itself when absent)."""

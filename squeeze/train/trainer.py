@@ -143,6 +143,12 @@ class ResumableTrainer:
         self.progress(f"{self.what} epoch {epoch + 1}: non-finite loss; rolled back to the last good state, LR halved (rollback {self.rollbacks})")
 
 
+def epoch_steps(samples: int, batch_size: int) -> tuple[int, int]:
+    """(optimizer steps per epoch, images per step) of the training loaders on a split of `samples`: a split larger
+    than one batch drops its ragged last batch, a smaller one is a single batch."""
+    return (samples // batch_size, batch_size) if samples > batch_size else (1, samples)
+
+
 class StepTicker:
     """Progress inside a long epoch, time-throttled: 'what epoch e/E, step s/S, N images/s'. The live view reads the
     nested fraction, so it has an ETA a few seconds in, not only after the first (possibly 10-minute) epoch; an
