@@ -42,8 +42,11 @@ sshd:
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-server) >/dev/null || \
 	  { echo "could not install openssh-server: run 'sudo apt-get install -y openssh-server'"; exit 1; }; }
 
+# two phases: the suite over one worker per core (pytest-xdist; each worker pinned to its core), then the few
+# `serial` tests that need the whole quiet host (a CPU-burning neighbour, every core's thread settings)
 test: setup sshd
-	$(BIN)/python -m pytest -q --durations=15
+	$(BIN)/python -m pytest -q -n auto -m 'not slow and not serial' --durations=15
+	$(BIN)/python -m pytest -q -m 'serial and not slow'
 
 test-all: setup sshd
 	$(BIN)/python -m pytest -q -m ''

@@ -2,14 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
-import importlib
-import io
-import json
 import os
-import subprocess
 import tempfile
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,11 +13,25 @@ import torch
 from squeeze import zoo
 from squeeze.io.artifacts import InputSpec
 from squeeze.io.modelio import save_checkpoint, save_exported_program, save_torchscript
+from cli_runner import run_cli
 from ssh_fixtures import _private_calibration_store, flaky_proxy, sshd, tiny_onnx_path  # noqa: F401  (a real sshd on loopback for the remote targets)
 
 # compress caches pass outputs by content; tests (and the CLI subprocesses they start) share one
 # throw-away cache instead of the user's ~/.cache.
 os.environ.setdefault("SQUEEZE_CACHE_DIR", tempfile.mkdtemp(prefix="squeeze-test-cache-"))
+
+
+
+def pytest_configure(config):
+    """Under `pytest -n N` (make test), each worker has a core of its own and one torch thread: two 2-thread
+    torch processes on a 2-core host thrash each other, and a latency measurement then sees its own core
+    (squeeze.targets.ort_runtime.usable_cores, the host-load sampler) as a pinned deployment would."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if worker and hasattr(os, "sched_setaffinity"):
+        cores = sorted(os.sched_getaffinity(0))
+        os.sched_setaffinity(0, {cores[int(worker.removeprefix("gw")) % len(cores)]})
+        torch.set_num_threads(1)
+
 
 ROOT = Path(__file__).resolve().parent.parent
 TEACHERS = ROOT / "samples" / "teachers"
@@ -58,43 +66,6 @@ def tiny(tmp_path_factory) -> TinyFiles:
     torch.save(module.state_dict(), d / "tiny_state.pt")
     torch.save(module, d / "tiny_pickle.pt")
     return TinyFiles(module, d / "tiny.pt", d / "tiny.pt2", d / "tiny.ts", d / "tiny_state.pt", d / "tiny_pickle.pt")
-
-
-@dataclass
-class CliResult:
-    code: int
-    stdout: str
-    stderr: str
-
-    def json(self):
-        return json.loads(self.stdout)
-
-
-def run_cli(*args: str, cwd: Path | None = None) -> CliResult:
-    """Run the `squeeze` app in this process: the same click app, exit code and stdout/stderr streams a user gets
-    from the console script, without a fresh interpreter's 2-3 s of imports and first exports per call (about a
-    hundred calls in the suite). What needs a process of its own (a kill, Ctrl-C, the installed script, start-up
-    cost) uses `run_cli_process`."""
-    import squeeze.cli  # noqa: F401  (registers the commands)
-    cli_app = importlib.import_module("squeeze.cli.app")
-
-    out, err = io.StringIO(), io.StringIO()
-    debug = cli_app._state["debug"]
-    code: int = 0
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), contextlib.chdir(cwd or os.getcwd()):
-        try:
-            cli_app.app(args=[str(a) for a in args], prog_name="squeeze")
-        except SystemExit as exc:  # click's standalone mode always ends in one
-            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-        finally:
-            cli_app._state["debug"] = debug  # --debug is per invocation
-    return CliResult(code, out.getvalue(), err.getvalue())
-
-
-def run_cli_process(*args: str, cwd: Path | None = None) -> CliResult:
-    """Run the real console entry point in a subprocess (a fresh interpreter, as a user starts it)."""
-    proc = subprocess.run([sys.executable, "-m", "squeeze", *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=600)
-    return CliResult(proc.returncode, proc.stdout, proc.stderr)
 
 
 @pytest.fixture

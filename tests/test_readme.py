@@ -14,12 +14,12 @@ from __future__ import annotations
 import json
 import re
 import shlex
-import subprocess
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+
+from cli_runner import run_cli
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
@@ -131,8 +131,8 @@ def _classify(ex: Example, available: dict[str, set[str]]) -> Example:
     return ex
 
 
-def run_examples(examples: list[Example], cwd: Path, timeout: float) -> list[tuple[Example, float]]:
-    """Run each example in `cwd` through the console entry point; check its exit code and claims."""
+def run_examples(examples: list[Example], cwd: Path) -> list[tuple[Example, float]]:
+    """Run each example in `cwd` through the squeeze app (in this process: conftest.run_cli); check its exit code and claims."""
     import time
 
     times = []
@@ -142,11 +142,11 @@ def run_examples(examples: list[Example], cwd: Path, timeout: float) -> list[tup
                 (cwd / d).mkdir(parents=True, exist_ok=True)
             continue
         start = time.perf_counter()
-        proc = subprocess.run([sys.executable, "-m", "squeeze", *ex.argv], capture_output=True, text=True, cwd=cwd, timeout=timeout)
+        result = run_cli(*ex.argv, cwd=cwd)
         times.append((ex, time.perf_counter() - start))
         allowed = (0, 1) if ex.command in VERDICT_EXIT else (0,)
-        assert proc.returncode in allowed, f"{ex} exited {proc.returncode}:\n{proc.stderr[-3000:]}"
-        _check_claims(ex, cwd, proc.stdout)
+        assert result.code in allowed, f"{ex} exited {result.code}:\n{result.stderr[-3000:]}"
+        _check_claims(ex, cwd, result.stdout)
     return times
 
 
@@ -252,7 +252,7 @@ def test_examples_not_run_here_parse():
 def test_fast_readme_examples_run_in_a_fresh_directory(tmp_path):
     examples = [ex for ex in readme_examples() if ex.kind in ("fast", "setup")]
     run_dir = fresh_dir(tmp_path)
-    times = run_examples(examples, run_dir, timeout=300)
+    times = run_examples(examples, run_dir)
     assert [ex.command for ex, _ in times][:4] == ["--help", "inspect", "export", "profile"]
     assert (run_dir / "m.onnx").is_file()
     for ex, seconds in times:
@@ -263,7 +263,7 @@ def test_fast_readme_examples_run_in_a_fresh_directory(tmp_path):
 def test_every_runnable_readme_example_runs_in_a_fresh_directory(tmp_path):
     examples = [ex for ex in readme_examples() if ex.kind in ("fast", "slow", "setup")]
     run_dir = fresh_dir(tmp_path)
-    times = run_examples(examples, run_dir, timeout=3600)
+    times = run_examples(examples, run_dir)
     assert {"gate", "compress", "distill", "search", "prune", "quantize"} <= {ex.command for ex, _ in times}
     for ex, seconds in times:
         print(f"{seconds:6.1f} s  {ex}")

@@ -65,16 +65,33 @@ class MeasureConfig:
 # Host load
 
 
-def _cpu_times() -> tuple[float, float, float]:
-    """(busy, total, steal) jiffies of all CPUs since boot, from /proc/stat (zeros where unreadable)."""
+def _our_cpus() -> set[int] | None:
+    """The CPUs this process may run on, or None when that is all of them (or unknown)."""
     try:
-        fields = [float(v) for v in open("/proc/stat").readline().split()[1:]]
+        ours = os.sched_getaffinity(0)
+    except AttributeError:  # not on Linux
+        return None
+    return None if len(ours) >= (os.cpu_count() or 1) else set(ours)
+
+
+def _cpu_times(cpus: set[int] | None = None) -> tuple[float, float, float]:
+    """(busy, total, steal) jiffies since boot of `cpus` (None: all CPUs), from /proc/stat (zeros where unreadable).
+    A process pinned to some cores (taskset, a CI job's cpuset) is slowed by what runs on those, not by a
+    neighbour busy on the others."""
+    try:
+        with open("/proc/stat") as fh:
+            lines = [line.split() for line in fh if line.startswith("cpu")]
+        rows = [lines[0][1:]] if cpus is None else [ln[1:] for ln in lines[1:] if int(ln[0][3:]) in cpus]
+        per_cpu = [[float(v) for v in row] for row in rows]
     except (OSError, ValueError, IndexError):
         return 0.0, 0.0, 0.0
-    idle = fields[3] + (fields[4] if len(fields) > 4 else 0.0)
-    steal = fields[7] if len(fields) > 7 else 0.0
-    total = sum(fields[:8])
-    return total - idle - steal, total, steal
+    busy = total = steal = 0.0
+    for fields in per_cpu:
+        idle = fields[3] + (fields[4] if len(fields) > 4 else 0.0)
+        cpu_steal = fields[7] if len(fields) > 7 else 0.0
+        cpu_total = sum(fields[:8])
+        busy, total, steal = busy + cpu_total - idle - cpu_steal, total + cpu_total, steal + cpu_steal
+    return busy, total, steal
 
 
 def _own_cpu_seconds() -> float:
@@ -88,7 +105,7 @@ class HostLoad:
 
     cores: int
     load_average: float
-    others_busy_share: float  # of the machine's whole CPU capacity, taken by other processes
+    others_busy_share: float  # of the CPU capacity we may run on (all cores, or those we are pinned to), taken by others
     steal_share: float
     seconds: float
     oversubscribed: bool
@@ -99,12 +116,13 @@ class HostLoad:
 
 class LoadSampler:
     def __init__(self) -> None:
-        self.start_cpu, self.start_own, self.start_wall = _cpu_times(), _own_cpu_seconds(), time.monotonic()
+        self.cpus = _our_cpus()
+        self.start_cpu, self.start_own, self.start_wall = _cpu_times(self.cpus), _own_cpu_seconds(), time.monotonic()
 
     def finish(self) -> HostLoad:
         busy0, total0, steal0 = self.start_cpu
-        busy1, total1, steal1 = _cpu_times()
-        cores = os.cpu_count() or 1
+        busy1, total1, steal1 = _cpu_times(self.cpus)
+        cores = len(self.cpus) if self.cpus is not None else os.cpu_count() or 1
         wall = max(time.monotonic() - self.start_wall, 1e-6)
         hz = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
         capacity = max((total1 - total0) / hz, wall * cores, 1e-6)

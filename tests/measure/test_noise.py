@@ -4,6 +4,7 @@ quiet measurement's interval (contention only adds time; the lowest of the re-me
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -14,7 +15,7 @@ import pytest
 
 from squeeze.io.modelio import load_model
 from squeeze.io.onnx_export import ExportConfig, export_onnx
-from squeeze.measure.latency import bootstrap_median_ci, compare
+from squeeze.measure.latency import bootstrap_median_ci, compare, host_load_now
 from squeeze.run import budget as budgets
 from squeeze.run.stages import budget_measurement, closing_config
 from squeeze.targets.base import ProfileSpec
@@ -41,6 +42,7 @@ class _Aims:
         return True
 
 
+@pytest.mark.serial  # a quiet host of its own, every core: run after the parallel phase (pyproject.toml)
 @pytest.mark.skipif(usable_cores() < 2, reason="needs a core for the neighbour and one for the measurement")
 def test_cpu_burning_neighbour_is_flagged_and_does_not_inflate_the_derived_budget(teacher_onnx):
     target = CpuTarget()
@@ -86,10 +88,35 @@ def test_a_high_load_average_from_our_own_last_stage_is_not_called_oversubscribe
     from squeeze.measure import latency
 
     ticks = iter([(1000, 4000, 0), (1000, 4400, 0)])  # nobody else busy over the window
-    monkeypatch.setattr(latency, "_cpu_times", lambda: next(ticks))
+    monkeypatch.setattr(latency, "_cpu_times", lambda cpus=None: next(ticks))
     monkeypatch.setattr(latency.os, "getloadavg", lambda: (9.0, 9.0, 9.0))
     quiet = latency.LoadSampler().finish()
     assert quiet.load_average == 9.0 and not quiet.oversubscribed
     ticks = iter([(1000, 4000, 0), (1300, 4400, 0)])  # others kept 3/4 of the CPU busy
-    monkeypatch.setattr(latency, "_cpu_times", lambda: next(ticks))
+    monkeypatch.setattr(latency, "_cpu_times", lambda cpus=None: next(ticks))
     assert latency.LoadSampler().finish().oversubscribed
+
+
+@pytest.mark.serial
+@pytest.mark.skipif(usable_cores() < 2, reason="needs a core for the neighbour and one for the measurement")
+def test_a_process_pinned_to_a_core_is_busy_only_when_its_own_core_is():
+    """Pinned (taskset, a CI job's cpuset, a test worker), a neighbour busy on another core does not make the host
+    oversubscribed for us; one on our core does."""
+    cores = sorted(os.sched_getaffinity(0))
+    ours, other = cores[0], cores[1]
+    pinned_burner = "import os, sys; os.sched_setaffinity(0, {int(sys.argv[1])})\nwhile True: pass"
+    burners = [subprocess.Popen([sys.executable, "-c", pinned_burner, str(other)])]
+    try:
+        os.sched_setaffinity(0, {ours})
+        time.sleep(0.5)
+        beside = host_load_now(1.0)
+        burners.append(subprocess.Popen([sys.executable, "-c", pinned_burner, str(ours)]))
+        time.sleep(0.5)
+        on_ours = host_load_now(1.0)
+    finally:
+        os.sched_setaffinity(0, set(cores))
+        for burner in burners:
+            burner.kill()
+            burner.wait()
+    assert beside.cores == 1 and not beside.oversubscribed, beside
+    assert on_ours.cores == 1 and on_ours.oversubscribed and on_ours.others_busy_share > 0.5, on_ours

@@ -134,6 +134,7 @@ def test_persistent_divergence_fails_clearly(tmp_path, student_json, monkeypatch
         train(tmp_path, loss="kd", epochs=2)
 
 
+@pytest.mark.slow  # 34 s; CI keeps tests/run/test_compress_resume.py's kill -9 test, which kills the same pipeline mid-distillation
 def test_resume_after_kill_matches_uninterrupted_run(tmp_path, student_json):
     """Kill a real `squeeze distill` process after its first epoch; the re-run resumes and ends where a clean run ends."""
     args = [sys.executable, "-m", "squeeze", "distill", str(TEACHER), "--student", str(student_json), "--data", "digits",

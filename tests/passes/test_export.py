@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import onnx
@@ -11,11 +12,12 @@ import torch
 from squeeze.io.artifacts import InputSpec, ModelArtifact
 from squeeze.io.data import load_data
 from squeeze.errors import ParityError, UserInputError
-from squeeze.measure.accuracy import onnx_predictions, torch_predictions
+from squeeze.measure.accuracy import onnx_predictions
 from squeeze.io.modelio import load_model
 from squeeze.io.onnx_export import ExportConfig, export_onnx
 
 TEACHERS = Path(__file__).resolve().parents[2] / "samples" / "teachers"
+INDEX = json.loads((TEACHERS / "teachers.json").read_text())
 
 
 @pytest.fixture(scope="module")
@@ -36,12 +38,11 @@ def test_sample_teacher_exports_with_parity_on_real_data(name, mnist, tmp_path):
     model = onnx.load(str(out))
     assert model.opset_import[0].version >= 17
     assert model.graph.input[0].type.tensor_type.shape.dim[0].dim_param  # dynamic batch
-    # The exported model keeps the teacher's accuracy on the whole held-out split.
-    loader = mnist.loader("eval", batch_size=500)
-    torch_pred, labels = torch_predictions(art.module, loader)
-    onnx_pred, _ = onnx_predictions(out, loader)
-    assert (onnx_pred == torch_pred).mean() >= 0.999
-    assert (onnx_pred == labels).mean() >= 0.98
+    # The exported model keeps the teacher's accuracy on the whole held-out split: within one image of the torch
+    # accuracy the sample index records (tests/test_samples.py checks that figure against the checkpoint in torch)
+    onnx_pred, labels = onnx_predictions(out, mnist.loader("eval", batch_size=500))
+    recorded = INDEX[name.split(".")[0]]["eval_accuracy"]
+    assert len(labels) == 2000 and abs((onnx_pred == labels).mean() - recorded) <= 1 / 2000
 
 
 def test_static_batch_export(tiny, tmp_path):

@@ -140,7 +140,7 @@ def test_whole_chain_for_a_jetson_without_device_runs_on_predicted_latency(tmp_p
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text(
         "version: 1\npasses:\n"
-        "  - search: {population: 4, iterations: 4}\n"
+        "  - search: {population: 4, iterations: 4, fewshot_top: 2, fewshot_steps: 10}\n"
         "  - distill: {epochs: 1}\n"
         "  - prune: {steps: 1, candidates: 1, recover_epochs: 0.1, final_epochs: 0.1}\n"
         "  - quantize: {epochs: 0}\n"

@@ -107,6 +107,7 @@ def test_settings_candidates_and_deploy_snippet(built, tmp_path, monkeypatch):
     assert scope["compiled"].get_property("INFERENCE_NUM_THREADS") == 1 and scope["logits"].shape == (1, 10)
 
 
+@pytest.mark.serial  # two streams need two cores of our own: OpenVINO compiles one on a worker pinned to a core
 def test_full_tuning_times_pinning_and_streams_and_the_choice_round_trips(tiny_onnx):
     from squeeze.run.closing import chosen_spec
     from squeeze.run.report import describe_settings
