@@ -32,14 +32,12 @@ def _emit_result(result: dict[str, Any]) -> None:
 
 def _stage_table(result: dict[str, Any]) -> Table:
     """The stage table, narrowed to what fits a terminal (report.html has every column)."""
-    from squeeze.run.report import stage_header, stage_rows
+    from squeeze.run.report import speedup_text, stage_header, stage_rows
 
     tl, lat = result["teacher_latency"], result["latency"]
     header = stage_header(result)
     keep = ["stage", "accuracy", "agreement", "params", "MACs", "p50 ms", "p90 ms", *(["output NMSE"] if "output NMSE" in header else [])]
-    ci = result.get("speedup_ci95")
-    interval = f", 95% CI {ci[0]:.1f}–{ci[1]:.1f}×" if ci else ""
-    caption = f"teacher p50 {tl['p50_ms']:.3f} ms → output p50 {lat['p50_ms']:.3f} ms ({result['speedup_p50']:.1f}× faster{interval})"
+    caption = f"teacher p50 {tl['p50_ms']:.3f} ms at its fastest → output p50 {lat['p50_ms']:.3f} ms ({speedup_text(result)})"
     chosen = (lat.get("settings") or {}).get("chosen")
     if chosen:
         from squeeze.run.report import describe_settings
@@ -101,10 +99,11 @@ def _pct(v: Any) -> str:
 def _footer(result: dict[str, Any], out: Any) -> None:
     run = result.get("compress") or {}
     if run:
+        from squeeze.run.report import speedup_text
+
         tl, lat = run["teacher_latency"], run["latency"]
-        ci = run.get("speedup_ci95")
-        stdout.print(f"on {lat.get('target', '?')}: {tl['p50_ms']:.3f} ms → {lat['p50_ms']:.3f} ms p50 ({run['speedup_p50']:.2f}× faster"
-                     + (f", 95% CI {ci[0]:.2f}-{ci[1]:.2f}" if ci else "") + f"); manifest and report in {out}")
+        stdout.print(f"on {lat.get('target', '?')}: {tl['p50_ms']:.3f} ms → {lat['p50_ms']:.3f} ms p50 ({speedup_text(run, 2)}); "
+                     f"manifest and report in {out}")
 
 
 def distill_result(result: dict[str, Any], out: Any) -> None:

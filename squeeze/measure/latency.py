@@ -183,6 +183,8 @@ class Comparison:
     why_noisy: list[str] = field(default_factory=list)
     settings: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> chosen runtime settings and every candidate's figure
     per_round_by_statistic: dict[str, dict[str, list[float]]] = field(default_factory=dict)  # p50/p90 -> name -> per-round figure
+    # name -> its ratio to the reference timed at the same runtime settings as the model's chosen ones (with tuning)
+    matched: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def latency(self, name: str) -> float:
         return float(np.median(self.per_round[name]))
@@ -195,6 +197,26 @@ class Comparison:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def speedup(self, name: str) -> dict[str, Any]:
+        """The speed-up over the reference that compress prints, as stage-row fields. Headline: the reference at
+        the model's own runtime settings (a neighbour busy on another core leaves that pair alone, while the
+        reference's fastest settings may need that core: 12x quiet became 20x loaded). Beside it, the reference
+        at its own fastest settings ('tuned')."""
+        tuned = self.ratios[name]
+        matched = self.matched.get(name) or tuned
+        out = {"speedup_p50": 1.0 / matched["ratio"], "speedup_ci95": _inverse_interval(matched["ci95"]),
+               "speedup_tuned_p50": 1.0 / tuned["ratio"], "speedup_tuned_ci95": _inverse_interval(tuned["ci95"])}
+        if name in self.matched:
+            out["speedup_basis"] = {"teacher_settings": matched["settings"], **matched["reference"]}
+        return out
+
+
+SPEEDUP_FIELDS = ("speedup_p50", "speedup_ci95", "speedup_tuned_p50", "speedup_tuned_ci95", "speedup_basis")
+
+
+def _inverse_interval(ci: list[float]) -> list[float] | None:
+    return [1.0 / ci[1], 1.0 / ci[0]] if np.isfinite(ci[0]) and np.isfinite(ci[1]) and ci[0] > 0 else None
 
 
 def _aggregate(stats: list[dict[str, Any]], order_note: str) -> dict[str, Any]:
@@ -222,6 +244,25 @@ def _ratios(per_round: dict[str, list[float]], reference: str | None, ci: float)
         ratio = float(np.median(r))
         low, high = bootstrap_median_ci(r)
         out[name] = {"ratio": ratio, "ci95": [low, high], "tight": bool(np.isfinite(low) and (high - low) / 2 <= ci * ratio)}
+    return out
+
+
+def _matched(raw: dict[str, list[list[dict[str, Any]]]], variants: dict[str, list[tuple[Any, Any]]], chosen: dict[str, int],
+             reference: str | None, key: str, ci: float) -> dict[str, dict[str, Any]]:
+    """name -> its per-round ratio to the reference at the same settings (the same candidate index: every model
+    gets the target's one list), with the reference's figures there; only when tuning timed several settings."""
+    if reference is None or len(variants[reference]) < 2:
+        return {}
+    out = {}
+    for name, i in chosen.items():
+        own, ref = raw[name][i], raw[reference][i]
+        if name == reference or len(ref) != len(own) or variants[name][i][1].settings() != variants[reference][i][1].settings():
+            continue
+        r = np.asarray([s[key] for s in own]) / np.asarray([s[key] for s in ref])
+        ratio, (low, high) = float(np.median(r)), bootstrap_median_ci(r)
+        figures = {f"teacher_{k}": float(np.median([s[k] for s in ref])) for k in ("p50_ms", "p90_ms") if all(k in s for s in ref)}
+        out[name] = {"ratio": ratio, "ci95": [low, high], "tight": bool(np.isfinite(low) and (high - low) / 2 <= ci * ratio),
+                     "settings": variants[name][i][1].settings(), "reference": figures}
     return out
 
 
@@ -268,7 +309,7 @@ def compare(target: Any, models: Mapping[str, Any], cfg: MeasureConfig = Measure
     timing = (lambda art, spec: profile(art)) if profile is not None else (lambda art, spec: target.profile(art, spec).to_dict())
     sampler, started = LoadSampler(), time.monotonic()
     raw: dict[str, list[list[dict[str, Any]]]] = {n: [[] for _ in variants[n]] for n in names}
-    stopped, ratios, per_round = "max rounds", {}, {}
+    stopped, ratios, matched, per_round = "max rounds", {}, {}, {}
     flat = [(n, i) for n in names for i in range(len(variants[n]))]
     timed = len(flat)
     for r in range(cfg.max_rounds):
@@ -276,11 +317,12 @@ def compare(target: Any, models: Mapping[str, Any], cfg: MeasureConfig = Measure
             raw[n][i].append(timing(*variants[n][i]))
         chosen = _chosen(raw, choose_key)
         if r == 1 and len(flat) > len(names):
-            flat = _survivors(raw, chosen, choose_key)
+            flat = _survivors(raw, chosen, choose_key, reference)
         per_round = {n: [float(s[key]) for s in raw[n][chosen[n]]] for n in names}
         ratios = _ratios(per_round, reference, cfg.ci)
+        matched = _matched(raw, variants, chosen, reference, key, cfg.ci)
         if r + 1 >= cfg.min_rounds:
-            if all(v["tight"] for v in ratios.values()):
+            if all(v["tight"] for v in [*ratios.values(), *matched.values()]):
                 stopped = "tight"
                 break
             if time.monotonic() - started >= cfg.time_cap_s:
@@ -295,18 +337,24 @@ def compare(target: Any, models: Mapping[str, Any], cfg: MeasureConfig = Measure
     by_stat = {stat: {n: [float(s[f"{stat}_ms"]) for s in raw[n][chosen[n]]] for n in names} for stat in ("p50", "p90")
                if all(f"{stat}_ms" in s for n in names for s in raw[n][chosen[n]])}  # an injected profile may give fewer figures
     result = Comparison("measured", cfg.statistic, stats, per_round, ratios, reference, len(raw[names[0]][chosen[names[0]]]),
-                        round(time.monotonic() - started, 2), stopped, load.to_dict(), settings=settings, per_round_by_statistic=by_stat)
+                        round(time.monotonic() - started, 2), stopped, load.to_dict(), settings=settings, per_round_by_statistic=by_stat,
+                        matched=_matched(raw, variants, chosen, reference, key, cfg.ci))
     _judge_noise(result, cfg)
     return result
 
 
-def _survivors(raw: dict[str, list[list[dict[str, Any]]]], chosen: dict[str, int], key: str, margin: float = 1.15) -> list[tuple[str, int]]:
+def _survivors(raw: dict[str, list[list[dict[str, Any]]]], chosen: dict[str, int], key: str, reference: str | None = None,
+               margin: float = 1.15) -> list[tuple[str, int]]:
     """After two rounds, keep timing only the settings within `margin` of each model's fastest (a setting
-    15 % slower twice in a row will not win; this halves the closing rounds' time on a 2-core host)."""
+    15 % slower twice in a row will not win; this halves the closing rounds' time on a 2-core host). The
+    reference stays timed at every setting another model keeps: the speed-up at the model's own settings."""
     keep = []
     for n, variants in raw.items():
         best = float(np.median([s[key] for s in variants[chosen[n]]]))
         keep += [(n, i) for i, rounds in enumerate(variants) if float(np.median([s[key] for s in rounds])) <= margin * best]
+    if reference is not None:
+        twins = sorted({i for n, i in keep if n != reference} - {i for n, i in keep if n == reference})
+        keep += [(reference, i) for i in twins]
     return keep
 
 

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from squeeze.io.fsutil import copy_atomic, write_json_atomic
+from squeeze.measure.latency import SPEEDUP_FIELDS
 from squeeze.targets.base import EngineArtifact, OnnxArtifact, ProfileSpec
 
 GATED = "p90"  # the statistic the gate checks (latency_p90_ms)
@@ -63,7 +64,7 @@ def ship_float(decision: dict[str, Any], stages: list[dict[str, Any]], meter: An
     final_art = dataclasses.replace(src, path=onnx_path)
     source_row = next(s for s in stages if s["stage"] == decision["float"])
     row = {**meter.onnx("final", final_art), "seconds": stages[-1].get("seconds", 0.0), "note": f"{decision['float']} (float) shipped"}
-    for key in ("latency", "speedup_p50", "speedup_ci95"):
+    for key in ("latency", *SPEEDUP_FIELDS):
         if key in source_row:
             row[key] = source_row[key]
     stages[-1] = row

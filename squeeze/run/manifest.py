@@ -122,6 +122,8 @@ def build(run: Any, outcome: Outcome, stage: Path, started: dt.datetime, seconds
         "layer_latency": outcome.layer_latency,
         "speedup_p50": final_row.get("speedup_p50", teacher_latency["p50_ms"] / latency["p50_ms"]),
         "speedup_ci95": final_row.get("speedup_ci95"),
+        # the headline is the teacher at the output's runtime settings (basis); 'tuned': the teacher at its own fastest
+        **{k: final_row[k] for k in ("speedup_tuned_p50", "speedup_tuned_ci95", "speedup_basis") if k in final_row},
         "measurement": measurement_summary(outcome.measurement),
         "precision": outcome.precision,
         "deploy": outcome.deploy,

@@ -34,6 +34,7 @@ def run_pass(name: str, model: str | Path, *, out: str | Path, values: dict[str,
 
     Returns the pass's result (file paths pointing into `out`), with `out` and a `compress` summary
     of the run (verdict, speed-up, accuracy, manifest path)."""
+    from squeeze.measure.latency import SPEEDUP_FIELDS
     from squeeze.run.compress import compress
 
     recipe = one_step_recipe(name, values)
@@ -41,7 +42,7 @@ def run_pass(name: str, model: str | Path, *, out: str | Path, values: dict[str,
                         **compress_options)
     result = dict(manifest["pass_results"].get(name) or {})
     result = _point_into(result, manifest.get("exposed", {}))
-    summary = {"verdict": manifest["gate"]["verdict"], "speedup_p50": manifest["speedup_p50"], "speedup_ci95": manifest.get("speedup_ci95"),
+    summary = {"verdict": manifest["gate"]["verdict"], **{k: manifest[k] for k in SPEEDUP_FIELDS if k in manifest},
                "accuracy": manifest["accuracy"], "latency": manifest["latency"], "teacher_latency": manifest["teacher_latency"],
                "manifest": str(Path(out) / "manifest.json"), "report": str(Path(out) / "report.html")}
     return {**result, "out": str(out), "compress": summary}

@@ -121,9 +121,7 @@ class StageMeter:
             if h in result.settings:
                 row["latency"]["settings"] = result.settings[h]
             if h != teacher_hash and h in result.ratios:
-                ratio = result.ratios[h]
-                row["speedup_p50"] = 1.0 / ratio["ratio"]
-                row["speedup_ci95"] = [1.0 / ratio["ci95"][1], 1.0 / ratio["ci95"][0]] if ratio["ci95"][0] == ratio["ci95"][0] else None
+                row.update(result.speedup(h))
         self.comparison = result
         return result
 

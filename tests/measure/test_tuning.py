@@ -90,3 +90,25 @@ def test_bad_tuning_options_are_refused():
         MeasureConfig(choose_by="p75")
     with pytest.raises(UserInputError, match="graph optimisation"):
         ProfileSpec(optimization="fast")
+
+
+def test_the_speed_up_is_taken_at_the_models_own_settings_with_the_teachers_fastest_beside_it():
+    """The reference stays timed at the setting the small model ships at (1 thread) although that is 2.25x its
+    fastest: the printed speed-up pairs the two at one thread (9.0 / 1.0), the 'tuned' one each at its fastest (4.0 / 1.0)."""
+    target = ThreadsTarget()
+    result = compare(target, {"small": "small", "big": "big"}, MeasureConfig(**FAST, tune="threads"), reference="big")
+    assert target.timed.count(("big", 1)) == 5 and target.timed.count(("big", 2)) == 2  # the twin of small's setting, every round
+    matched = result.matched["small"]
+    assert matched["ratio"] == pytest.approx(1 / 9) and matched["settings"]["threads"] == 1
+    assert matched["reference"] == {"teacher_p50_ms": 9.0, "teacher_p90_ms": pytest.approx(9.9)}
+    printed = result.speedup("small")
+    assert printed["speedup_p50"] == pytest.approx(9.0) and printed["speedup_tuned_p50"] == pytest.approx(4.0)
+    assert printed["speedup_basis"]["teacher_settings"]["threads"] == 1
+
+
+def test_without_tuning_the_printed_speed_up_is_the_one_pair():
+    target = ThreadsTarget()
+    result = compare(target, {"small": "small", "big": "big"}, MeasureConfig(**FAST, tune="off", threads=2), reference="big")
+    assert result.matched == {}
+    printed = result.speedup("small")
+    assert printed["speedup_p50"] == printed["speedup_tuned_p50"] == pytest.approx(5.0 / 1.3) and "speedup_basis" not in printed

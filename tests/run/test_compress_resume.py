@@ -14,6 +14,7 @@ import pytest
 
 from squeeze import api
 from squeeze.io.fsutil import sha256_file
+from squeeze.measure.latency import SPEEDUP_FIELDS
 from squeeze.targets.base import ProfileSpec
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -76,7 +77,7 @@ def test_rerun_reuses_finished_passes_and_no_resume_recomputes(tmp_path):
     assert [p["cached"] for p in again["passes"]] == [True, True, True]
     assert again["outputs"]["model.onnx"]["sha256"] == first["outputs"]["model.onnx"]["sha256"]
     # Accuracy, parity and size are reused from the cache; latency is re-timed with all stages interleaved.
-    without_latency = lambda stage: {k: v for k, v in stage.items() if k not in ("latency", "cached", "speedup_p50", "speedup_ci95")}
+    without_latency = lambda stage: {k: v for k, v in stage.items() if k not in ("latency", "cached", *SPEEDUP_FIELDS)}
     assert without_latency(again["stages"][1]) == without_latency(first["stages"][1]) and again["stages"][1]["cached"]
     assert again["stages"][1]["latency"]["measured"] and again["stages"][1]["latency"]["p50_ms"] > 0
     changed = api.compress(TEACHER, out=tmp_path / "c", **{**kwargs, "distill_options": {"epochs": 1, "temperature": 2.0}})
