@@ -338,7 +338,7 @@ def compare(target: Any, models: Mapping[str, Any], cfg: MeasureConfig = Measure
                if all(f"{stat}_ms" in s for n in names for s in raw[n][chosen[n]])}  # an injected profile may give fewer figures
     result = Comparison("measured", cfg.statistic, stats, per_round, ratios, reference, len(raw[names[0]][chosen[names[0]]]),
                         round(time.monotonic() - started, 2), stopped, load.to_dict(), settings=settings, per_round_by_statistic=by_stat,
-                        matched=_matched(raw, variants, chosen, reference, key, cfg.ci))
+                        matched=matched)
     _judge_noise(result, cfg)
     return result
 
