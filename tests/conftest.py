@@ -21,7 +21,6 @@ from ssh_fixtures import _private_calibration_store, flaky_proxy, sshd, tiny_onn
 os.environ.setdefault("SQUEEZE_CACHE_DIR", tempfile.mkdtemp(prefix="squeeze-test-cache-"))
 
 
-
 def pytest_configure(config):
     """Under `pytest -n N` (make test), each worker has a core of its own and one torch thread: two 2-thread
     torch processes on a 2-core host thrash each other, and a latency measurement then sees its own core

@@ -9,6 +9,7 @@ import pytest
 
 from squeeze.errors import UserInputError
 from squeeze.measure.latency import MeasureConfig, compare
+from squeeze.run.report import speedup_text
 from squeeze.targets.base import Availability, ProfileSpec, TargetBase
 from squeeze.targets.cpu import CpuTarget
 
@@ -104,6 +105,9 @@ def test_the_speed_up_is_taken_at_the_models_own_settings_with_the_teachers_fast
     printed = result.speedup("small")
     assert printed["speedup_p50"] == pytest.approx(9.0) and printed["speedup_tuned_p50"] == pytest.approx(4.0)
     assert printed["speedup_basis"]["teacher_settings"]["threads"] == 1
+    text = speedup_text(printed)  # the console caption's, the footer's and the report's words
+    assert text.startswith("9.0× faster") and "than the teacher at the same settings (1 thread" in text and ": 9.000 ms p50)" in text
+    assert text.endswith("; 4.0× vs the teacher at its own fastest settings")
 
 
 def test_without_tuning_the_printed_speed_up_is_the_one_pair():
