@@ -26,6 +26,7 @@ ROOT = Path(__file__).resolve().parents[2]
 # one intra-op thread: a neighbour burning half the cores leaves this one a core of its own, as a pinned
 # --threads 1 deployment on a shared CI runner would have
 SPEC = ProfileSpec(warmup=5, iterations=100, threads=1)
+PINNED_BURNER = "import os, sys; os.sched_setaffinity(0, {int(sys.argv[1])})\nwhile True: pass"  # a neighbour busy on one core
 SHARED_CORE_SLACK = 1.15  # the loaded-host tolerance issue 16 sets for a printed speed-up
 
 
@@ -48,7 +49,10 @@ def test_cpu_burning_neighbour_is_flagged_and_does_not_inflate_the_derived_budge
     target = CpuTarget()
     quiet = compare(target, {"teacher": teacher_onnx}, closing_config(SPEC))
     quiet_low, quiet_high = bootstrap_median_ci(quiet.per_round["teacher"])
-    burners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(max(1, usable_cores() // 2))]
+    # each neighbour pinned to a core of the last half, as another job's cpuset would be: unpinned, the scheduler
+    # now and then put one on the measurement's core (a clean-clone CI run read 19 % inflation that way)
+    cores = sorted(os.sched_getaffinity(0))
+    burners = [subprocess.Popen([sys.executable, "-c", PINNED_BURNER, str(core)]) for core in cores[len(cores) - max(1, len(cores) // 2):]]
     try:
         time.sleep(0.5)
         progress: list[str] = []
@@ -104,13 +108,12 @@ def test_a_process_pinned_to_a_core_is_busy_only_when_its_own_core_is():
     oversubscribed for us; one on our core does."""
     cores = sorted(os.sched_getaffinity(0))
     ours, other = cores[0], cores[1]
-    pinned_burner = "import os, sys; os.sched_setaffinity(0, {int(sys.argv[1])})\nwhile True: pass"
-    burners = [subprocess.Popen([sys.executable, "-c", pinned_burner, str(other)])]
+    burners = [subprocess.Popen([sys.executable, "-c", PINNED_BURNER, str(other)])]
     try:
         os.sched_setaffinity(0, {ours})
         time.sleep(0.5)
         beside = host_load_now(1.0)
-        burners.append(subprocess.Popen([sys.executable, "-c", pinned_burner, str(ours)]))
+        burners.append(subprocess.Popen([sys.executable, "-c", PINNED_BURNER, str(ours)]))
         time.sleep(0.5)
         on_ours = host_load_now(1.0)
     finally:
