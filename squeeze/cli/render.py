@@ -32,7 +32,7 @@ def _emit_result(result: dict[str, Any]) -> None:
 
 def _stage_table(result: dict[str, Any]) -> Table:
     """The stage table, narrowed to what fits a terminal (report.html has every column)."""
-    from squeeze.run.report import speedup_text, stage_header, stage_rows
+    from squeeze.run.report import describe_settings, speedup_text, stage_header, stage_rows
 
     tl, lat = result["teacher_latency"], result["latency"]
     header = stage_header(result)
@@ -40,8 +40,6 @@ def _stage_table(result: dict[str, Any]) -> Table:
     caption = f"teacher p50 {tl['p50_ms']:.3f} ms at its fastest → output p50 {lat['p50_ms']:.3f} ms ({speedup_text(result)})"
     chosen = (lat.get("settings") or {}).get("chosen")
     if chosen:
-        from squeeze.run.report import describe_settings
-
         caption += f"\noutput at {describe_settings(chosen)} (model.session.json)"
     measurement = result.get("measurement") or {}
     if measurement.get("noisy"):

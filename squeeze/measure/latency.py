@@ -240,11 +240,14 @@ def _ratios(per_round: dict[str, list[float]], reference: str | None, ci: float)
     for name, values in per_round.items():
         if name == reference:
             continue
-        r = np.asarray(values) / base
-        ratio = float(np.median(r))
-        low, high = bootstrap_median_ci(r)
-        out[name] = {"ratio": ratio, "ci95": [low, high], "tight": bool(np.isfinite(low) and (high - low) / 2 <= ci * ratio)}
+        out[name] = _paired_ratio(np.asarray(values) / base, ci)
     return out
+
+
+def _paired_ratio(r: Any, ci: float) -> dict[str, Any]:
+    """The median of per-round paired ratios, its bootstrap 95 % interval, and whether that is within `ci` of it."""
+    ratio, (low, high) = float(np.median(r)), bootstrap_median_ci(r)
+    return {"ratio": ratio, "ci95": [low, high], "tight": bool(np.isfinite(low) and (high - low) / 2 <= ci * ratio)}
 
 
 def _matched(raw: dict[str, list[list[dict[str, Any]]]], variants: dict[str, list[tuple[Any, Any]]], chosen: dict[str, int],
@@ -259,10 +262,8 @@ def _matched(raw: dict[str, list[list[dict[str, Any]]]], variants: dict[str, lis
         if name == reference or len(ref) != len(own) or variants[name][i][1].settings() != variants[reference][i][1].settings():
             continue
         r = np.asarray([s[key] for s in own]) / np.asarray([s[key] for s in ref])
-        ratio, (low, high) = float(np.median(r)), bootstrap_median_ci(r)
         figures = {f"teacher_{k}": float(np.median([s[k] for s in ref])) for k in ("p50_ms", "p90_ms") if all(k in s for s in ref)}
-        out[name] = {"ratio": ratio, "ci95": [low, high], "tight": bool(np.isfinite(low) and (high - low) / 2 <= ci * ratio),
-                     "settings": variants[name][i][1].settings(), "reference": figures}
+        out[name] = {**_paired_ratio(r, ci), "settings": variants[name][i][1].settings(), "reference": figures}
     return out
 
 
