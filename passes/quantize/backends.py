@@ -78,6 +78,11 @@ class QuantBackend:
     def layers(self, qmodel: nn.Module) -> dict[str, list[nn.Module]]:
         """Each weighted layer (in forward order) with the quantizers removing its Q/DQ would disable."""
 
+    def float_input_layers(self, qmodel: nn.Module, max_channels: int) -> dict[str, list[nn.Module]]:
+        """Convolutions reading the model input with at most `max_channels` channels, each with the quantizers that
+        disabling runs it in float while its output stays quantized (the next layer still fuses). {}: not offered."""
+        return {}
+
     def set_enabled(self, quantizers: list[nn.Module], enabled: bool) -> None: ...
 
     def scales(self, qmodel: nn.Module) -> dict[str, list[float]]:

@@ -59,6 +59,7 @@ class QuantizeConfig:
     latency_rounds: int = 7  # interleaved float/INT8 rounds; the median of per-round p50s is compared
     latency_iterations: int = 40
     threads: int | None = None  # speed guard's threads; None: float and INT8 each at their fastest thread count
+    float_input_max_channels: int = 4  # a conv reading the model input with at most this many channels runs in float (0: none)
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -68,6 +69,8 @@ class QuantizeConfig:
             raise UserInputError("--epochs must be >= 0, --batch-size and --calib-samples >= 1")
         if self.lr <= 0 or self.weight_decay < 0:
             raise UserInputError("--lr must be > 0 and --weight-decay >= 0")
+        if self.float_input_max_channels < 0:
+            raise UserInputError(f"--float-input-max-channels must be >= 0 (0 quantizes every layer), got {self.float_input_max_channels}")
         if self.backend not in ("auto", *backend_names()):
             raise UserInputError(f"--backend must be auto, {', '.join(backend_names())}; got {self.backend!r}")
         if not 13 <= self.opset <= 20:
@@ -83,7 +86,7 @@ class QuantizeConfig:
     def fingerprint(self) -> str:
         training = {k: v for k, v in asdict(self).items()
                     if k in ("bits", "epochs", "calib_samples", "lr", "weight_decay", "batch_size", "train_samples", "loss", "temperature", "alpha",
-                             "scale_update_epochs", "backend", "seed")}
+                             "scale_update_epochs", "backend", "float_input_max_channels", "seed")}
         return hashlib.sha256(json.dumps(training, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -48,9 +48,10 @@ def export_qdq(module: nn.Module, spec: InputSpec, path: Path, cfg: QuantizeConf
 
 
 def ort_fusion_report(path: Path, optimization: str = "extended") -> dict[str, Any]:
-    """The graph ONNX Runtime's CPU EP runs after its QDQ fusions. Any QuantizeLinear not on the graph's
-    input or DequantizeLinear not on its output is a pair ORT could not fuse: the op between runs in float
-    and pays a dequantize/quantize round trip (the 'extended' level: every QDQ fusion, no NCHWc layout)."""
+    """The graph ONNX Runtime's CPU EP runs after its QDQ fusions. A DequantizeLinear with a QuantizeLinear
+    downstream is a pair ORT could not fuse: the ops between run in float and pay a dequantize/quantize round
+    trip (the 'extended' level: every QDQ fusion, no NCHWc layout). The entry QuantizeLinear (after the input,
+    or after float input layers) and the exit DequantizeLinear are no pair."""
     import tempfile
     from collections import Counter
 
@@ -64,9 +65,16 @@ def ort_fusion_report(path: Path, optimization: str = "extended") -> dict[str, A
         options.optimized_model_filepath = str(Path(tmp) / "optimized.onnx")
         ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         graph = onnx.load(options.optimized_model_filepath).graph
-    inputs, outputs = {i.name for i in graph.input}, {o.name for o in graph.output}
-    unfused = [n.name for n in graph.node if (n.op_type == "QuantizeLinear" and n.input[0] not in inputs)
-               or (n.op_type == "DequantizeLinear" and n.output[0] not in outputs)]
+    after_dq: set[str] = set()  # tensors with a DequantizeLinear upstream (graph.node is topologically sorted)
+    for n in graph.node:
+        if n.op_type == "DequantizeLinear" or any(i in after_dq for i in n.input):
+            after_dq.update(n.output)
+    before_q: set[str] = set()  # tensors with a QuantizeLinear downstream
+    for n in reversed(graph.node):
+        if n.op_type == "QuantizeLinear" or any(o in before_q for o in n.output):
+            before_q.update(n.input)
+    unfused = [n.name for n in graph.node if (n.op_type == "QuantizeLinear" and n.input[0] in after_dq)
+               or (n.op_type == "DequantizeLinear" and n.output[0] in before_q)]
     return {"optimization": optimization, "ops": dict(Counter(n.op_type for n in graph.node)), "unfused_qdq": unfused,
             "fully_fused": not unfused}
 
@@ -111,7 +119,7 @@ def target_measure(target: Target, spec: InputSpec, cfg: QuantizeConfig) -> Meas
 
 
 def speed_guard(qmodel: nn.Module, backend: QuantBackend, float_path: Path, int8_path: Path, spec: InputSpec, cfg: QuantizeConfig,
-                rules: QuantRules, target: str, measure: Measure, progress=lambda m: None) -> dict[str, Any]:
+                rules: QuantRules, target: str, measure: Measure, progress=lambda m: None, already_float: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
     """Float vs INT8 on the target. If INT8 is not faster, greedily drop the Q/DQ of one layer at a time
     (kept only when it made the model faster) until INT8 wins or every layer was tried.
 
@@ -126,6 +134,8 @@ def speed_guard(qmodel: nn.Module, backend: QuantBackend, float_path: Path, int8
     progress("INT8 is not faster than float here; trying to exclude the layers that lose")
     candidate = int8_path.with_name(".candidate.onnx")
     for layer, quantizers in backend.layers(qmodel).items():
+        if layer in already_float:  # the input layers float_input_layers already runs in float
+            continue
         backend.set_enabled(quantizers, False)
         export_qdq(qmodel, spec, candidate, cfg, rules, target)
         best_ms, cand_ms = measure([int8_path, candidate])

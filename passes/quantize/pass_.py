@@ -79,6 +79,7 @@ def quantize(model: ModelArtifact, teacher: ModelArtifact, data: DataBundle | No
         "best_epoch": train["best_epoch"], "selected_on": "calibration split (epoch 0 = PTQ)", "loss_weights": train["loss_weights"],
         "distillation": _distillation(train, logits),
         "calibration_samples": run["n_calib"], "ptq_activation_scales": run["ptq_scales"], "graph": graph,
+        "float_input_layers": run["float_input_layers"],
         "shipped": "float (INT8 was slower on the target)" if shipped_float else "int8",
         "parity": parity, "latency": guard,
         "speedup_p50": guard["float_p50_ms"] / guard["int8_p50_ms"] if guard.get("measured") else None,
@@ -105,10 +106,15 @@ def _ptq(model: ModelArtifact, teacher: ModelArtifact, data: DataBundle, cfg: Qu
     float_eval = evaluate(model.module.eval(), eval_teacher, eval_loader)
     progress(f"PTQ: calibrating {backend.name} quantizers on {n_calib} samples")
     qmodel = backend.quantize(folded, rules, model.input_spec.example(batch=2), calibration)
+    float_inputs = backend.float_input_layers(qmodel, cfg.float_input_max_channels) if cfg.float_input_max_channels else {}
+    for layer, quantizers in float_inputs.items():
+        progress(f"{layer} reads the {model.input_spec.shape[1]}-channel input: it runs in float (--float-input-max-channels)")
+        backend.set_enabled(quantizers, False)
     backend.refresh_weight_scales(qmodel)
     return {"teacher": teacher_module, "eval_loader": eval_loader, "eval_teacher": eval_teacher, "n_calib": n_calib, "calibration": calibration,
             "folded": folded, "float_eval": float_eval, "qmodel": qmodel, "ptq_eval": evaluate(qmodel, eval_teacher, eval_loader),
-            "ptq_scales": backend.scales(qmodel), "logits": logits}
+            "ptq_scales": backend.scales(qmodel), "logits": logits,
+            "float_input_layers": list(float_inputs)}
 
 
 def _distillation(train: dict[str, Any], logits: bool) -> dict[str, Any]:
@@ -133,7 +139,7 @@ def _guard(run: dict[str, Any], backend: Any, model: ModelArtifact, target: Targ
     progress(f"speed guard: float vs INT8 on {target.name}, interleaved")
     rules, spec = target.quant_rules, model.input_spec
     guard = speed_guard(run["qmodel"], backend, float_path, int8_path, spec, cfg, rules, target.name,
-                        measure or target_measure(target, spec, cfg), progress)
+                        measure or target_measure(target, spec, cfg), progress, already_float=run["float_input_layers"])
     if guard["excluded_layers"]:
         graph = export_qdq(run["qmodel"], spec, int8_path, cfg, rules, target.name)
     if guard["verdict"] == "int8 slower" and not cfg.allow_slower and cfg.fallback_to_float:

@@ -136,6 +136,8 @@ def quantize_result(result: dict[str, Any], out: Any) -> None:
                      f"layers kept in float: {', '.join(lat['excluded_layers']) or 'none'}")
     else:
         stdout.print(f"latency not measured: {lat.get('reason')}")
+    if result.get("float_input_layers"):
+        stdout.print(f"input layers run in float (few input channels): {', '.join(result['float_input_layers'])}")
     stdout.print(f"wrote [bold]{out}/model.onnx[/] ({result['graph']['quantize_linear']} Q / {result['graph']['dequantize_linear']} DQ, "
                  f"opset {result['graph']['opset']}), {out}/float.onnx and {out}/result.json")
     _footer(result, out)
