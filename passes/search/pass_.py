@@ -36,6 +36,7 @@ from squeeze.passes.search.inputs import candidate_seed, fixed_batch, proxy_inpu
 from squeeze.passes.search.evolution import (Candidate, EvolutionConfig, Event, best_candidates, candidate_row, event_row, evolve,
                                               progress_events)
 from squeeze.passes.search.latency import METRICS, LatencyOracle, default_cache_path
+from squeeze.passes.search.latency_model import SOURCES, ModelledLatencyOracle, measure_shortlist, modelled_oracle
 from squeeze.passes.search.spaces import SearchSpace, get_space
 from squeeze.targets.base import ProfileSpec, Target
 
@@ -70,6 +71,8 @@ class SearchConfig:
     profile_iterations: int = 40
     profile_threads: int | None = None  # None: each candidate at its fastest thread count (what compress ships); N pins it
     latency_cache: str = ""  # "" = ~/.cache/squeeze/latency.json (SQUEEZE_CACHE_DIR / XDG_CACHE_HOME respected)
+    # model: fitted once per machine on 16 students of the space, stored beside the latency cache (passes/search/latency_model.py)
+    latency_source: str = "measure"  # measure: time each candidate; model (cpu): predict each with this machine's latency model, measure the top-k
     # in a recipe with a prune pass after search: aim at this many times the budget (prune then cuts to it; Minitron's
     # recipe). 1.0 = a student born at the budget (prune has nothing left to do): better when prune's recovery is short
     headroom_before_prune: float = 2.0
@@ -79,6 +82,8 @@ class SearchConfig:
         proxies.check_proxy(self.proxy)
         if self.latency_budget_ms is not None and self.latency_budget_ms <= 0:
             raise UserInputError("--latency-budget must be > 0")
+        if self.latency_source not in SOURCES:
+            raise UserInputError(f"--latency-source must be one of {', '.join(SOURCES)}, got {self.latency_source!r}")
         if self.latency_metric not in METRICS:
             raise UserInputError(f"--latency-metric must be one of {', '.join(METRICS)}, got {self.latency_metric!r}")
         if (self.params_budget is not None and self.params_budget < 1) or (self.macs_budget is not None and self.macs_budget < 1):
@@ -185,7 +190,10 @@ def search(teacher: ModelArtifact, data: DataBundle | None, target: Target, cfg:
     latency_note = ""
     try:
         spec = ProfileSpec(warmup=cfg.profile_warmup, iterations=cfg.profile_iterations, threads=cfg.profile_threads)
-        oracle = LatencyOracle(target, teacher.input_spec, spec, cache_path)
+        if cfg.latency_source == "model" and cfg.latency_budget_ms is not None:
+            oracle = modelled_oracle(target, space, teacher.input_spec, spec, cache_path, in_channels, num_classes, cfg.seed, progress)
+        else:
+            oracle = LatencyOracle(target, teacher.input_spec, spec, cache_path)
     except UserInputError as exc:
         if cfg.latency_budget_ms is not None:
             raise
@@ -213,9 +221,11 @@ def search(teacher: ModelArtifact, data: DataBundle | None, target: Target, cfg:
                                           num_classes, progress, cfg.fewshot_rank_by)
             timings["fewshot_s"] = fewshot_info["seconds"]
     top = top[:cfg.top_k]  # the few-shot shortlist may be longer than the top-k the user asked to see
-    final_latency = _measure_top(top, space, oracle, target, teacher, cfg, cache_path, in_channels, num_classes, progress)
+    top, final_latency = _measure_top(top, space, oracle, target, teacher, cfg, cache_path, in_channels, num_classes, progress)
     timings["total_s"] = time.perf_counter() - started
     latency_kind = "measured" if oracle is not None and oracle.measured else ("predicted" if oracle is not None else f"not available: {latency_note}")
+    if isinstance(oracle, ModelledLatencyOracle):
+        latency_kind = "predicted by the cpu latency model; the top-k measured"
     result = _result(cfg, space, teacher, teacher_size, data, target, latency_kind, events, top, final_latency, params_cap, macs_cap,
                      batch_info, timings, oracle, num_classes)
     result["fewshot"] = fewshot_info
@@ -223,20 +233,30 @@ def search(teacher: ModelArtifact, data: DataBundle | None, target: Target, cfg:
 
 
 def _measure_top(top: list[Candidate], space: SearchSpace, oracle: LatencyOracle | None, target: Target, teacher: ModelArtifact,
-                 cfg: SearchConfig, cache_path: Path | None, in_channels: int, num_classes: int, progress) -> dict[str, Any] | None:
-    """Latency of the top-k (short runs) and of the chosen student (the full profile spec)."""
+                 cfg: SearchConfig, cache_path: Path | None, in_channels: int, num_classes: int,
+                 progress) -> tuple[list[Candidate], dict[str, Any] | None]:
+    """Latency of the top-k (short runs) and of the chosen student (the full profile spec). Predicted top-k are
+    measured, and the first measured within the budget becomes the chosen student."""
     if oracle is None:
-        return None
+        return top, None
     progress(f"measuring the top {len(top)} on {target.name}")
+
+    def build(cand: Candidate) -> nn.Module:
+        torch.manual_seed(candidate_seed(cfg.seed, cand.key))
+        return space.build(cand.genome, in_channels, num_classes)
+
+    if isinstance(oracle, ModelledLatencyOracle):
+        short = LatencyOracle(target, teacher.input_spec, oracle.profile_spec, cache_path)
+        top = measure_shortlist(top, lambda c: _latency_summary(short.latency(c.spec, build(c))), cfg.latency_budget_ms,
+                                f"{cfg.latency_metric}_ms", progress)
     for cand in top:
         if "latency" not in cand.metrics:
-            torch.manual_seed(candidate_seed(cfg.seed, cand.key))
-            cand.metrics["latency"] = _latency_summary(oracle.latency(cand.spec, space.build(cand.genome, in_channels, num_classes)))
+            cand.metrics["latency"] = _latency_summary(oracle.latency(cand.spec, build(cand)))
     final_oracle = LatencyOracle(target, teacher.input_spec, ProfileSpec(threads=cfg.profile_threads), cache_path)
     torch.manual_seed(cfg.seed)
     final = final_oracle.latency(top[0].spec, space.build(top[0].genome, in_channels, num_classes))
     final["kind"] = "measured" if final["measured"] else "predicted"
-    return final
+    return top, final
 
 
 def _result(cfg: SearchConfig, space: SearchSpace, teacher: ModelArtifact, teacher_size: dict[str, int], data: DataBundle | None,

@@ -389,7 +389,7 @@ def assert_one_line_error(result, fragment: str, after_progress: bool = False):
 def test_cli_search_on_the_sample_teacher_meets_the_latency_budget(cli, tmp_path):
     out = tmp_path / "search"
     result = cli("search", MNIST_TEACHER, "--data", "mnist", "--target", "cpu", "--space", "resnet", "--latency-budget", "0.5ms",
-                 "--population", "6", "--iterations", "6", "--top-k", "3", "--fewshot-steps", "10", "--latency-cache", tmp_path / "lat.json", "--out", out, "--json")
+                 "--population", "4", "--iterations", "4", "--top-k", "3", "--fewshot-steps", "10", "--latency-cache", tmp_path / "lat.json", "--out", out, "--json")
     assert result.code == 0, result.stderr
     info = result.json()
     st = info["student"]

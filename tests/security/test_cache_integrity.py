@@ -106,7 +106,7 @@ def test_two_concurrent_runs_never_train_in_the_same_entry(setup, tmp_path):
 
     def start(out: Path) -> subprocess.Popen:
         argv = [sys.executable, "-m", "squeeze", "compress", str(teacher), "--student", str(STUDENT), "--recipe", str(recipe),
-                "--data", "digits", "--cache-dir", str(cache), "--out", str(out)]
+                "--data", "digits", "--cache-dir", str(cache), "--out", str(out), "--threads", "1"]  # pinned: no settings tuning
         return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
     outs = [tmp_path / "a", tmp_path / "b"]
