@@ -215,6 +215,7 @@ class TargetBase:
     quant_rules = QuantRules()
     channel_multiple = 1
     engine_suffixes: tuple[str, ...] = ()  # engine files this target builds and can time as they are
+    runs_on_ort_cpu = False  # its latency is ONNX Runtime's CPU EP on this machine: the cpu latency model predicts it
 
     @classmethod
     def from_options(cls, name: str, options: TargetOptions) -> Target:

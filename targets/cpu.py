@@ -33,6 +33,7 @@ class CpuTarget(TargetBase):
     description = "ONNX Runtime CPU execution provider on this machine"
     quant_rules = CPU_QUANT_RULES
     channel_multiple = 8  # AVX2/AVX-512 kernels work in blocks of 8 floats
+    runs_on_ort_cpu = True
 
     def available(self) -> Availability:
         try:

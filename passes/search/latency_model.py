@@ -3,12 +3,11 @@ each candidate (`--latency-source model`, cpu target).
 
 The model is fitted once per machine key (CPU, usable cores, ORT version, threads) on 16 students of the search's own
 space at the teacher's input shape, timed by the one measurer; it is stored beside the latency cache and reused while
-the key matches. Per candidate this costs an export (~50 ms) instead of an export and a timing: on CIFAR-size
-students 99 ms against 185 ms per candidate on a 2-core Xeon; on MNIST-size ones, where a timing costs little, about
-the same. Each
-candidate is then exported and predicted (no timing, so a busy host cannot reorder the candidates), and the
-shortlist is measured before anything is chosen: the first shortlisted candidate whose measured latency meets the
-budget goes first, so the student search hands on is within the budget by measurement, not by prediction.
+the key matches. Each candidate is then exported and predicted, not timed, so a busy host cannot reorder the
+candidates: an export (~50 ms) instead of an export and a timing (on CIFAR-size students 99 against 185 ms per
+candidate on a 2-core Xeon; on MNIST-size ones about the same). The shortlist is measured before anything is chosen:
+the first shortlisted candidate whose measured latency meets the budget goes first, so the student search hands on
+is within the budget by measurement, not by prediction.
 """
 
 from __future__ import annotations
@@ -106,7 +105,7 @@ class ModelledLatencyOracle(LatencyOracle):
 
 def modelled_oracle(target: Target, space: SearchSpace, input_spec: InputSpec, profile: ProfileSpec, cache_path: Path | None,
                     in_channels: int, num_classes: int, seed: int, progress: Callable[[str], None]) -> ModelledLatencyOracle:
-    if target.name != "cpu":
+    if not getattr(target, "runs_on_ort_cpu", False):
         raise UserInputError(f"--latency-source model predicts ONNX Runtime CPU latency: it serves --target cpu only, not {target.name} "
                              "(that target measures, or predicts through its own runtime's model)")
     name = MODEL_FILE.format(space=space.name.replace("/", "_").replace(":", "_"), shape="x".join(map(str, input_spec.shape[1:])),
