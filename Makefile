@@ -46,7 +46,7 @@ sshd:
 # `serial` tests that need the whole quiet host (a CPU-burning neighbour, every core's thread settings)
 test: setup sshd
 	$(BIN)/python -m pytest -q -n auto -m 'not slow and not serial' --durations=15
-	$(BIN)/python -m pytest -q -m 'serial and not slow'
+	$(BIN)/python -m pytest -q -m 'serial and not slow' $$(grep -rl 'mark.serial' tests)
 
 test-all: setup sshd
 	$(BIN)/python -m pytest -q -m ''

@@ -389,7 +389,7 @@ def assert_one_line_error(result, fragment: str, after_progress: bool = False):
 def test_cli_search_on_the_sample_teacher_meets_the_latency_budget(cli, tmp_path):
     out = tmp_path / "search"
     result = cli("search", MNIST_TEACHER, "--data", "mnist", "--target", "cpu", "--space", "resnet", "--latency-budget", "0.5ms",
-                 "--population", "4", "--iterations", "4", "--top-k", "3", "--fewshot-steps", "10", "--latency-cache", tmp_path / "lat.json", "--out", out, "--json")
+                 "--population", "4", "--iterations", "4", "--top-k", "3", "--fewshot-top", "2", "--fewshot-steps", "10", "--latency-cache", tmp_path / "lat.json", "--out", out, "--json")
     assert result.code == 0, result.stderr
     info = result.json()
     st = info["student"]
@@ -404,7 +404,7 @@ def test_cli_search_on_the_sample_teacher_meets_the_latency_budget(cli, tmp_path
 def test_cli_student_json_is_accepted_by_distill(cli, tmp_path):
     out = tmp_path / "search"
     found = cli("search", DIGITS_TEACHER, "--data", "digits", "--params-budget", "20k", "--population", "4", "--iterations", "4",
-                "--top-k", "2", "--fewshot-steps", "10", "--no-latency-cache", "--out", out)
+                "--top-k", "2", "--fewshot-top", "2", "--fewshot-steps", "10", "--no-latency-cache", "--out", out)
     assert found.code == 0, found.stderr
     # the human-readable summary: the few-shot tier's column and time, and the next command with the real path
     assert "few-shot acc" in found.stdout and "few-shot tier" in found.stdout and "{out}" not in found.stdout, found.stdout
