@@ -184,3 +184,21 @@ def test_onnx_input_and_load_any(tiny, tmp_path):
     truncated.write_bytes(onnx_path.read_bytes()[:300])
     with pytest.raises(UserInputError):
         load_any(truncated)
+
+
+def test_the_reused_torchlib_registry_hands_each_export_its_own_copy():
+    """export_onnx builds the dynamo exporter's op registry once per process (0.4 s of each export) and gives
+    every export a fresh copy: one export's changes never reach the next, and the exporter is restored after."""
+    from torch.onnx._internal.exporter import _registration
+
+    from squeeze.io.onnx_export import reused_torchlib_registry
+
+    original = _registration.ONNXRegistry.__dict__["from_torchlib"]
+    with reused_torchlib_registry():
+        first = _registration.ONNXRegistry.from_torchlib()
+        size = len(first.functions)
+        first.functions.clear()
+        second = _registration.ONNXRegistry().from_torchlib()  # as the exporter calls it
+        assert second is not first and len(second.functions) == size > 100
+        assert second.opset_version == first.opset_version
+    assert _registration.ONNXRegistry.__dict__["from_torchlib"] is original
