@@ -32,29 +32,6 @@ def pytest_configure(config):
         torch.set_num_threads(1)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def nncf_reference_ops(request):
-    """NNCF JIT-compiles a C++ extension for its CPU fake-quant ops on first use: 50 s of the suite on 2 cores,
-    paid again in every fresh virtual environment (each CI run). Modules that run NNCF in-process use its own
-    torch-native reference ops instead (`nncf.torch.quantization.reference`), the fallback NNCF itself takes
-    where no compiler exists. The product keeps the compiled ones."""
-    if not any(word in request.module.__name__ for word in ("nncf", "openvino", "quantize")):
-        yield
-        return
-    try:
-        from nncf.torch.quantization import extensions
-        from nncf.torch.quantization.reference import ReferenceQuantizedFunctions
-    except ImportError:
-        yield
-        return
-    namespace = extensions.QuantizedFunctionsCPU
-    before = namespace._loaded_namespace
-    if before is None:
-        namespace._loaded_namespace = ReferenceQuantizedFunctions
-    yield
-    namespace._loaded_namespace = before
-
-
 ROOT = Path(__file__).resolve().parent.parent
 TEACHERS = ROOT / "samples" / "teachers"
 MNIST_SPEC = InputSpec((1, 1, 28, 28), normalization={"mean": [0.1307], "std": [0.3081]})
