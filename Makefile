@@ -17,6 +17,10 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check torch==2.13.0
 	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
+	# NNCF (the openvino target's quantizer) JIT-compiles its CPU fake-quant extension on first use, ~1 min on 2
+	# cores: built here with the rest of the install, not in a user's first quantize (NNCF falls back to
+	# torch-native ops where it cannot compile, so a failure here is not fatal)
+	-NNCF_EXTENSION_LOAD_TIMEOUT=0 $(BIN)/python -c "import nncf.torch; nncf.torch.force_build_cpu_extensions()" >/dev/null 2>&1
 	touch $(STAMP)
 
 # the whole chain (search -> distill -> prune -> INT8 QAD -> profile) at quick settings, ~6-7 min alone on 2 cores
