@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 	# NNCF (the openvino target's quantizer) JIT-compiles its CPU fake-quant extension on first use, ~1 min on 2
 	# cores: built here with the rest of the install, not in a user's first quantize (NNCF falls back to
 	# torch-native ops where it cannot compile, so a failure here is not fatal)
-	-NNCF_EXTENSION_LOAD_TIMEOUT=0 $(BIN)/python -c "import nncf.torch; nncf.torch.force_build_cpu_extensions()" >/dev/null 2>&1
+	-NNCF_EXTENSION_LOAD_TIMEOUT=0 $(BIN)/python -c "import nncf.torch.quantization.extensions as e, nncf.torch as t; t.force_build_cpu_extensions()" >/dev/null 2>&1
 	touch $(STAMP)
 
 # the whole chain (search -> distill -> prune -> INT8 QAD -> profile) at quick settings, ~6-7 min alone on 2 cores
