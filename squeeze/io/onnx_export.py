@@ -123,7 +123,7 @@ def _export_to(art: ModelArtifact, path: Path, cfg: ExportConfig, dynamic: bool)
     module = art.module
     names = {"input_names": [spec.name], "output_names": [OUTPUT_NAME]}
     use_legacy = cfg.exporter == "legacy" or isinstance(module, torch.jit.ScriptModule)  # dynamo cannot trace TorchScript
-    with quiet_exporter(), torch.no_grad(), reused_torchlib_registry():
+    with quiet_exporter(), torch.no_grad(), contextlib.nullcontext() if use_legacy else reused_torchlib_registry():
         if not use_legacy:
             if art.exported_program is not None and dynamic:
                 program = torch.onnx.export(art.exported_program, dynamo=True, opset_version=cfg.opset, **names)
