@@ -559,8 +559,7 @@ def gemm_peak(threads: tuple[int, ...] = (1, 2), n: int = 1024, reps: int = 7) -
     u8 x s8 -> s32 through ORT's MatMulInteger, and u8 x s8 through ORT's QLinearConv as a 1x1 convolution
     (`conv_gemm_gops`): the kernel ORT runs INT8 convolutions with symmetric weights on. On a CPU with AMX the
     two u8s8 figures differ ~2.3x: MatMulInteger uses AMX tiles, QLinearConv's symmetric path does not."""
-    import onnxruntime as ort
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import TensorProto, helper
     from threadpoolctl import threadpool_limits
 
     rng = np.random.default_rng(0)
@@ -569,27 +568,19 @@ def gemm_peak(threads: tuple[int, ...] = (1, 2), n: int = 1024, reps: int = 7) -
     a8 = rng.integers(0, 256, (n, n), dtype=np.uint8)
     b8 = rng.integers(-64, 64, (n, n), dtype=np.int8)
 
-    def session(node: Any, in_type: int, b_init: np.ndarray, out_type: int, t: int) -> Any:
-        graph = helper.make_graph([node], "gemm", [helper.make_tensor_value_info("A", in_type, [n, n])],
-                                  [helper.make_tensor_value_info("Y", out_type, [n, n])], [numpy_helper.from_array(b_init, "B")])
-        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads, opts.inter_op_num_threads = t, 1
-        opts.log_severity_level = 3
-        return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    def session(op: str, in_type: int, b_init: np.ndarray, out_type: int, t: int) -> Any:
+        return _single_op_session(helper.make_node(op, ["A", "B"], ["Y"]), [helper.make_tensor_value_info("A", in_type, [n, n])],
+                                  [helper.make_tensor_value_info("Y", out_type, [n, n])], {"B": b_init}, t)
 
     flop = 2.0 * n ** 3
     out = []
     for t in threads:
         with threadpool_limits(limits=t, user_api="blas"):
-            np.matmul(a, b)
-            best_np = min(_timed(lambda: np.matmul(a, b)) for _ in range(reps))
-        fp32 = session(helper.make_node("MatMul", ["A", "B"], ["Y"]), TensorProto.FLOAT, b, TensorProto.FLOAT, t)
-        int8 = session(helper.make_node("MatMulInteger", ["A", "B"], ["Y"]), TensorProto.UINT8, b8, TensorProto.INT32, t)
-        fp32.run(None, {"A": a})
-        int8.run(None, {"A": a8})
-        best_ort = min(_timed(lambda: fp32.run(None, {"A": a})) for _ in range(reps))
-        best_int8 = min(_timed(lambda: int8.run(None, {"A": a8})) for _ in range(reps))
+            best_np = _best_seconds(lambda: np.matmul(a, b), reps)
+        fp32 = session("MatMul", TensorProto.FLOAT, b, TensorProto.FLOAT, t)
+        int8 = session("MatMulInteger", TensorProto.UINT8, b8, TensorProto.INT32, t)
+        best_ort = _best_seconds(lambda: fp32.run(None, {"A": a}), reps)
+        best_int8 = _best_seconds(lambda: int8.run(None, {"A": a8}), reps)
         out.append({"threads": t, "n": n, "numpy_gflops": flop / best_np / 1e9, "ort_matmul_gflops": flop / best_ort / 1e9,
                     "ort_int8_gops": flop / best_int8 / 1e9, "conv_gemm_gops": conv_gemm_peak(t, reps)})
     return out
@@ -598,26 +589,38 @@ def gemm_peak(threads: tuple[int, ...] = (1, 2), n: int = 1024, reps: int = 7) -
 def conv_gemm_peak(threads: int, reps: int = 7, channels: int = 512, side: int = 16, batch: int = 8) -> float:
     """GOP/s of ORT's QLinearConv (channels-last, the layout ORT's level-all graph runs INT8 convs in) as a 1x1
     convolution, a GEMM of M = batch * side^2 pixels, K = N = channels, with symmetric per-channel int8 weights."""
-    import onnxruntime as ort
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import TensorProto, helper
 
     rng = np.random.default_rng(0)
     c = channels
     consts = {"xs": np.array(0.02, np.float32), "xz": np.array(128, np.uint8), "w": rng.integers(-64, 64, (c, c, 1, 1), dtype=np.int8),
               "ws": np.full(c, 0.01, np.float32), "wz": np.zeros(c, np.int8), "ys": np.array(0.05, np.float32), "yz": np.array(128, np.uint8)}
-    node = helper.make_node("QLinearConv", ["x", *consts], ["y"], domain="com.microsoft", channels_last=1)
     shape = [batch, side, side, c]
-    graph = helper.make_graph([node], "conv", [helper.make_tensor_value_info("x", TensorProto.UINT8, shape)],
-                              [helper.make_tensor_value_info("y", TensorProto.UINT8, shape)],
-                              [numpy_helper.from_array(v, k) for k, v in consts.items()])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)])
+    session = _single_op_session(helper.make_node("QLinearConv", ["x", *consts], ["y"], domain="com.microsoft", channels_last=1),
+                                 [helper.make_tensor_value_info("x", TensorProto.UINT8, shape)],
+                                 [helper.make_tensor_value_info("y", TensorProto.UINT8, shape)], consts, threads,
+                                 opsets=(("", 17), ("com.microsoft", 1)))
+    x = rng.integers(0, 256, shape, dtype=np.uint8)
+    return 2.0 * c * c * side * side * batch / _best_seconds(lambda: session.run(None, {"x": x}), reps) / 1e9
+
+
+def _single_op_session(node: Any, inputs: list[Any], outputs: list[Any], initializers: dict[str, np.ndarray], threads: int,
+                       opsets: tuple[tuple[str, int], ...] = (("", 17),)) -> Any:
+    """An ORT CPU session of a one-node graph at `threads` intra-op threads."""
+    import onnxruntime as ort
+    from onnx import helper, numpy_helper
+
+    graph = helper.make_graph([node], node.op_type, inputs, outputs, [numpy_helper.from_array(v, k) for k, v in initializers.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid(domain, version) for domain, version in opsets])
     opts = ort.SessionOptions()
     opts.intra_op_num_threads, opts.inter_op_num_threads, opts.log_severity_level = threads, 1, 3
-    session = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
-    x = rng.integers(0, 256, shape, dtype=np.uint8)
-    session.run(None, {"x": x})
-    best = min(_timed(lambda: session.run(None, {"x": x})) for _ in range(reps))
-    return 2.0 * c * c * side * side * batch / best / 1e9
+    return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+
+
+def _best_seconds(fn: Callable[[], Any], reps: int) -> float:
+    """The fastest of `reps` timed calls, after one untimed warm-up call."""
+    fn()
+    return min(_timed(fn) for _ in range(reps))
 
 
 def _timed(fn: Callable[[], Any]) -> float:
