@@ -24,9 +24,9 @@ from typing import Any
 from torch import nn
 
 from squeeze.errors import UserInputError
-from squeeze.io.artifacts import InputSpec, ModelArtifact
+from squeeze.io.artifacts import InputSpec
 from squeeze.measure.latency import MeasureConfig, measure_one
-from squeeze.passes.search.latency import LatencyOracle, _Stats
+from squeeze.passes.search.latency import LatencyOracle, _Stats, export_candidate
 from squeeze.passes.search.spaces import SearchSpace
 from squeeze.targets import cpu_latency_model as clm
 from squeeze.targets.base import ProfileSpec, Target
@@ -35,12 +35,6 @@ SOURCES = ("measure", "model")
 CALIBRATION_STUDENTS = 16  # timed once per machine: 12 fit the 5 coefficients, 4 held out report the error
 HELD_OUT = 4
 MODEL_FILE = "cpu-latency-model-{space}-{shape}-{threads}t.json"  # fitted on that space's students at that input shape
-
-
-def _export(module: nn.Module, spec: InputSpec, path: Path):
-    from squeeze.io.onnx_export import ExportConfig, export_onnx
-
-    return export_onnx(ModelArtifact(module.eval(), spec, "search-candidate", "module", ""), path, ExportConfig(exporter="legacy", parity_samples=8))
 
 
 def fitted_model(target: Target, space: SearchSpace, input_spec: InputSpec, profile: ProfileSpec, model_path: Path | None,
@@ -65,7 +59,7 @@ def fitted_model(target: Target, space: SearchSpace, input_spec: InputSpec, prof
     paths, p50s, p90_ratios = [], [], []
     with tempfile.TemporaryDirectory(prefix="squeeze-latency-model-") as tmp:
         for i, genome in enumerate(genomes.values()):
-            art = _export(space.build(genome, in_channels, num_classes), input_spec, Path(tmp) / f"student{i}.onnx")
+            art = export_candidate(space.build(genome, in_channels, num_classes), input_spec, Path(tmp) / f"student{i}.onnx")
             stats = measure_one(target, art, settings).stats["model"]
             paths.append(art.path)
             p50s.append(stats["p50_ms"])
@@ -93,7 +87,7 @@ class ModelledLatencyOracle(LatencyOracle):
 
     def _run(self, module: nn.Module):
         with tempfile.TemporaryDirectory(prefix="squeeze-search-") as tmp:
-            p50 = self.model.predict_ms(_export(module, self.input_spec, Path(tmp) / "candidate.onnx").path)
+            p50 = self.model.predict_ms(export_candidate(module, self.input_spec, Path(tmp) / "candidate.onnx").path)
         p90 = p50 * float(self.model.details.get("p90_over_p50_median", 1.0))
         return _Stats({"p50_ms": p50, "p90_ms": p90, "mean_ms": p50, "measured": False, "predicted_by": "cpu latency model",
                        "model_held_out_median_error": self.model.held_out_median_error})
