@@ -63,7 +63,7 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-BENCH_VERSION = 2  # 2: quantize runs a few-channel input conv in float. Bump when a method's code changes what it produces: cached ONNX files are then redone
+BENCH_VERSION = 3  # 2: quantize runs a few-channel input conv in float; 3: cpu widths in 16-channel blocks (AVX-512). Bump when a method's code changes what it produces: cached ONNX files are then redone
 TEACHERS = {"mnist": ("resnet_mnist", "mobilenetv2_mnist"), "digits": ("resnet_digits",), "cifar10": ("airbench_cifar", "resnet20_cifar")}
 STUDENTS = ROOT / "samples" / "students"
 # kd-small's hand-picked student per dataset: CIFAR gets the literature's ResNet-8 (the KD papers' smallest student)

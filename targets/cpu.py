@@ -7,7 +7,8 @@ from typing import Any
 
 from squeeze.io.artifacts import OnnxArtifact
 from squeeze.targets.base import Availability, LatencyStats, ProfileSpec, QuantRules, TargetBase
-from squeeze.targets.ort_runtime import create_session, deploy_settings, layer_profile, profile_session, usable_cores
+from squeeze.targets.ort_runtime import (create_session, deploy_settings, host_channel_block, layer_profile, profile_session,
+                                         usable_cores)
 
 PROVIDER = "CPUExecutionProvider"
 
@@ -32,7 +33,7 @@ class CpuTarget(TargetBase):
     name = "cpu"
     description = "ONNX Runtime CPU execution provider on this machine"
     quant_rules = CPU_QUANT_RULES
-    channel_multiple = 8  # AVX2/AVX-512 kernels work in blocks of 8 floats
+    channel_multiple = host_channel_block()  # search and prune keep widths to whole kernel blocks
     runs_on_ort_cpu = True
 
     def available(self) -> Availability:

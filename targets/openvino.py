@@ -26,7 +26,7 @@ from squeeze.io.artifacts import OnnxArtifact
 from squeeze.io.fsutil import sha256_file, write_json_atomic
 from squeeze.targets.base import (ENGINE_OPTIONS, REMOTE_OPTIONS, Availability, EngineArtifact, LatencyStats, ProfileSpec, QuantRules,
                                   TargetBase, TargetOptions)
-from squeeze.targets.ort_runtime import host_info, summarize, usable_cores
+from squeeze.targets.ort_runtime import host_channel_block, host_info, summarize, usable_cores
 
 DEVICE = "CPU"
 MANIFEST_FORMAT = "squeeze-openvino-ir"
@@ -121,7 +121,7 @@ class OpenvinoTarget(TargetBase):
     name = "openvino"
     description = "Intel OpenVINO CPU plugin on this machine (IR: model.xml + model.bin)"
     quant_rules = OPENVINO_QUANT_RULES
-    channel_multiple = 8  # oneDNN's blocked layouts work in 8 (AVX2) or 16 (AVX-512) channels
+    channel_multiple = host_channel_block()  # oneDNN's blocked layouts work in 8 (AVX2) or 16 (AVX-512) channels
     engine_suffixes = (".xml",)
 
     def __init__(self, precision: str = "f32"):

@@ -126,13 +126,13 @@ def macs(module: nn.Module, spec: InputSpec) -> float:
 
 
 def run_prune(art: ModelArtifact, data: DataBundle, out: Path) -> tuple[nn.Module, dict[str, Any], Any]:
-    """One dependency-graph width step (ratio 0.5, the cpu target's channel multiple of 8), latency taken as MACs
+    """One dependency-graph width step (ratio 0.5, widths in blocks of 8 on any host), latency taken as MACs
     (deterministic), no recovery training; then the pruned model is exported with parity on real data (with the
     legacy exporter, 5x faster here than dynamo, whose export of the same architecture is the export column)."""
     from squeeze.passes.prune import CallableLatency, PruneConfig, prune_model
     from squeeze.targets import get_target
 
-    cfg = PruneConfig(steps=1, recover_epochs=0, final_epochs=0, profile_rounds=1, final_rounds=1)
+    cfg = PruneConfig(steps=1, recover_epochs=0, final_epochs=0, profile_rounds=1, final_rounds=1, channel_multiple=8)
     meter = CallableLatency(lambda m: macs(m, art.input_spec))
     pruned, result = prune_model(art, data, get_target("cpu"), cfg, meter=meter)
     pruned_art = ModelArtifact(pruned, art.input_spec, f"{art.source} (pruned)", "checkpoint", "0" * 64)

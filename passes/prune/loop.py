@@ -69,7 +69,7 @@ class Pruner:
         # a model whose --output picked one of several: the final layer of every output is kept whole
         self.classifier = final_layers(self.reference, self.example) if model.outputs else output_layer(self.reference, self.example)
         self.original = layer_widths(self.reference)
-        self.multiple = int(getattr(target, "channel_multiple", 1) or 1)
+        self.multiple = cfg.channel_multiple or int(getattr(target, "channel_multiple", 1) or 1)
         cal_x, cal_y = data.batch("calibration", CALIBRATION_BATCH)
         self.cal_x, self.cal_y = cal_x.to(device), cal_y.to(device)
         self.train = TrainSet(data, self.t_module, device)

@@ -34,7 +34,7 @@ from squeeze.targets.base import ProfileSpec, Target
 SOURCES = ("measure", "model")
 CALIBRATION_STUDENTS = 16  # timed once per machine: 12 fit the 5 coefficients, 4 held out report the error
 HELD_OUT = 4
-MODEL_FILE = "cpu-latency-model-{space}-{shape}-{threads}t.json"  # fitted on that space's students at that input shape
+MODEL_FILE = "cpu-latency-model-{space}-c{multiple}-{shape}-{threads}t.json"  # fitted on that space's students at that input shape
 
 
 def fitted_model(target: Target, space: SearchSpace, input_spec: InputSpec, profile: ProfileSpec, model_path: Path | None,
@@ -102,8 +102,8 @@ def modelled_oracle(target: Target, space: SearchSpace, input_spec: InputSpec, p
     if not getattr(target, "runs_on_ort_cpu", False):
         raise UserInputError(f"--latency-source model predicts ONNX Runtime CPU latency: it serves --target cpu only, not {target.name} "
                              "(that target measures, or predicts through its own runtime's model)")
-    name = MODEL_FILE.format(space=space.name.replace("/", "_").replace(":", "_"), shape="x".join(map(str, input_spec.shape[1:])),
-                             threads=profile.threads or 1)
+    name = MODEL_FILE.format(space=space.name.replace("/", "_").replace(":", "_"), multiple=space.channel_multiple,
+                             shape="x".join(map(str, input_spec.shape[1:])), threads=profile.threads or 1)
     model_path = cache_path.parent / name if cache_path is not None else None
     model = fitted_model(target, space, input_spec, profile, model_path, in_channels, num_classes, seed, progress)
     return ModelledLatencyOracle(target, input_spec, profile, cache_path, model)

@@ -34,6 +34,7 @@ Genome = dict[str, Any]
 class Gene:
     name: str
     options: tuple[Any, ...]  # cheapest first
+    role: str = ""  # "channels": a width, aligned to the target's block; "multiple": the rounding a factory gives derived widths
 
     def __post_init__(self) -> None:
         if not self.options:
@@ -51,10 +52,25 @@ class SearchSpace:
     valid: Callable[[Genome], bool] = field(default=lambda genome: True)
     description: str = ""
 
+    channel_multiple: int = 1  # the width alignment `aligned` applied
+
     def __post_init__(self) -> None:
         names = [g.name for g in self.genes]
         if len(set(names)) != len(names):
             raise UserInputError(f"space {self.name!r} has duplicate gene names")
+
+    def aligned(self, multiple: int) -> SearchSpace:
+        """This space with every width a multiple of `multiple` (the target's kernel block: on AVX-512 an 8-channel conv
+        ran no faster than a 16-channel one, bench/channel_alignment.py): aligned options kept, else rounded up."""
+        if multiple <= 1:
+            return self
+
+        def options(gene: Gene) -> tuple[Any, ...]:
+            if gene.role == "channels":
+                return tuple(o for o in gene.options if o % multiple == 0) or tuple(sorted({-(-o // multiple) * multiple for o in gene.options}))
+            return tuple(sorted({max(o, multiple) for o in gene.options})) if gene.role == "multiple" else gene.options
+        genes = tuple(Gene(g.name, options(g), g.role) for g in self.genes)
+        return SearchSpace(self.name, self.factory, genes, self.decode, self.valid, self.description, multiple)
 
     # -- genomes ---------------------------------------------------------------------------
 
@@ -115,7 +131,7 @@ class SearchSpace:
         return module
 
     def describe(self) -> dict[str, Any]:
-        return {"name": self.name, "factory": self.factory, "description": self.description,
+        return {"name": self.name, "factory": self.factory, "description": self.description, "channel_multiple": self.channel_multiple,
                 "genes": {g.name: list(g.options) for g in self.genes}}
 
 
@@ -181,9 +197,9 @@ def _resnet_valid(genome: Genome) -> bool:
 
 
 def resnet_space() -> SearchSpace:
-    genes = [Gene("stages", (1, 2, 3, 4)), Gene("stem_width", (8, 16, 24, 32)), Gene("stem_stride", (2, 1))]
+    genes = [Gene("stages", (1, 2, 3, 4)), Gene("stem_width", (8, 16, 24, 32), "channels"), Gene("stem_stride", (2, 1))]
     for i in range(1, RESNET_MAX_STAGES + 1):
-        genes += [Gene(f"width{i}", RESNET_WIDTHS), Gene(f"blocks{i}", (1, 2, 3)), Gene(f"kernel{i}", (3, 5)), Gene(f"stride{i}", (2, 1))]
+        genes += [Gene(f"width{i}", RESNET_WIDTHS, "channels"), Gene(f"blocks{i}", (1, 2, 3)), Gene(f"kernel{i}", (3, 5)), Gene(f"stride{i}", (2, 1))]
     return SearchSpace(
         name="resnet",
         factory="squeeze.passes.search.spaces:build_resnet",
@@ -243,13 +259,13 @@ class SearchMobileNetV2(nn.Module):
     def __init__(self, in_channels: int = 1, num_classes: int = 10, width_mult: float = 1.0, stem_stride: int = 1,
                  head_channels: int = 512, expansions: list[int] | tuple[int, ...] = (1, 4, 6, 6, 6),
                  depths: list[int] | tuple[int, ...] = (1, 2, 3, 3, 2), kernels: list[int] | tuple[int, ...] = (3, 3, 3, 3, 3),
-                 se: list[bool] | tuple[bool, ...] = (False,) * 5):
+                 se: list[bool] | tuple[bool, ...] = (False,) * 5, channel_multiple: int = 8):
         super().__init__()
         if not (len(expansions) == len(depths) == len(kernels) == len(se) == len(MOBILENETV2_LAYOUT)):
             raise ValueError(f"expansions, depths, kernels and se need {len(MOBILENETV2_LAYOUT)} entries (one per stage)")
 
         def scaled(c: int) -> int:
-            return max(8, int(round(c * width_mult / 8)) * 8)
+            return max(channel_multiple, int(round(c * width_mult / channel_multiple)) * channel_multiple)
 
         cin = scaled(24)
         self.stem = _conv_bn_relu(in_channels, cin, 3, stem_stride)
@@ -275,7 +291,8 @@ def build_mobilenetv2(in_channels: int = 1, num_classes: int = 10, **kwargs: Any
 
 def _mobilenetv2_decode(genome: Genome) -> dict[str, Any]:
     stages = range(1, len(MOBILENETV2_LAYOUT) + 1)
-    return {
+    multiple = int(genome.get("channel_multiple", 8))
+    return {**({"channel_multiple": multiple} if multiple != 8 else {}),  # the default is left out: specs stay as before
         "width_mult": float(genome["width_mult"]),
         "stem_stride": int(genome["stem_stride"]),
         "head_channels": int(genome["head_channels"]),
@@ -287,7 +304,8 @@ def _mobilenetv2_decode(genome: Genome) -> dict[str, Any]:
 
 
 def mobilenetv2_space() -> SearchSpace:
-    genes = [Gene("width_mult", (0.25, 0.35, 0.5, 0.75, 1.0)), Gene("stem_stride", (2, 1)), Gene("head_channels", (128, 256, 512))]
+    genes = [Gene("width_mult", (0.25, 0.35, 0.5, 0.75, 1.0)), Gene("stem_stride", (2, 1)), Gene("head_channels", (128, 256, 512), "channels"),
+             Gene("channel_multiple", (8,), "multiple")]
     for i in range(1, len(MOBILENETV2_LAYOUT) + 1):
         genes += [Gene(f"expansion{i}", (1, 2, 4, 6)), Gene(f"depth{i}", (1, 2, 3)), Gene(f"kernel{i}", (3, 5)), Gene(f"se{i}", (False, True))]
     return SearchSpace(
@@ -347,9 +365,9 @@ def _convnet_valid(genome: Genome) -> bool:
 
 
 def convnet_space() -> SearchSpace:
-    genes = [Gene("stages", (2, 3, 4)), Gene("stem_width", (8, 16, 24, 32))]
+    genes = [Gene("stages", (2, 3, 4)), Gene("stem_width", (8, 16, 24, 32), "channels")]
     for i in range(1, 5):
-        genes += [Gene(f"width{i}", CONVNET_WIDTHS), Gene(f"convs{i}", (1, 2, 3))]
+        genes += [Gene(f"width{i}", CONVNET_WIDTHS, "channels"), Gene(f"convs{i}", (1, 2, 3))]
     return SearchSpace(
         name="convnet",
         factory="squeeze.passes.search.spaces:build_convnet",

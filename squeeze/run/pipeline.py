@@ -185,6 +185,7 @@ def step_key(step: Step, ctx: Context, input_hash: str) -> str:
         "teacher": ctx.teacher.sha256 if ctx.teacher is not None else None,
         "data": ctx.data.fingerprint if ctx.data is not None else None,
         "target": ctx.target.name,
+        "channel_multiple": getattr(ctx.target, "channel_multiple", 1),  # search and prune align widths to it
         "device": ctx.device,
         "versions": versions_key(),
     }

@@ -22,7 +22,7 @@ from squeeze.passes.distill.pass_ import DistillConfig, DistillPass
 from squeeze.passes.search import SearchConfig, SearchPass, proxies, search
 from squeeze.passes.search.evolution import Candidate, EvolutionConfig, evolve
 from squeeze.passes.search.pass_ import fixed_batch
-from squeeze.passes.search.spaces import convnet_space, get_space, mobilenetv2_space, resnet_space
+from squeeze.passes.search.spaces import Gene, SearchSpace, convnet_space, get_space, mobilenetv2_space, resnet_space
 from squeeze.io.students import build_student, load_student_spec
 from squeeze.targets import get_target
 from squeeze.targets.base import Availability, LatencyStats, TargetBase
@@ -178,6 +178,24 @@ def test_stage_widths_never_shrink_with_depth_in_samples_and_mutations(make):
         assert widths == sorted(widths), widths
     shrinking = {**space.smallest(), "stages": 2, "width1": 48, "width2": 24}
     assert not space.valid(shrinking)
+
+
+@pytest.mark.parametrize("make", [resnet_space, mobilenetv2_space, convnet_space])
+def test_a_space_aligned_to_a_target_builds_only_whole_channel_blocks(make):
+    """A target's channel_multiple (16 on AVX-512 CPUs) reaches every width search can propose, derived ones included."""
+    space, rng = make().aligned(16), random.Random(2)
+    assert make().aligned(1) == make() and space.channel_multiple == 16
+    for genome in [space.smallest(), *(space.sample(rng) for _ in range(20))]:
+        module = space.build(genome, 3, 10)
+        se_convs = {id(c) for m in module.modules() if type(m).__name__ == "SqueezeExcite" for c in m.modules()}
+        widths = [c.out_channels for c in module.modules() if isinstance(c, torch.nn.Conv2d) and id(c) not in se_convs]
+        assert widths and all(w % 16 == 0 for w in widths), (space.spec(genome), widths)
+
+
+def test_widths_with_no_aligned_option_round_up():
+    space = SearchSpace("odd", "squeeze.passes.search.spaces:build_resnet", (Gene("stem_width", (8, 24, 40), "channels"),),
+                        lambda g: {"stem_width": g["stem_width"]})
+    assert space.aligned(16).genes[0].options == (16, 32, 48)
 
 
 def test_mobilenetv2_width_multipliers_of_the_family_are_in_the_space():
@@ -354,7 +372,9 @@ def test_predicted_latency_is_labelled_predicted_and_a_target_without_predictor_
     outcome = search(teacher, bundle, _PredictingTarget(), cfg)
     st = outcome.result["student"]
     assert st["latency"]["kind"] == "predicted" and st["latency"]["measured"] is False and st["latency_search"]["p50_ms"] <= 0.2
-    assert outcome.result["target"]["latency"] == "predicted"
+    assert outcome.result["target"]["latency"] == "predicted" and outcome.result["target"]["channel_multiple"] == 16
+    # the target's kernel block reaches every candidate: no 8- or 24-channel layer was even proposed
+    assert all(w % 16 == 0 for h in outcome.history for w in [h["spec"]["kwargs"]["stem_width"], *h["spec"]["kwargs"]["widths"]])
     assert {h["latency_kind"] for h in outcome.history if h["latency_kind"]} == {"predicted"}
     with pytest.raises(TargetUnavailableError, match="cannot measure latency here \\(no device attached\\) and has no latency predictor"):
         search(teacher, bundle, _SilentTarget(), cfg)
@@ -419,11 +439,15 @@ def test_cli_student_json_is_accepted_by_distill(cli, tmp_path):
 
 def test_cli_impossible_budgets_name_the_smallest_architecture(cli, tmp_path):
     common = ("--data", "digits", "--latency-cache", tmp_path / "lat.json", "--out", tmp_path / "out")
+    multiple = get_target("cpu").channel_multiple  # the host's kernel block: 16 with AVX-512, else 8
+    smallest = resnet_space().aligned(multiple)
+    params_of_smallest = sum(p.numel() for p in smallest.build(smallest.smallest(), 1, 10).parameters())
+    where = f"space resnet (widths in blocks of {multiple} channels)"
     latency = cli("search", DIGITS_TEACHER, "--latency-budget", "1us", *common)
-    assert_one_line_error(latency, "latency budget 0.001 ms (p50) is impossible in space resnet on cpu: the smallest latency in the space is",
+    assert_one_line_error(latency, f"latency budget 0.001 ms (p50) is impossible in {where} on cpu: the smallest latency in the space is",
                           after_progress=True)
     params = cli("search", DIGITS_TEACHER, "--params-budget", "100", *common)
-    assert_one_line_error(params, "--params-budget 100 is impossible in space resnet: its smallest architecture has 1442 parameters",
+    assert_one_line_error(params, f"--params-budget 100 is impossible in {where}: its smallest architecture has {params_of_smallest} parameters",
                           after_progress=True)
     assert not (tmp_path / "out").exists()
 

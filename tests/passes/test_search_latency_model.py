@@ -24,10 +24,10 @@ DIGITS_TEACHER = ROOT / "samples" / "teachers" / "resnet_digits.pt"
 def test_search_predicts_the_candidates_and_measures_the_shortlist(tmp_path):
     teacher, data = load_model(DIGITS_TEACHER), load_data("digits")
     cfg = SearchConfig(latency_budget_ms=5.0, latency_source="model", population=4, iterations=4, top_k=2, fewshot_top=0,
-                       latency_cache=str(tmp_path / "latency.json"))
+                       latency_cache=str(tmp_path / "latency.json"), channel_multiple=8)
     messages: list[str] = []
     outcome = search(teacher, data, get_target("cpu"), cfg, progress=messages.append)
-    stored_path = tmp_path / "cpu-latency-model-resnet-1x8x8-1t.json"
+    stored_path = tmp_path / "cpu-latency-model-resnet-c8-1x8x8-1t.json"  # fitted on the space at that width block
     stored = json.loads(stored_path.read_text())
     assert stored["fitted_on"] == CALIBRATION_STUDENTS - HELD_OUT and stored["held_out"] == HELD_OUT
     assert 0 <= stored["held_out_median_error"] < 1.0 and all(c >= 0 for c in stored["coefficients"])
