@@ -41,6 +41,9 @@ def activation_estimate(module: torch.nn.Module, spec: InputSpec) -> int:
     return Largest.peak
 
 
+_ESTIMATES: dict[tuple[str, str, tuple[int, ...], str], int] = {}  # (file sha256, architecture, input shape, dtype) -> bytes
+
+
 def check_memory(art: ModelArtifact) -> None:
     """An input shape whose forward pass cannot fit in memory is refused with the estimate, before it is tried
     (the process would otherwise be killed). SQUEEZE_ALLOW_LARGE_INPUT=1 forces the attempt."""
@@ -53,9 +56,15 @@ def check_memory(art: ModelArtifact) -> None:
     if os.environ.get("SQUEEZE_ALLOW_LARGE_INPUT") == "1":
         return
     estimate = input_bytes
-    if input_bytes < available // 2 and not isinstance(art.module, torch.jit.ScriptModule):
+    # a file loaded again in this process (same architecture and input): its trace (~0.5 s) is known
+    key = (art.sha256, repr((art.metadata.get("arch"), art.metadata.get("arch_kwargs"))), tuple(spec.shape), spec.dtype)
+    if key in _ESTIMATES:
+        estimate = _ESTIMATES[key]
+    elif input_bytes < available // 2 and not isinstance(art.module, torch.jit.ScriptModule):
         try:
             estimate = max(input_bytes, 2 * activation_estimate(art.module, spec))
+            if art.sha256:
+                _ESTIMATES[key] = estimate
         except Exception:  # a model fake tensors cannot trace: the real forward check follows
             pass
     if estimate > available // 2:

@@ -4,9 +4,11 @@ ONNX Runtime on real eval samples. A parity failure is an error and leaves no fi
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import logging
 import warnings
+from collections import OrderedDict
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -140,6 +142,56 @@ def _export_to(art: ModelArtifact, path: Path, cfg: ExportConfig, dynamic: bool)
         return "legacy"
 
 
+# The last few exports of this process, by content: compress exports the teacher in every run and the last torch stage
+# twice (its latency rounds and model.onnx), and each dynamo export costs 1-2 s. A hit writes the same bytes a fresh
+# export would (the exporters are deterministic here) and is parity-checked against the module like any export.
+_EXPORTS: OrderedDict[str, tuple[bytes, str]] = OrderedDict()
+_EXPORTS_KEPT, _EXPORT_MAX_BYTES = 8, 64 << 20
+_PLAIN = (bool, int, float, str, type(None))
+
+
+def _export_key(art: ModelArtifact, cfg: ExportConfig, dynamic: bool) -> str | None:
+    """A digest of everything the graph depends on: each submodule's class, public attributes and tensors, the input
+    and the export settings. None (no reuse) for a program, hooks, or an attribute it cannot read plainly."""
+    if art.exported_program is not None:
+        return None
+    digest = hashlib.sha256(repr((art.input_spec.shape, art.input_spec.name, art.input_spec.dtype, cfg.opset, cfg.exporter,
+                                  dynamic, torch.__version__)).encode())
+    for name, module in art.module.named_modules():
+        if module._forward_hooks or module._forward_pre_hooks:
+            return None
+        digest.update(f"{name}|{type(module).__module__}.{type(module).__qualname__}|{id(type(module))}".encode())
+        for attr, value in sorted(vars(module).items()):
+            if attr.startswith("_"):
+                continue
+            if isinstance(value, torch.Tensor):
+                digest.update(f"{attr}:{value.dtype}:{tuple(value.shape)}".encode() + value.detach().cpu().contiguous().numpy().tobytes())
+            elif isinstance(value, _PLAIN) or (isinstance(value, tuple) and all(isinstance(v, _PLAIN) for v in value)):
+                digest.update(f"{attr}={value!r}".encode())
+            elif callable(value) and hasattr(value, "__qualname__"):
+                digest.update(f"{attr}=<{value.__qualname__} {id(value)}>".encode())
+            else:
+                return None
+    for name, tensor in art.module.state_dict(keep_vars=True).items():
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode() + tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _export_memoized(art: ModelArtifact, path: Path, cfg: ExportConfig, dynamic: bool) -> str:
+    key = _export_key(art, cfg, dynamic)
+    if key is not None and key in _EXPORTS:
+        _EXPORTS.move_to_end(key)
+        data, exporter = _EXPORTS[key]
+        path.write_bytes(data)
+        return exporter
+    exporter = _export_to(art, path, cfg, dynamic)
+    if key is not None and path.stat().st_size <= _EXPORT_MAX_BYTES:
+        _EXPORTS[key] = (path.read_bytes(), exporter)
+        while len(_EXPORTS) > _EXPORTS_KEPT:
+            _EXPORTS.popitem(last=False)
+    return exporter
+
+
 def check_parity(module: torch.nn.Module, onnx_path: Path, inputs: torch.Tensor, cfg: ExportConfig,
                  static_batch: int | None = None, logits: bool | None = None) -> dict[str, Any]:
     """Compare torch and ONNX Runtime outputs on the same inputs (and batch 1, if the batch is dynamic); top-1
@@ -202,7 +254,7 @@ def export_onnx(art: ModelArtifact, out: Path, cfg: ExportConfig, data: Any = No
     # the deployed graph is the inference one: BatchNorm statistics and dropout off, whatever mode the module was left in
     with atomic_path(Path(out)) as tmp, evaluating(art.module):
         try:
-            exporter = _export_to(art, tmp, cfg, dynamic)
+            exporter = _export_memoized(art, tmp, cfg, dynamic)
         except UserInputError:
             raise
         except Exception as exc:

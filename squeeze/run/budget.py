@@ -11,7 +11,12 @@ DERIVED_SPEEDUP = 4.0  # no --latency-budget: passes that aim at a latency aim a
 GATED_P50_MARGIN = 0.85
 
 
-def derive(budget_ms: float | None, teacher_latency: dict[str, Any], steps: list[Any]) -> dict[str, Any]:
+def needs_teacher_latency(budget_ms: float | None, steps: list[Any]) -> bool:
+    """Whether `derive` will derive the budget from the teacher's latency: no budget given, and a pass aims at one."""
+    return budget_ms is None and any(s.pass_.aims_at_latency(s.config) and not _sets_own_budget(s.config) for s in steps)
+
+
+def derive(budget_ms: float | None, teacher_latency: dict[str, Any] | None, steps: list[Any]) -> dict[str, Any]:
     """The user's budget, else (when a pass aims at a latency of its own accord) 1/4 of the teacher's p50.
 
     A derived budget steers search and pruning only; the gate checks latency only against a budget
@@ -21,7 +26,7 @@ def derive(budget_ms: float | None, teacher_latency: dict[str, Any], steps: list
     if budget_ms is not None:
         return {"latency_ms": budget_ms, "source": "--latency-budget (p90, gated)", "gated": True,
                 "passes_aim_p50_ms": round(budget_ms * GATED_P50_MARGIN, 6)}
-    if any(s.pass_.aims_at_latency(s.config) and not _sets_own_budget(s.config) for s in steps):
+    if needs_teacher_latency(budget_ms, steps) and teacher_latency is not None:
         derived = round(teacher_latency["p50_ms"] / DERIVED_SPEEDUP, 6)
         out = {"latency_ms": derived, "source": f"derived: the teacher's p50 / {DERIVED_SPEEDUP:g} (steers passes, not gated)",
                "passes_aim_p50_ms": derived}

@@ -252,7 +252,8 @@ def execute(run: Prepared, stage: Path, progress: Progress) -> tuple[dict[str, A
 
     started, t0 = dt.datetime.now(dt.timezone.utc), time.perf_counter()
     meter = StageMeter(run.target, run.spec, run.bundle, run.teacher, progress)
-    teacher_row, teacher_latency = teacher_stage(meter, run.teacher, run.bundle, run.target, run.spec, run.cache, stage)
+    teacher_row, teacher_latency = teacher_stage(meter, run.teacher, run.bundle, run.target, run.spec, run.cache, stage,
+                                                 budgets.needs_teacher_latency(run.budget_ms, run.steps))
     budget = budgets.derive(run.budget_ms, teacher_latency, run.steps)
     if budget.get("noisy"):
         progress("WARNING: the teacher's latency was measured on a noisy host (" + "; ".join(budget.get("why_noisy", [])) +

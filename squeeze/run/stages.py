@@ -131,11 +131,12 @@ def _entry_key(material: dict[str, Any]) -> str:
 
 
 def teacher_stage(meter: StageMeter, teacher: ModelArtifact, bundle: Any, target: Any, spec: ProfileSpec, cache: Any,
-                  stage: Path) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The teacher's stage row and teacher.onnx, plus one latency measurement taken up front.
+                  stage: Path, needs_budget: bool = True) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """The teacher's stage row and teacher.onnx, plus (`needs_budget`) one latency measurement taken up front.
 
     That measurement (the teacher's latency in the manifest comes from the interleaved rounds at
-    the end) only sets a derived budget, and is cached like a pass: a re-run must see the same
+    the end) only sets a derived budget, so a run with the user's budget, or with no pass aiming at one,
+    skips it. It is cached like a pass: a re-run must see the same
     figure, or every later pass key would change with the noise of a new measurement (unless the cached
     one was taken on a noisy host: then it is measured again, _requiet). The cached
     teacher.onnx is reused only while it has the sha256 recorded with it."""
@@ -152,13 +153,19 @@ def teacher_stage(meter: StageMeter, teacher: ModelArtifact, bundle: Any, target
                 meter.progress("teacher: measured earlier, reusing " + str(entry))
                 copy_atomic(onnx_file, stage / "teacher.onnx")
                 meter.add_onnx("teacher", load_onnx_like(stage / "teacher.onnx", saved["row"]))
+                if not needs_budget:
+                    return saved["row"], saved["budget_latency"]
+                if saved["budget_latency"] is None:  # stored by a run that had no use for it
+                    saved["budget_latency"] = budget_measurement(target, meter.onnx_files["teacher"], spec, meter.progress)
+                    write_json_atomic(row_file, json.loads(json.dumps(saved, default=str)))
+                    return saved["row"], saved["budget_latency"]
                 return saved["row"], _requiet(saved, target, meter.onnx_files["teacher"], spec, meter.progress, row_file)
             except CacheEntryInvalid as exc:
                 discard_entry(entry, exc, meter.progress)
         meter.progress(f"exporting and measuring the teacher on {target.name}")
         row = json.loads(json.dumps(meter.model("teacher", teacher, stage / "teacher.onnx"), default=str))
         teacher_onnx = meter.onnx_files["teacher"]
-        budget_latency = budget_measurement(target, teacher_onnx, spec, meter.progress)
+        budget_latency = budget_measurement(target, teacher_onnx, spec, meter.progress) if needs_budget else None
         entry.mkdir(parents=True, exist_ok=True)
         copy_atomic(stage / "teacher.onnx", onnx_file)
         record = {"row": row, "budget_latency": budget_latency, "onnx_sha256": sha256_file(onnx_file)}

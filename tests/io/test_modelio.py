@@ -202,3 +202,49 @@ def test_the_reused_torchlib_registry_hands_each_export_its_own_copy():
         assert second is not first and len(second.functions) == size > 100
         assert second.opset_version == first.opset_version
     assert _registration.ONNXRegistry.__dict__["from_torchlib"] is original
+
+
+class _Scaled(torch.nn.Module):
+    """A plain attribute the forward reads: part of what the graph depends on, so part of the reuse key."""
+
+    def __init__(self, scale: float):
+        super().__init__()
+        self.conv, self.scale = torch.nn.Conv2d(1, 4, 3), scale
+
+    def forward(self, x):
+        return torch.flatten(self.conv(x) * self.scale, 1)[:, :10]
+
+
+def test_a_repeated_export_reuses_the_graph_only_for_the_same_content(monkeypatch, tmp_path):
+    """compress exports the teacher every run and its last torch stage twice: the same module content gives the
+    same bytes without exporting again; new weights, a changed attribute or a forward hook export afresh, and every
+    file, reused or not, passes parity against its own module."""
+    from squeeze.io import onnx_export
+    from squeeze.io.artifacts import InputSpec, ModelArtifact
+    from squeeze.io.onnx_export import ExportConfig, export_onnx
+
+    calls = []
+    real = onnx_export._export_to
+    monkeypatch.setattr(onnx_export, "_export_to", lambda *a: calls.append(1) or real(*a))
+    monkeypatch.setattr(onnx_export, "_EXPORTS", onnx_export.OrderedDict())
+    torch.manual_seed(0)
+    module, cfg = _Scaled(2.0), ExportConfig(parity_samples=8, exporter="legacy")
+
+    def export(name: str):
+        art = ModelArtifact(module, InputSpec((1, 1, 12, 12), "x"), "test", "module", "")
+        return export_onnx(art, tmp_path / f"{name}.onnx", cfg)
+
+    first, again = export("first"), export("again")
+    assert len(calls) == 1 and (tmp_path / "again.onnx").read_bytes() == (tmp_path / "first.onnx").read_bytes()
+    assert again.parity["passed"] and again.sha256 == first.sha256
+    with torch.no_grad():
+        module.conv.weight.mul_(-1)
+    assert export("weights").sha256 != first.sha256 and len(calls) == 2
+    module.scale = 3.0
+    scaled = export("scaled")
+    assert len(calls) == 3 and scaled.parity["passed"] and scaled.sha256 != first.sha256
+    handle = module.register_forward_hook(lambda m, i, o: o)
+    export("hooked")
+    export("hooked-again")
+    assert len(calls) == 5  # hooks can change what runs: never reused
+    handle.remove()

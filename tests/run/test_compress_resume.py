@@ -89,10 +89,19 @@ def test_rerun_reuses_finished_passes_and_no_resume_recomputes(tmp_path):
 
 def test_a_cached_teacher_latency_taken_on_a_noisy_host_is_measured_again(tmp_path):
     """The derived budget comes from the teacher's cached latency; one recorded as noisy (inflated) is not reused
-    for good: the next run measures it again and keeps the better figure (issue 16)."""
-    kwargs = dict(recipe="export", profile_spec=FAST, cache_dir=tmp_path / "cache")
+    for good: the next run measures it again and keeps the better figure (issue 16). A run that derives no budget
+    takes no such measurement, and the first run that needs one adds it to the cached teacher."""
+    cache = tmp_path / "cache"
+    api.compress(TEACHER, out=tmp_path / "export", recipe="export", profile_spec=FAST, cache_dir=cache)
+    (row_file,) = cache.glob("teacher-*/stage.json")
+    assert json.loads(row_file.read_text())["budget_latency"] is None
+    recipe = tmp_path / "prune.yaml"  # a pass that aims at a latency, with no budget given: the budget is derived
+    recipe.write_text(json.dumps({"version": 1, "passes": [{"prune": {"plan": ["width:0.25"], "recover_epochs": 0, "final_epochs": 0,
+                                                                      "profile_rounds": 1, "final_rounds": 1, "channel_multiple": 8,
+                                                                      "profile_iterations": 20, "final_iterations": 20, "exporter": "legacy"}},
+                                                           "export", "profile"]}))
+    kwargs = dict(recipe=str(recipe), profile_spec=FAST, cache_dir=cache)
     api.compress(TEACHER, out=tmp_path / "a", **kwargs)
-    (row_file,) = (tmp_path / "cache").glob("teacher-*/stage.json")
     record = json.loads(row_file.read_text())
     quiet_p50 = record["budget_latency"]["p50_ms"]
     record["budget_latency"].update(p50_ms=50 * quiet_p50, noisy=True, why_noisy=["host oversubscribed (a test's stand-in)"])
