@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml
 	-NNCF_EXTENSION_LOAD_TIMEOUT=0 $(BIN)/python -c "import nncf.torch.quantization.extensions as e, nncf.torch as t; t.force_build_cpu_extensions()" >/dev/null 2>&1
 	touch $(STAMP)
 
-# the whole chain (search -> distill -> prune -> INT8 QAD -> profile) at quick settings, ~6-7 min alone on 2 cores
+# the whole chain (search -> distill -> prune -> INT8 QAD -> profile) at quick settings, ~3 min alone on 2 cores
 sample: setup
 	mkdir -p $(dir $(OUT))
 	$(BIN)/squeeze compress samples/teachers/resnet_mnist.pt --recipe quick --target cpu --out $(OUT)
