@@ -150,30 +150,42 @@ _EXPORTS_KEPT, _EXPORT_MAX_BYTES = 8, 64 << 20
 _PLAIN = (bool, int, float, str, type(None))
 
 
+def _tensor_bytes(name: str, tensor: torch.Tensor) -> bytes:
+    tensor = tensor.detach().cpu().contiguous()
+    return f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode() + tensor.reshape(-1).view(torch.uint8).numpy().tobytes()
+
+
+def _plain(value: Any) -> bool:
+    return isinstance(value, _PLAIN) or (isinstance(value, (tuple, list)) and all(isinstance(v, _PLAIN) for v in value))
+
+
 def _export_key(art: ModelArtifact, cfg: ExportConfig, dynamic: bool) -> str | None:
     """A digest of everything the graph depends on: each submodule's class, public attributes and tensors, the input
-    and the export settings. None (no reuse) for a program, hooks, or an attribute it cannot read plainly."""
+    and the export settings. None (no reuse) for a program, hooks, or anything it cannot read plainly."""
     if art.exported_program is not None:
         return None
     digest = hashlib.sha256(repr((art.input_spec.shape, art.input_spec.name, art.input_spec.dtype, cfg.opset, cfg.exporter,
                                   dynamic, torch.__version__)).encode())
-    for name, module in art.module.named_modules():
-        if module._forward_hooks or module._forward_pre_hooks:
-            return None
-        digest.update(f"{name}|{type(module).__module__}.{type(module).__qualname__}|{id(type(module))}".encode())
-        for attr, value in sorted(vars(module).items()):
-            if attr.startswith("_"):
-                continue
-            if isinstance(value, torch.Tensor):
-                digest.update(f"{attr}:{value.dtype}:{tuple(value.shape)}".encode() + value.detach().cpu().contiguous().numpy().tobytes())
-            elif isinstance(value, _PLAIN) or (isinstance(value, tuple) and all(isinstance(v, _PLAIN) for v in value)):
-                digest.update(f"{attr}={value!r}".encode())
-            elif callable(value) and hasattr(value, "__qualname__"):
-                digest.update(f"{attr}=<{value.__qualname__} {id(value)}>".encode())
-            else:
+    try:
+        for name, module in art.module.named_modules():
+            if module._forward_hooks or module._forward_pre_hooks:
                 return None
-    for name, tensor in art.module.state_dict(keep_vars=True).items():
-        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode() + tensor.detach().cpu().contiguous().numpy().tobytes())
+            digest.update(f"{name}|{type(module).__module__}.{type(module).__qualname__}|{id(type(module))}".encode())
+            for attr, value in sorted(vars(module).items()):
+                if attr.startswith("_"):
+                    continue
+                if isinstance(value, torch.Tensor):
+                    digest.update(_tensor_bytes(attr, value))
+                elif _plain(value):
+                    digest.update(f"{attr}={value!r}".encode())
+                elif callable(value) and hasattr(value, "__qualname__"):
+                    digest.update(f"{attr}=<{value.__qualname__} {id(value)}>".encode())
+                else:
+                    return None
+        for name, tensor in art.module.state_dict(keep_vars=True).items():
+            digest.update(_tensor_bytes(name, tensor))
+    except Exception:  # a tensor with no plain bytes (quantized, sparse, meta): export it afresh
+        return None
     return digest.hexdigest()
 
 

@@ -248,3 +248,14 @@ def test_a_repeated_export_reuses_the_graph_only_for_the_same_content(monkeypatc
     export("hooked-again")
     assert len(calls) == 5  # hooks can change what runs: never reused
     handle.remove()
+
+
+def test_a_bfloat16_module_has_a_reuse_key():
+    """Tensors are hashed as raw bytes, so a dtype numpy lacks (bfloat16) still gets a key, and the key follows the settings."""
+    from squeeze.io.onnx_export import ExportConfig, _export_key
+    from squeeze.io.artifacts import InputSpec, ModelArtifact
+
+    module = torch.nn.Linear(4, 2).to(torch.bfloat16)
+    art = ModelArtifact(module, InputSpec((1, 4), "x"), "test", "module", "")
+    key = _export_key(art, ExportConfig(), True)
+    assert key is not None and key == _export_key(art, ExportConfig(), True) != _export_key(art, ExportConfig(opset=19), True)
