@@ -235,14 +235,16 @@ def print_recipe(recipe: str | Path | None = None, *, student: bool = False, ove
                  latency_budget: str | float | None = None) -> str:
     """The effective recipe `compress` would run, as YAML (validated, no work done). With a latency budget, the
     passes that aim at one show the figure they will aim at (a derived budget needs the teacher measured: not shown)."""
-    from squeeze.options import parse_duration_ms
+    from squeeze.options import parse_latency_budget
     from squeeze.run import budget as budgets
     from squeeze.run.compress import effective_recipe
     from squeeze.run.pipeline import Step
     from squeeze.run.recipe import Recipe, RecipeStep, pass_class
 
     plan = effective_recipe(recipe, student=student, overrides=overrides)
-    budget_ms = parse_duration_ms(latency_budget)
+    budget_ms, ratio = parse_latency_budget(latency_budget)
+    if ratio is not None:  # the figure the passes aim at needs the teacher measured
+        return f"# --latency-budget {ratio:g}x: the passes aim at {ratio:g} of the teacher's p50, measured when compress starts\n" + plan.to_yaml()
     if budget_ms is None:
         return plan.to_yaml()
     steps = [Step(pass_class(s.name)(), s.config) for s in plan.passes]

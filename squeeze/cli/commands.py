@@ -164,7 +164,7 @@ def compress(
     target: str = typer.Option("cpu", "--target", "-t", help="see `squeeze targets`"),
     out: Path = typer.Option(Path("squeeze-out"), "--out", "-o", help="output directory (created; its parent must exist)"),
     data: Optional[str] = DataOpt,
-    latency_budget: Optional[str] = typer.Option(None, "--latency-budget", help="gate: p90 latency on the target, e.g. 5ms"),
+    latency_budget: Optional[str] = typer.Option(None, "--latency-budget", help="gate: p90 latency on the target, e.g. 5ms, or 0.125x of the teacher's (timed in the same rounds)"),
     max_accuracy_drop: Optional[float] = typer.Option(None, "--max-accuracy-drop", help="gate: accuracy drop allowed, percentage points"),
     recipe: Optional[str] = typer.Option(None, "--recipe", help="full (default: search, distill, prune, INT8 QAD, profile), quick, distill (of --student), export (no compression), or a YAML file; see --print-recipe"),
     print_recipe: bool = typer.Option(False, "--print-recipe", help="print the effective recipe as YAML and exit (no work)"),

@@ -11,18 +11,29 @@ DERIVED_SPEEDUP = 4.0  # no --latency-budget: passes that aim at a latency aim a
 GATED_P50_MARGIN = 0.85
 
 
-def needs_teacher_latency(budget_ms: float | None, steps: list[Any]) -> bool:
-    """Whether `derive` will derive the budget from the teacher's latency: no budget given, and a pass aims at one."""
+def needs_teacher_latency(budget_ms: float | None, steps: list[Any], ratio: float | None = None) -> bool:
+    """Whether `derive` needs the teacher's latency: a budget relative to it, or none given and a pass aims at one."""
+    if ratio is not None:
+        return True
     return budget_ms is None and any(s.pass_.aims_at_latency(s.config) and not _sets_own_budget(s.config) for s in steps)
 
 
-def derive(budget_ms: float | None, teacher_latency: dict[str, Any] | None, steps: list[Any]) -> dict[str, Any]:
+def derive(budget_ms: float | None, teacher_latency: dict[str, Any] | None, steps: list[Any], ratio: float | None = None) -> dict[str, Any]:
     """The user's budget, else (when a pass aims at a latency of its own accord) 1/4 of the teacher's p50.
 
     A derived budget steers search and pruning only; the gate checks latency only against a budget
     the user gave. `passes_aim_p50_ms` is what the passes aim at: a gated budget bounds p90 while
     they compare p50, so they aim GATED_P50_MARGIN below it. A derived budget from a noisy
     measurement is marked so: the console and the report say it."""
+    if ratio is not None and teacher_latency is not None:
+        # gated on the ratio to the teacher timed in the same closing rounds, so a host that runs faster or slower
+        # between the up-front measurement and the gate moves both; the passes aim at the up-front figure times it
+        aim = round(teacher_latency["p50_ms"] * ratio, 6)
+        out = {"latency_ms": aim, "ratio": ratio, "gated": True, "passes_aim_p50_ms": round(aim * GATED_P50_MARGIN, 6),
+               "source": f"--latency-budget {ratio:g}x: p90 at most {ratio:g} of the teacher's p90 in the same closing rounds (gated)"}
+        if teacher_latency.get("noisy"):
+            out.update(noisy=True, why_noisy=teacher_latency.get("why_noisy", []))
+        return out
     if budget_ms is not None:
         return {"latency_ms": budget_ms, "source": "--latency-budget (p90, gated)", "gated": True,
                 "passes_aim_p50_ms": round(budget_ms * GATED_P50_MARGIN, 6)}

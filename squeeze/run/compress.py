@@ -103,6 +103,7 @@ class Prepared:
     command: list[str] | None
     expose: bool = False  # a one-step run: the pass's own files also go to the top of the output
     dropped: list[dict[str, str]] | None = None  # passes a built-in recipe dropped up front (they need class logits), with why
+    budget_ratio: float | None = None  # --latency-budget 0.125x: p90 at most this fraction of the teacher's, timed in the same rounds
 
 
 def prepare(path: str | Path, *, target: str, out: str | Path, data: str | None, arch: str | None, input_shape: str | None,
@@ -112,13 +113,13 @@ def prepare(path: str | Path, *, target: str, out: str | Path, data: str | None,
             remote: dict[str, Any] | None, teacher_path: str | Path | None = None, expose: bool = False, output: str | None = None) -> Prepared:
     """Recipe, target, output, cache, teacher, data and every pass's declared needs, before any work."""
     from squeeze.io.data import check_data_fits, open_data
-    from squeeze.options import parse_duration_ms
+    from squeeze.options import parse_latency_budget
     from squeeze.targets.registry import target_from_options
     from squeeze.io.modelio import load_model
     from squeeze.passes.base import Context
     from squeeze.run import outputs, pipeline
 
-    budget_ms = parse_duration_ms(latency_budget)
+    budget_ms, budget_ratio = parse_latency_budget(latency_budget)
     if max_accuracy_drop is not None and max_accuracy_drop < 0:
         raise UserInputError("--max-accuracy-drop must be >= 0 (percentage points)")
     overrides = {k: dict(v) for k, v in (overrides or {}).items()}
@@ -162,7 +163,7 @@ def prepare(path: str | Path, *, target: str, out: str | Path, data: str | None,
     profile_step = plan.step("profile")
     spec = profile_step.config.spec if profile_step is not None else (profile_spec or ProfileSpec())
     return Prepared(plan, steps, tgt, availability, out, teacher, bundle, first, ctx, cache, spec, budget_ms, max_accuracy_drop, command,
-                    expose, dropped)
+                    expose, dropped, budget_ratio)
 
 
 THREAD_FIELDS = ("profile_threads", "threads")  # the pass-config fields that pick a latency measurement's thread count
@@ -253,8 +254,8 @@ def execute(run: Prepared, stage: Path, progress: Progress) -> tuple[dict[str, A
     started, t0 = dt.datetime.now(dt.timezone.utc), time.perf_counter()
     meter = StageMeter(run.target, run.spec, run.bundle, run.teacher, progress)
     teacher_row, teacher_latency = teacher_stage(meter, run.teacher, run.bundle, run.target, run.spec, run.cache, stage,
-                                                 budgets.needs_teacher_latency(run.budget_ms, run.steps))
-    budget = budgets.derive(run.budget_ms, teacher_latency, run.steps)
+                                                 budgets.needs_teacher_latency(run.budget_ms, run.steps, run.budget_ratio))
+    budget = budgets.derive(run.budget_ms, teacher_latency, run.steps, run.budget_ratio)
     if budget.get("noisy"):
         progress("WARNING: the teacher's latency was measured on a noisy host (" + "; ".join(budget.get("why_noisy", [])) +
                  "): the derived budget may be loose; give --latency-budget to fix it")
@@ -277,7 +278,7 @@ def execute(run: Prepared, stage: Path, progress: Progress) -> tuple[dict[str, A
     outcome = manifests.Outcome(stages, records, ctx.results, final_art, engine, accuracy, comparison,
                                 _layer_latency(run, meter, final_art, stages, progress), budget,
                                 manifests.gate_verdict(stages[-1]["latency"], accuracy, final_art.parity or {}, run.budget_ms,
-                                                       run.max_accuracy_drop), precision, deploy, _fidelity(meter))
+                                                       run.max_accuracy_drop, run.budget_ratio, teacher_row["latency"]), precision, deploy, _fidelity(meter))
     copy_checkpoints(records, ctx.artifacts, stage_passes, stage)
     exposed = _expose(records, stage) if run.expose else {}
     manifest = manifests.build(run, outcome, stage, started, time.perf_counter() - t0)

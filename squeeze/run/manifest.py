@@ -32,8 +32,10 @@ def versions() -> dict[str, str]:
 
 
 def gate_verdict(latency: dict[str, Any], accuracy: dict[str, Any] | None, parity: dict[str, Any],
-                 budget_ms: float | None, max_drop: float | None) -> dict[str, Any]:
-    """Every requested check must hold; parity always binds."""
+                 budget_ms: float | None, max_drop: float | None, budget_ratio: float | None = None,
+                 teacher_latency: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Every requested check must hold; parity always binds. A relative budget checks the output's p90 against the
+    teacher's, both timed in the same interleaved rounds (each at its own fastest settings)."""
     checks = []
     if "passed" in parity:
         checks.append({"check": "onnx_parity", "passed": bool(parity["passed"]), "value": parity["max_abs_diff"],
@@ -41,6 +43,10 @@ def gate_verdict(latency: dict[str, Any], accuracy: dict[str, Any] | None, parit
     if budget_ms is not None:
         checks.append({"check": "latency_p90_ms", "passed": latency["p90_ms"] <= budget_ms, "value": latency["p90_ms"], "limit": budget_ms,
                        "measured": latency.get("measured", True)})
+    if budget_ratio is not None and teacher_latency:
+        ratio = latency["p90_ms"] / teacher_latency["p90_ms"]
+        checks.append({"check": "latency_p90_vs_teacher", "passed": ratio <= budget_ratio, "value": ratio, "limit": budget_ratio,
+                       "measured": latency.get("measured", True), "teacher_p90_ms": teacher_latency["p90_ms"]})
     if max_drop is not None:
         drop = 100.0 * (accuracy["teacher_accuracy"] - accuracy["output_accuracy"])
         checks.append({"check": "accuracy_drop_pct_points", "passed": drop <= max_drop, "value": drop, "limit": max_drop})

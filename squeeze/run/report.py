@@ -271,7 +271,9 @@ def _headline(manifest: dict[str, Any]) -> list[str]:
     if precision:
         lines.append(f"precision: '{precision['shipped']}' shipped: {precision['why']}")
     budget = manifest.get("budget") or {}
-    if budget.get("latency_ms") is not None:
+    if budget.get("ratio") is not None:
+        lines.append(f"latency budget {budget['ratio']:g}× the teacher's p90 in the same rounds (passes aimed at {budget['latency_ms']:g} ms)")
+    elif budget.get("latency_ms") is not None:
         lines.append(f"latency budget {budget['latency_ms']:g} ms (p90)")
     return lines
 

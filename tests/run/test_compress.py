@@ -217,3 +217,20 @@ def test_a_pt2_teacher_goes_through_distill_and_int8_qad(cli, tiny, tmp_path):
     assert result.code == 0, result.stderr
     manifest = json.loads((out / "manifest.json").read_text())
     assert "quantize" in [s["stage"] for s in manifest["stages"]] and manifest["parity"]["passed"]  # QAD ran (INT8 or its float fallback)
+
+
+def test_a_budget_relative_to_the_teacher_is_gated_on_the_same_rounds(tiny, tmp_path):
+    """--latency-budget 0.5x: the output's p90 against the teacher's, both timed in the closing rounds, so a host that
+    speeds up or slows down between the up-front measurement and the gate moves both. The export recipe ships the
+    teacher itself: about 1.0x of it, inside 1.5x and outside 0.5x."""
+    loose = api.compress(tiny.checkpoint, out=tmp_path / "loose", recipe="export", profile_spec=FAST, latency_budget="1.5x")
+    tight = api.compress(tiny.checkpoint, out=tmp_path / "tight", recipe="export", profile_spec=FAST, latency_budget="0.5x")
+    for manifest, limit, verdict in ((loose, 1.5, "pass"), (tight, 0.5, "fail")):
+        (check,) = [c for c in manifest["gate"]["checks"] if c["check"] == "latency_p90_vs_teacher"]
+        assert check["limit"] == limit and check["value"] == pytest.approx(manifest["latency"]["p90_ms"] / check["teacher_p90_ms"])
+        assert 0.5 < check["value"] < 1.5 and manifest["gate"]["verdict"] == verdict
+        assert manifest["budget"]["ratio"] == limit and "same closing rounds" in manifest["budget"]["source"]
+        assert manifest["budget"]["latency_ms"] > 0  # the aim passes would take: the teacher's up-front p50 times the ratio
+    assert api.print_recipe("export", latency_budget="0.5x").startswith("# --latency-budget 0.5x: the passes aim at 0.5 of the teacher's p50")
+    with pytest.raises(UserInputError, match="relative latency budget must look like 0.5x"):
+        api.compress(tiny.checkpoint, out=tmp_path / "bad", recipe="export", profile_spec=FAST, latency_budget="halfx")
