@@ -100,6 +100,7 @@ class Settings:
     iterations: int = 300
     batch32_iterations: int = 30
     quick: bool = False
+    relative_budgets: bool = False  # squeeze's budgets as 1/k of the teacher timed in compress's own closing rounds
 
 
 def recipe_budgets(recipe: dict[str, Any]) -> tuple[int, float]:
@@ -135,7 +136,8 @@ def make_settings(args: argparse.Namespace) -> Settings:
     return Settings(recipe=recipe, recipe_source=source + (" + quick overrides" if args.quick else ""),
                     budgets=budgets, kd_epochs=kd_epochs, finetune_epochs=finetune, threads=args.threads,
                     rounds=2 if args.quick else args.rounds, iterations=50 if args.quick else args.iterations,
-                    batch32_iterations=5 if args.quick else args.batch32_iterations, quick=args.quick)
+                    batch32_iterations=5 if args.quick else args.batch32_iterations, quick=args.quick,
+                    relative_budgets=args.relative_budgets)
 
 
 def _present(recipe_path: str | Path, overrides: dict[str, Any]) -> dict[str, Any]:
@@ -372,12 +374,12 @@ def kd_small(teacher_path: Path, bundle: Any, folder: Path, s: Settings, augment
             "parity": onnx.parity}
 
 
-def squeeze_compress(teacher_path: Path, bundle_name: str, folder: Path, budget_ms: float, s: Settings, recipe_file: Path,
+def squeeze_compress(teacher_path: Path, bundle_name: str, folder: Path, budget: str, s: Settings, recipe_file: Path,
                      progress: Progress) -> dict[str, Any]:
     from squeeze import api
 
     out = folder / "compress-out"
-    manifest = api.compress(teacher_path, target="cpu", out=out, data=bundle_name, latency_budget=f"{budget_ms:.6f}ms",
+    manifest = api.compress(teacher_path, target="cpu", out=out, data=bundle_name, latency_budget=budget,
                             recipe=recipe_file, progress=lambda m: progress(f"compress: {m}"))
     shutil.copy2(out / "model.onnx", folder / "model.onnx")
     stages = [{k: st.get(k) for k in ("stage", "accuracy", "params", "macs", "note")} | {"p50_ms": (st.get("latency") or {}).get("p50_ms")}
@@ -390,7 +392,7 @@ def squeeze_compress(teacher_path: Path, bundle_name: str, folder: Path, budget_
     precision = manifest.get("precision") or {}
     chosen = (manifest["latency"].get("settings") or {}).get("chosen")
     decided = f", closing rounds shipped {precision['shipped']} (INT8/float p90 {precision['ratio']:.3f})" if precision else ""
-    return {"notes": f"budget {budget_ms:.3f} ms, gate {manifest['gate']['verdict']} (p90 {manifest['latency']['p90_ms']:.3f} ms at {chosen}), "
+    return {"notes": f"budget {budget}, gate {manifest['gate']['verdict']} (p90 {manifest['latency']['p90_ms']:.3f} ms at {chosen}), "
                      f"student {arch}" + (f", quantize shipped {shipped}" if shipped else "") + decided,
             "precision": precision, "settings": chosen,
             "wall_s": round(manifest["seconds"] + cached, 1), "cached_pass_seconds": cached,
@@ -464,8 +466,9 @@ def run_teacher(name: str, dataset: str, s: Settings, work: Path, progress: Prog
     recipe_file = folder / f"recipe-{key_of(s.recipe)}.yaml"
     _write_recipe(s.recipe, recipe_file)
     for k in s.budgets:
-        budget = round(teacher_p50 / k, 6)
-        attempt(f"squeeze@1/{k:g}", {"recipe": s.recipe, "budget_ms": budget},
+        material = {"budget_ratio": round(1 / k, 6)} if s.relative_budgets else {"budget_ms": round(teacher_p50 / k, 6)}
+        budget = f"{material['budget_ratio']}x" if s.relative_budgets else f"{material['budget_ms']:.6f}ms"
+        attempt(f"squeeze@1/{k:g}", {"recipe": s.recipe, **material},
                 lambda d, b=budget: squeeze_compress(teacher_path, dataset, d, b, s, recipe_file, say))
     _score(records, bundle, teacher_onnx, say)
     for r in records:
@@ -812,6 +815,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--teachers", nargs="+", help="only these teachers (default: both MNIST ones, + digits with --digits; --quick: resnet_mnist)")
     parser.add_argument("--methods", nargs="+", help=f"only these methods (teacher always): {', '.join(BASELINES)}, squeeze")
     parser.add_argument("--recipe", help="squeeze's recipe (a built-in name or a YAML file; default full; quick + tiny overrides with --quick)")
+    parser.add_argument("--relative-budgets", action="store_true", help="squeeze's budgets relative to the teacher (--latency-budget "
+                        "0.125x: gated against the teacher timed in compress's own closing rounds) instead of ms from one reference")
     parser.add_argument("--budgets", nargs="+", type=float, help="squeeze budgets as divisors of the teacher's p50 (default 4 8 12)")
     parser.add_argument("--threads", type=int, default=1, help="ORT intra-op threads of the table (default 1: steadiest on a shared "
                         "machine); a second batch-1 pass uses every usable core, the cpu target's default")

@@ -2,7 +2,8 @@
 
     nice -n 5 .venv/bin/python bench/latency_trust.py --work-dir out/latency_trust [--cifar] [--pairs 2]
 
-1. bench/compare.py --methods squeeze --budgets 4 8 on the teachers (reusing its cached compress runs): squeeze's rows,
+1. bench/compare.py --methods squeeze --budgets 4 8 --relative-budgets on the teachers (reusing its cached compress runs; each
+   budget is --latency-budget 0.25x / 0.125x, gated against the teacher in compress's own closing rounds): squeeze's rows,
    interleaved latency at 1 thread and at the tuned settings, the roofline table (batch 32 against the measured u8s8
    GEMM peak).
 2. For every compress output: the gate verdict and the INT8 decision its closing rounds took (manifest 'precision');
@@ -42,8 +43,11 @@ def checks_for(row: dict, folder: Path, pairs: int) -> list[tuple[str, str, bool
     manifest = json.loads((out / "manifest.json").read_text())
     name = f"{row['teacher_name']} {row['method']}"
     gate = manifest["gate"]
-    checks = [(f"{name}: gate at the tuned settings", f"p90 {manifest['latency']['p90_ms']:.3f} ms vs budget "
-               f"{manifest['budget']['latency_ms']:.3f} ms: {gate['verdict']}", gate["verdict"] == "pass")]
+    relative = next((c for c in gate["checks"] if c["check"] == "latency_p90_vs_teacher"), None)
+    figure = (f"p90 {manifest['latency']['p90_ms']:.3f} ms, {relative['value']:.3f} of the teacher's {relative['teacher_p90_ms']:.3f} ms "
+              f"in the same rounds vs {relative['limit']:g}" if relative else
+              f"p90 {manifest['latency']['p90_ms']:.3f} ms vs budget {manifest['budget']['latency_ms']:.3f} ms")
+    checks = [(f"{name}: gate at the tuned settings", f"{figure}: {gate['verdict']}", gate["verdict"] == "pass")]
     precision = manifest.get("precision") or {}
     if precision:
         ratio = precision["ratio"]
@@ -99,7 +103,7 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=2, help="quiet/loaded phase pairs per compress output")
     args = parser.parse_args()
     teachers = ["resnet_mnist", "mobilenetv2_mnist", *(["airbench_cifar"] if args.cifar else [])]
-    compare.main(["--teachers", *teachers, "--methods", "squeeze", "--budgets", "4", "8", "--work-dir", str(args.work_dir)])
+    compare.main(["--teachers", *teachers, "--methods", "squeeze", "--budgets", "4", "8", "--relative-budgets", "--work-dir", str(args.work_dir)])
     results = json.loads((args.work_dir / "results.json").read_text())
     checks: list[tuple[str, str, bool | None]] = []
     for rows in results["datasets"].values():
