@@ -257,8 +257,9 @@ def execute(run: Prepared, stage: Path, progress: Progress) -> tuple[dict[str, A
                                                  budgets.needs_teacher_latency(run.budget_ms, run.steps, run.budget_ratio))
     budget = budgets.derive(run.budget_ms, teacher_latency, run.steps, run.budget_ratio)
     if budget.get("noisy"):
-        progress("WARNING: the teacher's latency was measured on a noisy host (" + "; ".join(budget.get("why_noisy", [])) +
-                 "): the derived budget may be loose; give --latency-budget to fix it")
+        progress("WARNING: the teacher's latency was measured on a noisy host (" + "; ".join(budget.get("why_noisy", [])) + "): " +
+                 ("the passes' aim may be loose (the gate compares with the teacher in the same closing rounds)" if budget.get("ratio")
+                  else "the derived budget may be loose; give --latency-budget to fix it"))
     budgets.aim_passes(run.steps, budget)
     ctx = dataclasses.replace(run.ctx, run_dir=stage)
     ctx.results["budget"] = {**budget, "teacher_latency": teacher_latency}
