@@ -206,6 +206,11 @@ class Target(Protocol):
     def infer(self, art: OnnxArtifact, x: Any) -> Any: ...  # outputs on the target's own runtime, or None (ORT's stand for it)
 
 
+def channel_block(target: Any, override: int | None = None) -> int:
+    """The width block search and prune keep to: the user's --channel-multiple, else the target's."""
+    return override or int(getattr(target, "channel_multiple", 1) or 1)
+
+
 class TargetBase:
     """Defaults for what a target need not implement. A target that measures on this machine needs
     available/profile; one that can estimate offline overrides can_predict/predict."""

@@ -25,7 +25,7 @@ from squeeze.passes.prune.latency import LatencyMeter, Measurement, TargetLatenc
 from squeeze.passes.prune.recovery import EvalSplit, TrainSet, forcing_for, recover
 from squeeze.passes.prune.structure import (CALIBRATION_BATCH, block_importance, block_names, check_float_model, layer_widths, output_layer,
                                             prune_width, recalibrate_batchnorm, remove_block, size_of)
-from squeeze.targets.base import Target
+from squeeze.targets.base import Target, channel_block
 from squeeze.train import losses
 from squeeze.train.objective import check_student_fits
 
@@ -69,7 +69,7 @@ class Pruner:
         # a model whose --output picked one of several: the final layer of every output is kept whole
         self.classifier = final_layers(self.reference, self.example) if model.outputs else output_layer(self.reference, self.example)
         self.original = layer_widths(self.reference)
-        self.multiple = cfg.channel_multiple or int(getattr(target, "channel_multiple", 1) or 1)
+        self.multiple = channel_block(target, cfg.channel_multiple)
         cal_x, cal_y = data.batch("calibration", CALIBRATION_BATCH)
         self.cal_x, self.cal_y = cal_x.to(device), cal_y.to(device)
         self.train = TrainSet(data, self.t_module, device)

@@ -38,7 +38,7 @@ from squeeze.passes.search.evolution import (Candidate, EvolutionConfig, Event, 
 from squeeze.passes.search.latency import METRICS, LatencyOracle, default_cache_path
 from squeeze.passes.search.latency_model import SOURCES, ModelledLatencyOracle, measure_shortlist, modelled_oracle
 from squeeze.passes.search.spaces import SearchSpace, get_space
-from squeeze.targets.base import ProfileSpec, Target
+from squeeze.targets.base import ProfileSpec, Target, channel_block
 
 PROXY_SPLITS = ("calibration", "train")
 
@@ -179,7 +179,7 @@ def search(teacher: ModelArtifact, data: DataBundle | None, target: Target, cfg:
            progress: Callable[[str], None] = lambda m: None,
            on_event: Callable[[Event, Candidate | None], None] | None = None) -> SearchOutcome:
     started = time.perf_counter()
-    space = get_space(cfg.space).aligned(cfg.channel_multiple or int(getattr(target, "channel_multiple", 1) or 1))
+    space = get_space(cfg.space).aligned(channel_block(target, cfg.channel_multiple))
     num_classes = teacher_classes(teacher, cfg.proxy)
     in_channels = int(teacher.input_spec.shape[1])
     input_shape = (1, *teacher.input_spec.shape[1:])

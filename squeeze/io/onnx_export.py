@@ -150,9 +150,13 @@ _EXPORTS_KEPT, _EXPORT_MAX_BYTES = 8, 64 << 20
 _PLAIN = (bool, int, float, str, type(None))
 
 
+def tensor_bytes(tensor: torch.Tensor) -> bytes:
+    """A tensor's raw bytes, for hashing: through uint8, so dtypes numpy lacks (bfloat16) work too."""
+    return tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
+
+
 def _tensor_bytes(name: str, tensor: torch.Tensor) -> bytes:
-    tensor = tensor.detach().cpu().contiguous()
-    return f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode() + tensor.reshape(-1).view(torch.uint8).numpy().tobytes()
+    return f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode() + tensor_bytes(tensor)
 
 
 def _plain(value: Any) -> bool:

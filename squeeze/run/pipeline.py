@@ -152,10 +152,12 @@ def check_plan(steps: list[Step], facts: RunFacts, ctx: Context, first: Any = No
 
 def module_digest(module: torch.nn.Module, extra: Any = None) -> str:
     """A content hash of a module's weights and buffers (and `extra`, e.g. its architecture spec)."""
+    from squeeze.io.onnx_export import tensor_bytes
+
     digest = hashlib.sha256(json.dumps(extra, sort_keys=True, default=str).encode())
     for name, tensor in module.state_dict().items():
         digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        digest.update(tensor_bytes(tensor))
     return digest.hexdigest()
 
 
